@@ -1,0 +1,189 @@
+"""The exceptions bgws raises or reports.
+
+Every exception derives from :class:`BgwsError`. Caller mistakes and trouble caused by the peer
+or the network are different branches, so a program can tell "I configured it wrong" from
+"the server misbehaved"::
+
+    BgwsError
+    ├── ConfigError              a wrong configuration value (caller mistake); also a ValueError
+    │   └── InsecureCredentials  credentials over plain ws:// to a non-loopback host
+    ├── InvalidTransition        an illegal move of the connection state machine
+    ├── ServiceError             a call the service cannot take in its current state
+    │   ├── ServiceClosed        the service was stopped or failed; nothing more is accepted
+    │   └── QueueFull            the outbox is full and the overflow policy is "raise"
+    ├── LinkError                the peer or the network (never the caller's mistake)
+    │   ├── ConnectTimeout       the connect attempt took longer than ``connect_timeout``
+    │   ├── HandshakeRejected    the server answered the upgrade with an HTTP error status
+    │   │   └── AuthRejected     ... with 401/403, or closed with a configured auth close code
+    │   ├── DeadLink             no pong (or heartbeat reply) within ``ping_timeout``
+    │   └── ConnectionClosed     the link closed (by the server, or abruptly)
+    └── MessageError             one incoming or outgoing message was bad
+        ├── DecodeError          a frame that the codec could not decode
+        ├── MessageTooBig        larger than ``max_message_size``
+        ├── HandlerError         a handler or plugin raised while handling a message
+        └── MessageDropped       an outgoing message was dropped by the overflow policy
+
+OS-level errors (``OSError``, ``ssl.SSLError``) are translated into :class:`LinkError` at the
+transport boundary, with the original kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthRejected",
+    "BgwsError",
+    "ConfigError",
+    "ConnectTimeout",
+    "ConnectionClosed",
+    "DeadLink",
+    "DecodeError",
+    "HandlerError",
+    "HandshakeRejected",
+    "InsecureCredentials",
+    "InvalidTransition",
+    "LinkError",
+    "MessageDropped",
+    "MessageError",
+    "MessageTooBig",
+    "QueueFull",
+    "ServiceClosed",
+    "ServiceError",
+]
+
+
+class BgwsError(Exception):
+    """Root of every exception bgws raises or reports."""
+
+
+class ConfigError(BgwsError, ValueError):
+    """A configuration value is wrong.
+
+    Attributes:
+        field: the name of the offending field (``None`` when the error is about the whole
+            config, for example an unknown TOML table).
+        reason: why the value was refused, in plain words.
+    """
+
+    def __init__(self, field: str | None, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+
+class InsecureCredentials(ConfigError):
+    """Credentials would travel in clear text over ``ws://`` to a host that is not loopback."""
+
+
+class InvalidTransition(BgwsError):
+    """The state machine was asked for a move its table does not allow; nothing changed."""
+
+    def __init__(self, state: Any, event: Any) -> None:
+        self.state = state
+        self.event = event
+        super().__init__(f"no transition from {state!s} on {event!s}")
+
+
+class ServiceError(BgwsError):
+    """The service cannot take this call in its current state."""
+
+
+class ServiceClosed(ServiceError):
+    """The service was stopped (or has failed) and accepts nothing more."""
+
+
+class QueueFull(ServiceError):
+    """The outbox holds ``max_queue_size`` messages and the overflow policy is ``"raise"``."""
+
+
+class LinkError(BgwsError):
+    """The network or the peer failed; the service handles these by reconnecting."""
+
+
+class ConnectTimeout(LinkError):
+    """The connect attempt (TCP, TLS and handshake) took longer than ``connect_timeout``."""
+
+
+class HandshakeRejected(LinkError):
+    """The server answered the WebSocket upgrade with an HTTP error status.
+
+    Attributes:
+        status: the HTTP status code the server sent.
+    """
+
+    def __init__(self, status: int, message: str | None = None) -> None:
+        self.status = status
+        super().__init__(message or f"handshake rejected with HTTP {status}")
+
+
+class AuthRejected(HandshakeRejected):
+    """The server refused the credentials: HTTP 401/403, or a configured auth close code.
+
+    ``status`` is the HTTP status, or the WebSocket close code when the refusal came as a close.
+    """
+
+
+class DeadLink(LinkError):
+    """No pong (or application heartbeat reply) arrived within ``ping_timeout``."""
+
+
+class ConnectionClosed(LinkError):
+    """The connection closed.
+
+    Attributes:
+        code: the WebSocket close code (1006 when the link dropped without a close frame).
+        reason: the close reason the server gave, if any.
+    """
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+        text = f"connection closed with code {code}"
+        super().__init__(f"{text}: {reason}" if reason else text)
+
+
+class MessageError(BgwsError):
+    """One message was bad; the service keeps running."""
+
+
+class DecodeError(MessageError):
+    """An incoming frame could not be decoded by the codec.
+
+    Attributes:
+        raw: the frame's payload as received (``str`` or ``bytes``).
+    """
+
+    def __init__(self, reason: str, raw: str | bytes) -> None:
+        self.raw = raw
+        super().__init__(reason)
+
+
+class MessageTooBig(MessageError):
+    """A message is larger than ``max_message_size``."""
+
+
+class HandlerError(MessageError):
+    """A handler or plugin raised while handling a message; the original is ``__cause__``.
+
+    Attributes:
+        where: the handler or plugin that raised (its name).
+        message: the :class:`bgws.Message` being handled, when there was one.
+    """
+
+    def __init__(self, where: str, message: Any = None) -> None:
+        self.where = where
+        self.message = message
+        super().__init__(f"{where} raised while handling a message")
+
+
+class MessageDropped(MessageError):
+    """An outgoing message left the outbox without being sent (overflow policy drop-oldest).
+
+    Attributes:
+        payload: the dropped message as it was queued.
+    """
+
+    def __init__(self, reason: str, payload: Any) -> None:
+        self.payload = payload
+        super().__init__(reason)

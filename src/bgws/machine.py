@@ -1,0 +1,276 @@
+"""The connection state machine: a pure transition table and the reconnect decisions.
+
+Nothing here does I/O or reads a clock: callers pass the current time in, and get back the next
+state and, when reconnecting, the delay to wait. That is what lets the whole policy be tested
+without sockets or sleeps.
+
+::
+
+    IDLE ──connect──▶ CONNECTING ──connected──▶ CONNECTED
+                        │   ▲                       │
+         connect_failed │   │ retry       link_lost │
+                        ▼   │                       │
+                      BACKING_OFF ◀─────────────────┘
+    (any running state) ──give_up──▶ FAILED ──connect──▶ CONNECTING
+    (any state but CLOSED) ──stop──▶ CLOSING ──closed──▶ CLOSED
+
+An event the table does not list for the current state raises :class:`InvalidTransition` and
+leaves the machine unchanged.
+"""
+
+from __future__ import annotations
+
+import enum
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+from .backoff import Backoff
+from .errors import (
+    AuthRejected,
+    ConfigError,
+    HandshakeRejected,
+    InvalidTransition,
+)
+
+__all__ = [
+    "Decision",
+    "Event",
+    "Machine",
+    "State",
+    "TRANSITIONS",
+    "Verdict",
+    "classify_error",
+]
+
+
+class State(enum.Enum):
+    """Where a service's connection stands."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKING_OFF = "backing_off"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Event(enum.Enum):
+    """What can happen to a connection."""
+
+    CONNECT = "connect"
+    CONNECTED = "connected"
+    CONNECT_FAILED = "connect_failed"
+    LINK_LOST = "link_lost"
+    RETRY = "retry"
+    GIVE_UP = "give_up"
+    STOP = "stop"
+    CLOSED = "closed"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_S, _E = State, Event
+
+TRANSITIONS: Mapping[State, Mapping[Event, State]] = MappingProxyType(
+    {
+        _S.IDLE: {_E.CONNECT: _S.CONNECTING, _E.STOP: _S.CLOSING},
+        _S.CONNECTING: {
+            _E.CONNECTED: _S.CONNECTED,
+            _E.CONNECT_FAILED: _S.BACKING_OFF,
+            _E.GIVE_UP: _S.FAILED,
+            _E.STOP: _S.CLOSING,
+        },
+        _S.CONNECTED: {
+            _E.LINK_LOST: _S.BACKING_OFF,
+            _E.GIVE_UP: _S.FAILED,
+            _E.STOP: _S.CLOSING,
+        },
+        _S.BACKING_OFF: {_E.RETRY: _S.CONNECTING, _E.GIVE_UP: _S.FAILED, _E.STOP: _S.CLOSING},
+        _S.FAILED: {_E.CONNECT: _S.CONNECTING, _E.STOP: _S.CLOSING},
+        _S.CLOSING: {_E.CLOSED: _S.CLOSED},
+        _S.CLOSED: {},
+    }
+)
+"""``TRANSITIONS[state][event]`` is the next state; a missing entry is an illegal move."""
+
+Verdict = Literal["retry", "retry_now", "auth", "fatal"]
+"""How a failure is handled: back off and retry, retry at once, ask the auth handler, or stop."""
+
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+
+
+def classify_error(error: BaseException) -> Verdict:
+    """The default error classification.
+
+    Auth refusals go to the auth handler. Configuration mistakes, failed certificate checks and
+    HTTP 4xx answers (other than 408, 425 and 429) are fatal: retrying would only repeat them.
+    Everything else (refused connections, timeouts, 5xx, dropped links) is retried with backoff.
+    """
+    if isinstance(error, AuthRejected):
+        return "auth"
+    if isinstance(error, ConfigError | ssl.SSLCertVerificationError):
+        return "fatal"
+    if isinstance(error.__cause__, ssl.SSLCertVerificationError):
+        return "fatal"
+    if isinstance(error, HandshakeRejected):
+        status = error.status
+        if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+            return "fatal"
+    return "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of a failure: the state entered and, when backing off, the delay.
+
+    Attributes:
+        state: ``BACKING_OFF`` or ``FAILED``.
+        delay: seconds to wait before the next attempt (0 when ``FAILED``).
+        attempt: the number of consecutive failures so far, this one included.
+        reason: the error that caused the decision.
+    """
+
+    state: State
+    delay: float
+    attempt: int
+    reason: BaseException | None
+
+
+class Machine:
+    """The state of one connection and the policy that moves it.
+
+    Args:
+        backoff: the delay generator.
+        max_attempts: consecutive failures tolerated before ``FAILED`` (None: never give up;
+            0: do not reconnect at all).
+        min_uptime: a link must stay up this long (seconds) before the backoff resets.
+        classify: maps an error to a :data:`Verdict`.
+    """
+
+    __slots__ = (
+        "_auth_retried",
+        "_backoff",
+        "_classify",
+        "_connected_at",
+        "_failures",
+        "_max_attempts",
+        "_min_uptime",
+        "_state",
+    )
+
+    def __init__(
+        self,
+        backoff: Backoff,
+        *,
+        max_attempts: int | None,
+        min_uptime: float,
+        classify: Callable[[BaseException], Verdict] = classify_error,
+    ) -> None:
+        self._state = State.IDLE
+        self._backoff = backoff
+        self._max_attempts = max_attempts
+        self._min_uptime = min_uptime
+        self._classify = classify
+        self._failures = 0
+        self._connected_at: float | None = None
+        self._auth_retried = False
+
+    @property
+    def state(self) -> State:
+        """The current state."""
+        return self._state
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failures since the last link that stayed up ``min_uptime``."""
+        return self._failures
+
+    def fire(self, event: Event) -> State:
+        """Apply ``event`` and return the new state.
+
+        Raises:
+            InvalidTransition: the table has no move for ``event`` in the current state.
+        """
+        try:
+            new = TRANSITIONS[self._state][event]
+        except KeyError:
+            raise InvalidTransition(self._state, event) from None
+        self._state = new
+        return new
+
+    def can(self, event: Event) -> bool:
+        """Whether ``event`` is a legal move now."""
+        return event in TRANSITIONS[self._state]
+
+    def connect(self) -> State:
+        """A connect was asked for (first start, or again after ``FAILED``)."""
+        if self._state is State.FAILED:
+            self._failures = 0
+        return self.fire(Event.CONNECT)
+
+    def connected(self, now: float) -> State:
+        """The handshake succeeded at time ``now``."""
+        state = self.fire(Event.CONNECTED)
+        self._connected_at = now
+        return state
+
+    def failed(self, error: BaseException, now: float, *, auth_refreshed: bool = False) -> Decision:
+        """A connect attempt failed, or an established link was lost, at time ``now``.
+
+        Args:
+            error: what went wrong.
+            now: the current time, on the same clock as :meth:`connected`.
+            auth_refreshed: the auth handler refreshed the credentials after an auth refusal;
+                the first such retry in a row happens at once.
+
+        Returns:
+            The decision; the machine is already in ``decision.state``.
+        """
+        event = Event.LINK_LOST if self._state is State.CONNECTED else Event.CONNECT_FAILED
+        if event not in TRANSITIONS[self._state]:
+            raise InvalidTransition(self._state, event)
+        if self._connected_at is not None and now - self._connected_at >= self._min_uptime:
+            self._failures = 0
+            self._auth_retried = False
+        self._connected_at = None
+        self._failures += 1
+        verdict = self._classify(error)
+        if verdict == "auth":
+            verdict = "retry_now" if auth_refreshed else "fatal"
+        if verdict == "fatal" or (
+            self._max_attempts is not None and self._failures > self._max_attempts
+        ):
+            self.fire(Event.GIVE_UP)
+            return Decision(State.FAILED, 0.0, self._failures, error)
+        if verdict == "retry_now" and not self._auth_retried:
+            self._auth_retried = True
+            delay = 0.0
+        else:
+            self._auth_retried = verdict == "retry_now"
+            delay = self._backoff.delay(self._failures)
+        self.fire(event)
+        return Decision(State.BACKING_OFF, delay, self._failures, error)
+
+    def give_up(self) -> State:
+        """Stop reconnecting (a fatal condition found outside :meth:`failed`)."""
+        return self.fire(Event.GIVE_UP)
+
+    def retry(self) -> State:
+        """The backoff delay is over: start the next attempt."""
+        return self.fire(Event.RETRY)
+
+    def stop(self) -> State:
+        """A graceful stop began."""
+        return self.fire(Event.STOP)
+
+    def closed(self) -> State:
+        """The graceful stop finished."""
+        return self.fire(Event.CLOSED)
