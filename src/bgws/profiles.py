@@ -1,0 +1,220 @@
+"""Documented presets for common kinds of service: chat, gaming, IoT and trading.
+
+A preset is a set of option values chosen for a workload; each function below says why its
+values. Every preset leaves the other options at their defaults, and the caller's overrides win
+over the preset::
+
+    config = bgws.profiles.chat(url="wss://chat.example/ws", app_name="MyChat", max_queue_size=50)
+
+A TOML file picks a preset with a top-level ``profile = "chat"`` key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bgws.config import Config
+from bgws.errors import ConfigError
+
+__all__ = ["PROFILES", "chat", "gaming", "iot", "profile_values", "trading"]
+
+_VALUES: Mapping[str, Mapping[str, Any]] = types.MappingProxyType(
+    {
+        "chat": types.MappingProxyType(
+            {
+                "heartbeat_interval": 25.0,
+                "ping_timeout": 10.0,
+                "initial_reconnect_delay": 1.0,
+                "max_reconnect_delay": 30.0,
+                "max_queue_size": 500,
+                "foreground": True,
+                "min_uptime": 10.0,
+            }
+        ),
+        "gaming": types.MappingProxyType(
+            {
+                "heartbeat_interval": 5.0,
+                "ping_timeout": 3.0,
+                "initial_reconnect_delay": 0.25,
+                "max_reconnect_delay": 5.0,
+                "connect_timeout": 5.0,
+                "max_queue_size": 200,
+                "min_uptime": 5.0,
+            }
+        ),
+        "iot": types.MappingProxyType(
+            {
+                "heartbeat_interval": 60.0,
+                "ping_timeout": 20.0,
+                "initial_reconnect_delay": 5.0,
+                "max_reconnect_delay": 900.0,
+                "max_queue_size": 10_000,
+                "autostart_on_boot": True,
+                "min_uptime": 30.0,
+            }
+        ),
+        "trading": types.MappingProxyType(
+            {
+                "heartbeat_interval": 2.0,
+                "ping_timeout": 2.0,
+                "initial_reconnect_delay": 0.1,
+                "max_reconnect_delay": 5.0,
+                "connect_timeout": 5.0,
+                "max_queue_size": 5000,
+                "inbox_size": 8192,
+                "max_message_size": 4 * 1024 * 1024,
+            }
+        ),
+    }
+)
+
+
+def profile_values(name: str) -> dict[str, Any]:
+    """Return a preset's own option values (not the defaults it leaves alone).
+
+    Args:
+        name: ``"chat"``, ``"gaming"``, ``"iot"`` or ``"trading"``.
+
+    Returns:
+        A new dict of option names to values; durations are in seconds.
+
+    Raises:
+        ConfigError: ``name`` is not a known profile (``field`` is ``"profile"``).
+    """
+    try:
+        return dict(_VALUES[name])
+    except (KeyError, TypeError):
+        pass
+    reason = f"unknown profile {name!r}; choose one of {', '.join(_VALUES)}"
+    if isinstance(name, str):
+        close = difflib.get_close_matches(name.lower(), list(_VALUES), n=1, cutoff=0.6)
+        if close:
+            reason += f" (did you mean {close[0]!r}?)"
+    raise ConfigError("profile", reason)
+
+
+def _build(name: str, url: str, app_name: str, overrides: Mapping[str, Any]) -> Config:
+    if "profile" in overrides:
+        raise ConfigError("profile", f"cannot be given to the {name} profile function")
+    values = {**profile_values(name), **overrides, "url": url, "app_name": app_name}
+    return Config.from_mapping(values, env={})
+
+
+def chat(*, url: str, app_name: str, **overrides: Any) -> Config:
+    """Build a config for a chat or messaging app.
+
+    Values, and why:
+
+    - ``heartbeat_interval=25s``: under the 30 to 60 s idle timeout common in proxies, load
+      balancers and mobile NATs, so an idle chat stays open; ``ping_timeout=10s`` notices a dead
+      link within 35 s, soon enough that a user does not sit on a silent conversation.
+    - backoff ``1s`` to ``30s``: a person is waiting, so retries start fast, and half a minute
+      is the longest a user should wait for a server that came back.
+    - ``max_queue_size=500``: far more messages than anyone types while offline.
+    - ``foreground=True``: chat is what notifications are for.
+    - ``min_uptime=10s``: a link that drops within seconds of each connect keeps backing off.
+
+    Args:
+        url: the ``ws://`` or ``wss://`` URL.
+        app_name: the application's name.
+        **overrides: any other :class:`~bgws.config.Config` field; these win over the preset.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: an override is unknown or wrong.
+    """
+    return _build("chat", url, app_name, overrides)
+
+
+def gaming(*, url: str, app_name: str, **overrides: Any) -> Config:
+    """Build a config for a real-time multiplayer game.
+
+    Values, and why:
+
+    - ``heartbeat_interval=5s``, ``ping_timeout=3s``: a player notices a frozen game in
+      seconds, so a dead link must be found within 8 s and replaced.
+    - backoff ``0.25s`` to ``5s``, ``connect_timeout=5s``: reconnect almost at once and never
+      wait long; a match does not wait for a slow retry.
+    - ``max_queue_size=200``: inputs queued for long are stale; a short queue keeps the backlog
+      small (``send`` raises ``QueueFull`` when it is full, as by default).
+    - ``min_uptime=5s``: game sessions are short; a link that lived 5 s was a real connection.
+
+    Args:
+        url: the ``ws://`` or ``wss://`` URL.
+        app_name: the application's name.
+        **overrides: any other :class:`~bgws.config.Config` field; these win over the preset.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: an override is unknown or wrong.
+    """
+    return _build("gaming", url, app_name, overrides)
+
+
+def iot(*, url: str, app_name: str, **overrides: Any) -> Config:
+    """Build a config for a device or sensor gateway.
+
+    Values, and why:
+
+    - ``heartbeat_interval=60s``, ``ping_timeout=20s``: devices on metered or battery-powered
+      links should not chatter; 60 s still keeps most NAT mappings alive.
+    - backoff ``5s`` to ``15m``: when a whole fleet loses its server, thousands of devices must
+      not hammer it as it comes back; jittered retries spread out up to 15 minutes.
+    - ``max_queue_size=10000``: readings taken while offline are kept for hours of outage.
+    - ``autostart_on_boot=True``: a gateway runs unattended and must come back after a reboot.
+    - ``min_uptime=30s``: flaky cellular links often drop right after connecting; only a link
+      that stayed up 30 s resets the backoff.
+
+    Args:
+        url: the ``ws://`` or ``wss://`` URL.
+        app_name: the application's name.
+        **overrides: any other :class:`~bgws.config.Config` field; these win over the preset.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: an override is unknown or wrong.
+    """
+    return _build("iot", url, app_name, overrides)
+
+
+def trading(*, url: str, app_name: str, **overrides: Any) -> Config:
+    """Build a config for a market-data or order feed.
+
+    Values, and why:
+
+    - ``heartbeat_interval=2s``, ``ping_timeout=2s``: acting on stale prices costs money, so a
+      dead feed must be noticed within about 4 s.
+    - backoff ``0.1s`` to ``5s``, ``connect_timeout=5s``: every second disconnected is missed
+      data; retry at once, and never wait more than 5 s between attempts.
+    - ``max_queue_size=5000``: orders and subscriptions queued during a short outage are kept
+      (and ``send`` raises rather than dropping one when full).
+    - ``inbox_size=8192``: bursts of ticks are absorbed without stalling the reader.
+    - ``max_message_size=4 MiB``: order-book snapshots are larger than the 1 MiB default.
+
+    Args:
+        url: the ``ws://`` or ``wss://`` URL.
+        app_name: the application's name.
+        **overrides: any other :class:`~bgws.config.Config` field; these win over the preset.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: an override is unknown or wrong.
+    """
+    return _build("trading", url, app_name, overrides)
+
+
+PROFILES: Mapping[str, Callable[..., Config]] = types.MappingProxyType(
+    {"chat": chat, "gaming": gaming, "iot": iot, "trading": trading}
+)
+"""Profile names to the functions that build them."""
