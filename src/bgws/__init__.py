@@ -1,0 +1,106 @@
+"""bgws: keep WebSocket connections alive in the background.
+
+A program configures a service once; bgws connects, authenticates, reconnects with backoff,
+detects dead links, queues what is sent while offline, and dispatches incoming messages to
+handlers and plugins. See the README and ``docs/`` for the tutorial.
+"""
+
+from __future__ import annotations
+
+from . import profiles
+from .backoff import Backoff
+from .config import Config, parse_duration
+from .dispatch import Handler
+from .errors import (
+    AuthRejected,
+    BgwsError,
+    ConfigError,
+    ConnectionClosed,
+    ConnectTimeout,
+    DeadLink,
+    DecodeError,
+    HandlerError,
+    HandshakeRejected,
+    InsecureCredentials,
+    InvalidTransition,
+    LinkError,
+    MessageDropped,
+    MessageError,
+    MessageTooBig,
+    QueueFull,
+    ServiceClosed,
+    ServiceError,
+)
+from .factories import (
+    create_chat_service,
+    create_custom_service,
+    create_gaming_service,
+    create_iot_service,
+    create_trading_service,
+)
+from .handlers import (
+    AuthHandler,
+    BearerAuth,
+    ErrorHandler,
+    HeartbeatHandler,
+    LifecycleHandler,
+    MessageHandler,
+    NotificationHandler,
+    TemplateHeartbeat,
+)
+from .machine import State
+from .message import Message
+from .plugins import Plugin
+from .service import Service
+from .stats import ServiceStats, StateChange
+from .storage import MemoryStorage, StorageBackend
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthHandler",
+    "AuthRejected",
+    "Backoff",
+    "BearerAuth",
+    "BgwsError",
+    "Config",
+    "ConfigError",
+    "ConnectTimeout",
+    "ConnectionClosed",
+    "DeadLink",
+    "DecodeError",
+    "ErrorHandler",
+    "Handler",
+    "HandlerError",
+    "HandshakeRejected",
+    "HeartbeatHandler",
+    "InsecureCredentials",
+    "InvalidTransition",
+    "LifecycleHandler",
+    "LinkError",
+    "MemoryStorage",
+    "Message",
+    "MessageDropped",
+    "MessageError",
+    "MessageHandler",
+    "MessageTooBig",
+    "NotificationHandler",
+    "Plugin",
+    "QueueFull",
+    "Service",
+    "ServiceClosed",
+    "ServiceError",
+    "ServiceStats",
+    "State",
+    "StateChange",
+    "StorageBackend",
+    "TemplateHeartbeat",
+    "__version__",
+    "create_chat_service",
+    "create_custom_service",
+    "create_gaming_service",
+    "create_iot_service",
+    "create_trading_service",
+    "parse_duration",
+    "profiles",
+]

@@ -1,0 +1,3 @@
+from bgws.cli import main
+
+raise SystemExit(main())

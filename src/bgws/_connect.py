@@ -1,0 +1,221 @@
+"""Opening one link (auth, TLS, request) and watching its health (keepalive).
+
+:func:`open_link` turns the config and the auth handler's answer into a
+:class:`~bgws.transport.ConnectRequest`; :class:`Connection` is the transport's sink for one
+link and runs its keepalive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ._redact import is_credential_name
+from .config import Config
+from .dispatch import Dispatcher
+from .errors import (
+    AuthRejected,
+    BgwsError,
+    ConnectionClosed,
+    DeadLink,
+    HandlerError,
+    InsecureCredentials,
+    LinkError,
+)
+from .handlers import AuthHandler, HeartbeatHandler
+from .message import Codec
+from .transport import ConnectRequest, Link, Transport
+
+__all__ = ["Connection", "open_link"]
+
+
+class Connection:
+    """The sink of one link: frames to the inbox, pongs to the keepalive, loss to the loop.
+
+    Args:
+        dispatcher: the service's inbox.
+        auth_close_codes: close codes that mean "credentials refused".
+        report: reports a problem the transport handled itself.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        auth_close_codes: tuple[int, ...],
+        report: Callable[[BgwsError], None],
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._auth_codes = auth_close_codes
+        self._report = report
+        self._link: Link | None = None
+        self._pong = asyncio.Event()
+        self.lost: asyncio.Future[LinkError] = asyncio.get_running_loop().create_future()
+        # The hot path: frames go straight into the inbox.
+        self.on_data = dispatcher.push
+        self.on_read_done = dispatcher.read_done
+
+    def on_pong(self) -> None:
+        self._pong.set()
+
+    def on_problem(self, error: BgwsError) -> None:
+        self._report(error)
+
+    def on_closed(self, error: LinkError) -> None:
+        if isinstance(error, ConnectionClosed) and error.code in self._auth_codes:
+            refused = AuthRejected(error.code, f"server closed with auth close code {error.code}")
+            refused.__cause__ = error
+            error = refused
+        self._settle(error)
+
+    def _settle(self, error: LinkError) -> None:
+        if not self.lost.done():
+            self.lost.set_result(error)
+
+    def fail(self, error: LinkError) -> None:
+        """Declare the link dead (keepalive) and drop it."""
+        self._settle(error)
+        if self._link is not None:
+            self._link.abort()
+
+    def attach(self, link: Link) -> None:
+        """The handshake finished: wire the inbox's flow control to ``link``."""
+        self._link = link
+        self._dispatcher.attach(link.pause_reading, link.resume_reading, self._pong.set)
+
+    def detach(self) -> None:
+        self._dispatcher.detach()
+
+    async def keepalive(
+        self, config: Config, heartbeat: HeartbeatHandler | None, codec: Codec
+    ) -> None:
+        """Ping every ``heartbeat_interval``; no answer within ``ping_timeout`` fails the link.
+
+        While the inbox has paused reading (a slow consumer), a missing pong proves nothing, so
+        it does not count. With an application heartbeat any incoming frame proves the link.
+        """
+        interval = config.heartbeat_interval
+        link = self._link
+        if interval is None or link is None:
+            return
+        timeout = config.ping_timeout
+        inbox = self._dispatcher
+        what = "pong" if heartbeat is None else "heartbeat reply"
+        while True:
+            await asyncio.sleep(interval)
+            self._pong.clear()
+            received, pauses = inbox.received, inbox.pauses
+            if heartbeat is None:
+                link.ping()
+            else:
+                payload, binary, _ = codec.encode(heartbeat.heartbeat_message(), assign_id=False)
+                link.send(payload, binary)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._pong.wait()
+            except TimeoutError:
+                if inbox.paused or inbox.pauses != pauses:
+                    continue
+                if heartbeat is not None and inbox.received != received:
+                    continue
+                self.fail(DeadLink(f"no {what} within ping_timeout ({timeout:g}s)"))
+                return
+
+
+async def open_link(
+    config: Config,
+    transport: Transport,
+    sink: Connection,
+    auth: AuthHandler | None,
+    connection_data: Mapping[str, Any] | None,
+    codec: Codec,
+) -> Link:
+    """Fetch fresh credentials, check they may travel, and open one link.
+
+    Raises:
+        InsecureCredentials: credentials over ``ws://`` to a non-loopback host (not allowed).
+        HandlerError: the auth handler's ``get_auth_data`` raised.
+        LinkError: the transport could not connect.
+    """
+    url = config.url
+    headers = [(str(k), str(v)) for k, v in config.headers.items()]
+    auth_data: Mapping[str, Any] | None = None
+    if auth is not None and auth.requires_auth:
+        try:
+            auth_data = await _get_auth_data(auth, connection_data)
+        except Exception as exc:
+            raise HandlerError("auth handler get_auth_data") from exc
+    carries_secrets = bool(auth_data) or any(is_credential_name(k) for k, _ in headers)
+    if (
+        carries_secrets
+        and not config.is_secure
+        and not config.is_loopback
+        and not config.allow_insecure_credentials
+    ):
+        raise InsecureCredentials(
+            "url",
+            "refusing to send credentials over plain ws:// to a host that is not loopback; "
+            "use wss:// or set allow_insecure_credentials",
+        )
+    mode = config.auth_mode
+    if auth_data:
+        if mode == "headers":
+            headers.extend((str(k), str(v)) for k, v in auth_data.items())
+        elif mode == "query":
+            url = _with_query(url, auth_data)
+    request = ConnectRequest(
+        url=url,
+        headers=headers,
+        subprotocols=config.subprotocols,
+        ssl_context=_ssl_context(
+            config.tls_verify, config.tls_ca_file, config.tls_cert_file, config.tls_key_file
+        )
+        if config.is_secure
+        else None,
+        max_message_size=config.max_message_size,
+        timeout=config.connect_timeout,
+    )
+    link = await transport.connect(request, sink)
+    if auth_data and mode == "message":
+        payload, binary, _ = codec.encode(dict(auth_data), assign_id=False)
+        link.send(payload, binary)
+    return link
+
+
+async def _get_auth_data(
+    auth: AuthHandler, connection_data: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    method = auth.get_auth_data
+    takes_data = bool(inspect.signature(method).parameters)
+    call: Any = method
+    result = call(connection_data) if takes_data else call()
+    if inspect.isawaitable(result):
+        result = await result
+    if result is not None and not isinstance(result, Mapping):
+        raise TypeError(f"get_auth_data must return a mapping or None, not {type(result)}")
+    return result
+
+
+def _with_query(url: str, extra: Mapping[str, Any]) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query.extend((str(k), str(v)) for k, v in extra.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@functools.lru_cache(maxsize=16)
+def _ssl_context(
+    verify: bool, ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> ssl.SSLContext:
+    """A client TLS context; verification is on unless the config turns it off."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context

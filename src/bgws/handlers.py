@@ -1,0 +1,206 @@
+"""The class-based hooks a program can give a service, as in the original design.
+
+Every hook has a no-op (or logging) default, so a subclass overrides only what it needs. Hooks
+may be plain methods or coroutines: the service awaits whatever returns an awaitable. Hooks run
+on the service's event loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from abc import ABC
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from .errors import BgwsError
+from .message import Message
+
+__all__ = [
+    "AuthHandler",
+    "BearerAuth",
+    "ErrorHandler",
+    "HeartbeatHandler",
+    "LifecycleHandler",
+    "MessageHandler",
+    "NotificationHandler",
+    "TemplateHeartbeat",
+]
+
+_log = logging.getLogger("bgws")
+
+
+class MessageHandler(ABC):
+    """Receives every message that no plugin claimed (the seed's ``BackgroundMessageHandler``).
+
+    Example::
+
+        class Chat(bgws.MessageHandler):
+            async def handle_message(self, message: bgws.Message) -> None:
+                if message.type == "chat_message":
+                    print(message.data["text"])
+    """
+
+    async def handle_message(self, message: Message) -> None:
+        """Handle one incoming message. The default does nothing."""
+
+    def on_connection_established(self) -> Awaitable[None] | None:
+        """The link is up (after every successful connect). The default does nothing."""
+        return None
+
+    def on_connection_lost(self) -> Awaitable[None] | None:
+        """The link went down (before any reconnect). The default does nothing."""
+        return None
+
+
+class AuthHandler(ABC):
+    """Supplies credentials for each connect attempt (the seed's ``BackgroundAuthHandler``).
+
+    ``get_auth_data`` is called afresh before every attempt, so a refreshed token is always
+    used. What it returns travels as handshake headers (``auth_mode="headers"``, the default),
+    as query parameters (``"query"``), or as the first message after the handshake
+    (``"message"``).
+    """
+
+    @property
+    def requires_auth(self) -> bool:
+        """Whether connecting needs credentials at all. The default is ``True``."""
+        return True
+
+    async def get_auth_data(
+        self, connection_data: Mapping[str, Any] | None = None
+    ) -> Mapping[str, Any] | None:
+        """Credentials for the next attempt; ``connection_data`` is what ``connect()`` got.
+
+        The default returns ``connection_data`` itself. An override may take no argument.
+        """
+        return connection_data
+
+    async def on_auth_success(self) -> None:
+        """The server accepted the credentials. The default does nothing."""
+
+    async def on_auth_failure(self, error: str) -> bool:
+        """The server refused the credentials (HTTP 401/403 or an auth close code).
+
+        Return ``True`` after refreshing them to retry at once; ``False`` (the default) ends the
+        service in ``FAILED``.
+        """
+        return False
+
+
+class BearerAuth(AuthHandler):
+    """Sends ``Authorization: Bearer <token>``, fetching the token before every attempt.
+
+    Args:
+        token: a function (plain or async) that returns the current token.
+        refresh: an optional function (plain or async) called after a 401/403; when given, the
+            service retries at once with a freshly fetched token.
+    """
+
+    def __init__(
+        self,
+        token: Callable[[], str | Awaitable[str]],
+        *,
+        refresh: Callable[[], object] | None = None,
+    ) -> None:
+        self._token = token
+        self._refresh = refresh
+
+    async def get_auth_data(
+        self, connection_data: Mapping[str, Any] | None = None
+    ) -> Mapping[str, Any] | None:
+        token = self._token()
+        if inspect.isawaitable(token):
+            token = await token
+        return {"Authorization": f"Bearer {token}"}
+
+    async def on_auth_failure(self, error: str) -> bool:
+        if self._refresh is None:
+            return False
+        result = self._refresh()
+        if inspect.isawaitable(result):
+            await result
+        return True
+
+    def __repr__(self) -> str:
+        return "BearerAuth(token=***)"
+
+
+class NotificationHandler(ABC):
+    """Shows notifications (the seed's ``BackgroundNotificationHandler``).
+
+    The default does nothing; ``bgws`` ships a logging one and, later, desktop backends.
+    """
+
+    async def notify(self, title: str, body: str, message: Message | None = None) -> None:
+        """Show one notification. The default does nothing."""
+
+    async def on_state_changed(self, state: Any) -> None:
+        """The service changed state; called when the config's ``foreground`` is set, to keep a
+        visible "service running" notice current. The default does nothing."""
+
+
+class LifecycleHandler(ABC):
+    """Hears the service's lifecycle (the seed's ``BackgroundLifecycleHandler``)."""
+
+    async def on_service_started(self) -> None:
+        """``start()`` finished. The default does nothing."""
+
+    async def on_service_stopped(self) -> None:
+        """``stop()`` finished. The default does nothing."""
+
+    async def on_state_changed(self, old: Any, new: Any) -> None:
+        """The connection moved from ``old`` to ``new`` (:class:`bgws.State`)."""
+
+
+class ErrorHandler(ABC):
+    """Hears every error the service reports (the seed's ``BackgroundErrorHandler``).
+
+    Handler and plugin exceptions (as :class:`bgws.HandlerError`), undecodable frames
+    (:class:`bgws.DecodeError`), oversized messages, dropped messages and connection failures
+    all arrive here. The default logs them at WARNING, with secrets redacted.
+    """
+
+    async def on_error(self, error: BgwsError) -> None:
+        """Handle one reported error. The default logs it."""
+        cause = error.__cause__
+        detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+        _log.warning("%s: %s%s", type(error).__name__, error, detail)
+
+
+class HeartbeatHandler(ABC):
+    """Shapes an application-level heartbeat (the seed's ``BackgroundHeartbeatHandler``).
+
+    For servers that ignore protocol pings: every ``heartbeat_interval`` the service sends
+    :meth:`heartbeat_message`, and the link counts as alive when a reply for which
+    :meth:`is_heartbeat_reply` is true (or any other frame) arrives within ``ping_timeout``.
+    Replies are consumed: they do not reach the message handlers.
+    """
+
+    def heartbeat_message(self) -> Mapping[str, Any] | str | bytes:
+        """The message to send. The default is ``{"type": "ping"}``."""
+        return {"type": "ping"}
+
+    def is_heartbeat_reply(self, message: Message) -> bool:
+        """Whether ``message`` answers a heartbeat. The default matches type ``"pong"``."""
+        return message.type == "pong"
+
+
+class TemplateHeartbeat(HeartbeatHandler):
+    """The config-only heartbeat: a fixed message template and the reply type to expect.
+
+    Args:
+        template: the message sent each time (sent without an automatic id).
+        reply_type: the ``type`` of the reply; ``None`` means any frame counts.
+    """
+
+    def __init__(self, template: Mapping[str, Any], reply_type: str | None = None) -> None:
+        self._template = MappingProxyType(dict(template))
+        self._reply_type = reply_type
+
+    def heartbeat_message(self) -> Mapping[str, Any]:
+        return dict(self._template)
+
+    def is_heartbeat_reply(self, message: Message) -> bool:
+        return self._reply_type is not None and message.type == self._reply_type

@@ -1,0 +1,114 @@
+"""Plugins: one typed contract, composed once when the service starts.
+
+A plugin sees the messages whose type it lists in ``supported_message_types`` before any
+handler does; returning ``True`` from :meth:`Plugin.handle_message` claims the message, and no
+handler sees it. Plugins hear the connection and service lifecycle too. The set of plugins is
+fixed at start: adding one to a running service raises.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from types import MappingProxyType
+
+from .message import Message
+
+__all__ = ["Plugin", "PluginChain"]
+
+
+class Plugin(ABC):
+    """A reusable extension of a service (the seed's ``BackgroundServicePlugin``).
+
+    Example::
+
+        class Typing(bgws.Plugin):
+            plugin_name = "typing-indicator"
+            supported_message_types = ("typing",)
+
+            def handle_message(self, message: bgws.Message) -> bool:
+                show_typing(message.data["user"])
+                return True          # claimed: handlers do not see it
+    """
+
+    plugin_name: str = ""
+    """A name for logs and errors; defaults to the class name."""
+
+    supported_message_types: Sequence[str] = ()
+    """The message types this plugin wants to see; ``"*"`` means every type."""
+
+    def initialize(self) -> Awaitable[None] | None:
+        """Called once when the service starts, before any message. Default: nothing."""
+        return None
+
+    def handle_message(self, message: Message) -> bool:
+        """Look at a message of a supported type; return ``True`` to claim it."""
+        return False
+
+    def on_connection_changed(self, is_connected: bool) -> Awaitable[None] | None:
+        """The link went up (``True``) or down (``False``). Default: nothing."""
+        return None
+
+    def on_service_started(self) -> Awaitable[None] | None:
+        """The service started. Default: nothing."""
+        return None
+
+    def on_service_stopped(self) -> Awaitable[None] | None:
+        """The service stopped. Default: nothing."""
+        return None
+
+    def dispose(self) -> Awaitable[None] | None:
+        """Release what the plugin holds; called once, after the service stopped."""
+        return None
+
+    @property
+    def name(self) -> str:
+        """``plugin_name``, or the class name when that is empty."""
+        return self.plugin_name or type(self).__name__
+
+
+class PluginChain:
+    """The plugins of one service, indexed by message type once, at start.
+
+    Args:
+        plugins: the plugins, in the order they should see messages.
+    """
+
+    __slots__ = ("_by_type", "_wildcard", "plugins")
+
+    def __init__(self, plugins: Iterable[Plugin]) -> None:
+        self.plugins: tuple[Plugin, ...] = tuple(plugins)
+        for plugin in self.plugins:
+            if not isinstance(plugin, Plugin):
+                raise TypeError(f"{plugin!r} is not a bgws.Plugin")
+        by_type: dict[str, list[Plugin]] = {}
+        wildcard: list[Plugin] = []
+        for plugin in self.plugins:
+            types = plugin.supported_message_types
+            if isinstance(types, str):
+                raise TypeError(f"{plugin.name}: supported_message_types must be a sequence")
+            for msg_type in types:
+                if msg_type == "*":
+                    wildcard.append(plugin)
+                else:
+                    by_type.setdefault(msg_type, []).append(plugin)
+        # A wildcard plugin sees every type, in its place in the plugin order.
+        order = {id(p): i for i, p in enumerate(self.plugins)}
+        merged = {
+            t: tuple(sorted({id(p): p for p in ps + wildcard}.values(), key=lambda p: order[id(p)]))
+            for t, ps in by_type.items()
+        }
+        self._by_type: Mapping[str, tuple[Plugin, ...]] = MappingProxyType(merged)
+        self._wildcard: tuple[Plugin, ...] = tuple(wildcard)
+
+    def for_type(self, msg_type: str | None) -> tuple[Plugin, ...]:
+        """The plugins that want messages of ``msg_type``, in order."""
+        if msg_type is None:
+            return self._wildcard
+        return self._by_type.get(msg_type, self._wildcard)
+
+    def __bool__(self) -> bool:
+        return bool(self.plugins)
+
+    def __len__(self) -> int:
+        return len(self.plugins)

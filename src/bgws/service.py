@@ -1,0 +1,670 @@
+"""The service: one configured connection that stays up in the background.
+
+A :class:`Service` owns four kinds of task, each started and cancelled in one place:
+
+* the *connect loop* (one per service run): connect, wait for the link to drop, back off, retry;
+* the *dispatcher* (one per service): drains the inbox into plugins and handlers;
+* the *writer* and the *keepalive* (one each per link): drain the outbox, ping and watch pongs.
+
+Decisions (which state next, how long to wait) come from the pure :class:`~bgws.machine.Machine`;
+this module only carries them out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import msgspec
+
+from . import _connect
+from ._redact import redact_url
+from .backoff import Backoff
+from .config import Config
+from .dispatch import Dispatcher, Handler, is_async
+from .errors import (
+    BgwsError,
+    ConnectionClosed,
+    DeadLink,
+    HandlerError,
+    LinkError,
+    MessageDropped,
+    ServiceClosed,
+    ServiceError,
+)
+from .handlers import (
+    AuthHandler,
+    ErrorHandler,
+    HeartbeatHandler,
+    LifecycleHandler,
+    MessageHandler,
+    NotificationHandler,
+    TemplateHeartbeat,
+)
+from .machine import Decision, Machine, State, Verdict, classify_error
+from .message import Codec
+from .outbox import MemoryOutbox, Outgoing
+from .plugins import Plugin, PluginChain
+from .stats import ServiceStats, StateChange
+from .storage import MemoryStorage, StorageBackend
+from .transport import Link, Transport, get_transport
+
+__all__ = ["Service"]
+
+_F = TypeVar("_F", bound=Handler)
+_WRITE_BATCH = 256
+_CLEAN_CLOSE = frozenset({1000, 1001})
+
+
+class Service:
+    """A WebSocket connection that connects, authenticates, reconnects and dispatches.
+
+    Most programs build one with a factory (:func:`bgws.create_chat_service` and friends)
+    and use it as ``async with service: ...``.
+
+    Args:
+        config: the validated configuration.
+        message_handler: the class-based handler that sees every unclaimed message.
+        storage: where connection info is kept (default: in memory).
+        notification_handler: shows notifications.
+        auth_handler: supplies credentials for each connect attempt.
+        lifecycle_handler: hears start, stop and state changes.
+        error_handler: hears every reported error (default: logs them).
+        heartbeat_handler: an application-level heartbeat, for servers that ignore pings
+            (default: built from ``config.app_heartbeat`` when that is set).
+        plugins: plugins, in the order they see messages.
+        transport: the WebSocket library seam (default: ``config.transport``).
+        classify: maps a failure to ``"retry"``, ``"retry_now"``, ``"auth"`` or ``"fatal"``.
+        backoff: the reconnect delay generator (default: from the config).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        message_handler: MessageHandler | None = None,
+        storage: StorageBackend | None = None,
+        notification_handler: NotificationHandler | None = None,
+        auth_handler: AuthHandler | None = None,
+        lifecycle_handler: LifecycleHandler | None = None,
+        error_handler: ErrorHandler | None = None,
+        heartbeat_handler: HeartbeatHandler | None = None,
+        plugins: Iterable[Plugin] = (),
+        transport: Transport | None = None,
+        classify: Callable[[BaseException], Verdict] | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        if not isinstance(config, Config):
+            raise TypeError("config must be a bgws.Config")
+        self.config = config
+        self.log = logging.getLogger(f"bgws.{config.service_tag}")
+        self._message_handler = message_handler
+        self._storage = storage if storage is not None else MemoryStorage()
+        self._notifier = notification_handler
+        self._auth = auth_handler
+        self._lifecycle = lifecycle_handler
+        self._errors = error_handler if error_handler is not None else ErrorHandler()
+        if heartbeat_handler is None and config.app_heartbeat is not None:
+            heartbeat_handler = TemplateHeartbeat(
+                config.app_heartbeat_message() or {}, config.app_heartbeat_reply_type
+            )
+        self._heartbeat = heartbeat_handler
+        self._plugin_list: list[Plugin] = list(plugins)
+        self._plugins = PluginChain(())
+        self._transport = transport if transport is not None else get_transport(config.transport)
+        self._classify = classify if classify is not None else classify_error
+        self._codec = Codec(
+            config.codec,
+            type_field=config.type_field,
+            id_field=config.id_field,
+            max_message_size=config.max_message_size,
+        )
+        self._machine = Machine(
+            backoff or Backoff(config.initial_reconnect_delay, config.max_reconnect_delay),
+            max_attempts=config.max_reconnect_attempts,
+            min_uptime=config.min_uptime,
+            classify=self._verdict,
+        )
+        self._outbox = MemoryOutbox(config.max_queue_size, config.overflow, self._dropped)
+        self._dispatcher = Dispatcher(self._codec, config.inbox_size, self._report)
+        self._connection_data: Mapping[str, Any] | None = None
+        self._started = False
+        self._link: Link | None = None
+        self._run_task: asyncio.Task[None] | None = None
+        self._dispatch_task: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._state_callbacks: list[tuple[Callable[[StateChange], Any], bool]] = []
+        self._watchers: list[_Watcher] = []
+        self._waiters: list[tuple[State, asyncio.Future[None]]] = []
+        self._stats = _Counters()
+        self._last_error: BaseException | None = None
+        self._connected_since: float | None = None
+        self._stopped = asyncio.Event()
+
+    # -- registration -----------------------------------------------------------------------
+
+    def on(self, msg_type: str | None = None) -> Callable[[_F], _F]:
+        """Register a handler for messages of ``msg_type`` (no type: the catch-all).
+
+        Example::
+
+            @service.on("chat_message")
+            async def show(message: bgws.Message) -> None: ...
+        """
+
+        def register(func: _F) -> _F:
+            self._dispatcher.add_route(msg_type, func)
+            return func
+
+        return register
+
+    def add_plugin(self, plugin: Plugin) -> None:
+        """Add a plugin before the service starts.
+
+        Raises:
+            ServiceError: the service has started; plugins are composed once, at start.
+        """
+        if self._started:
+            raise ServiceError("plugins are composed at start; add them before start()")
+        self._plugin_list.append(plugin)
+
+    def on_state_change(self, callback: Callable[[StateChange], Any]) -> Callable[[], None]:
+        """Call ``callback`` (plain or async) with every :class:`StateChange`.
+
+        Returns:
+            A function that unregisters the callback.
+        """
+        entry = (callback, is_async(callback))
+        self._state_callbacks.append(entry)
+
+        def unsubscribe() -> None:
+            if entry in self._state_callbacks:
+                self._state_callbacks.remove(entry)
+
+        return unsubscribe
+
+    async def state_changes(self, *, buffer: int = 64) -> AsyncIterator[StateChange]:
+        """Iterate over state changes from now on; ends after ``CLOSED``.
+
+        Args:
+            buffer: changes kept for a slow reader; the oldest are dropped past that.
+        """
+        watcher = _Watcher(buffer)
+        self._watchers.append(watcher)
+        try:
+            while True:
+                change = await watcher.next()
+                yield change
+                if change.new is State.CLOSED:
+                    return
+        finally:
+            self._watchers.remove(watcher)
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The connection's current :class:`State`."""
+        return self._machine.state
+
+    @property
+    def stats(self) -> ServiceStats:
+        """A snapshot of the service's counters."""
+        d = self._dispatcher
+        c = self._stats
+        since = self._connected_since
+        return ServiceStats(
+            state=self.state,
+            url=redact_url(self.config.url),
+            connected_since=since,
+            uptime=(time.time() - since) if since is not None else 0.0,
+            reconnects=c.reconnects,
+            sent=c.sent,
+            received=d.received,
+            dispatched=d.dispatched,
+            queued=len(self._outbox),
+            dropped=c.dropped,
+            handler_errors=d.handler_errors,
+            decode_errors=d.decode_errors,
+            dead_links=c.dead_links,
+            errors=c.errors,
+            last_error=_describe(self._last_error),
+        )
+
+    async def wait_for(self, state: State, timeout: float | None = None) -> None:
+        """Wait until the service is in ``state``.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first.
+            ServiceClosed: the service reached ``CLOSED`` or ``FAILED`` instead (the error names
+                the reason).
+        """
+        if self.state is state:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (state, future)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            raise TimeoutError(
+                f"service {self.config.service_tag!r} not {state} within {timeout}s "
+                f"(now {self.state})"
+            ) from None
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Compose plugins, run their ``initialize``, start the dispatcher.
+
+        Does not connect: :meth:`connect` does (``async with`` does both).
+
+        Raises:
+            ServiceError: the service was already started (services are single-use).
+            HandlerError: a plugin's ``initialize`` raised.
+        """
+        if self._started:
+            raise ServiceError("a service starts once; create a new one to start again")
+        self._started = True
+        self._plugins = PluginChain(self._plugin_list)
+        for plugin in self._plugins.plugins:
+            try:
+                await _call(plugin.initialize)
+            except Exception as exc:
+                raise HandlerError(f"plugin {plugin.name}.initialize") from exc
+        self._dispatcher.configure(
+            plugins=self._plugins,
+            message_handler=self._message_handler,
+            heartbeat=self._heartbeat,
+        )
+        self._dispatch_task = asyncio.create_task(
+            self._dispatcher.run(), name=f"bgws-dispatch-{self.config.service_tag}"
+        )
+        await self._hook(self._lifecycle, "on_service_started")
+        for plugin in self._plugins.plugins:
+            await self._guarded(plugin.on_service_started, f"plugin {plugin.name}")
+        self.log.info("service started (%s)", redact_url(self.config.url))
+
+    async def connect(self, connection_data: Mapping[str, Any] | None = None) -> None:
+        """Start connecting in the background; returns at once.
+
+        Args:
+            connection_data: handed to the auth handler's ``get_auth_data`` on every attempt,
+                and kept in storage under ``storage_keys["connection_data"]``.
+
+        Raises:
+            ServiceClosed: the service is stopping or stopped.
+        """
+        if not self._started:
+            await self.start()
+        if self.state in (State.CLOSING, State.CLOSED):
+            raise ServiceClosed("the service was stopped")
+        if connection_data is not None:
+            self._connection_data = dict(connection_data)
+            await self._store("connection_data", msgspec.json.encode(connection_data).decode())
+        if self.state in (State.IDLE, State.FAILED):
+            await self._transition(self._machine.connect, None)
+            self._run_task = asyncio.create_task(
+                self._connect_loop(), name=f"bgws-connect-{self.config.service_tag}"
+            )
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: flush what can be sent, close the link, stop every task.
+
+        Messages still queued after ``timeout`` (default ``close_timeout``) are reported to
+        the error handler as :class:`MessageDropped`: nothing is dropped silently.
+        """
+        if self.state in (State.CLOSING, State.CLOSED):
+            await self._stopped.wait()
+            return
+        deadline = timeout if timeout is not None else self.config.close_timeout
+        await self._transition(self._machine.stop, None)
+        link = self._link
+        run_task = self._run_task
+        if link is not None and run_task is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline):
+                    await self._outbox.wait_empty()
+            link.close(1000, "bye")
+        if run_task is not None:
+            if link is not None:  # let the loop see the close and run its hooks
+                await asyncio.wait([run_task], timeout=deadline)
+            run_task.cancel()
+            await asyncio.gather(run_task, return_exceptions=True)
+        await self._settle_inbox(deadline)
+        for item in self._outbox.drain_all():
+            self._dropped(MessageDropped("service stopped before it could be sent", item.payload))
+        await self._finish_side_tasks()
+        for plugin in self._plugins.plugins:
+            await self._guarded(plugin.on_service_stopped, f"plugin {plugin.name}")
+            await self._guarded(plugin.dispose, f"plugin {plugin.name}")
+        await self._hook(self._lifecycle, "on_service_stopped")
+        await self._guarded(self._storage.close, "storage")
+        await self._transition(self._machine.closed, None)
+        self._stopped.set()
+        self.log.info("service stopped")
+
+    async def __aenter__(self) -> Service:
+        await self.start()
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send(self, message: Mapping[str, Any] | str | bytes) -> Any:
+        """Queue a message; it goes out now if connected, else after the next connect.
+
+        A mapping is JSON-encoded and given an id in ``id_field`` when it has none; ``str`` is
+        sent as a text frame and ``bytes`` as a binary frame, unchanged.
+
+        Returns:
+            The message id (``None`` for str/bytes or when ``id_field`` is ``None``).
+
+        Raises:
+            QueueFull: the outbox is full and the overflow policy is ``"raise"``.
+            MessageTooBig: the encoded message exceeds ``max_message_size``.
+            TypeError: the message cannot be encoded.
+            ServiceClosed: the service is stopping, stopped or failed.
+        """
+        state = self._machine.state
+        if state is State.CLOSING or state is State.CLOSED or state is State.FAILED:
+            raise ServiceClosed(f"cannot send: the service is {state}")
+        payload, binary, msg_id = self._codec.encode(message)
+        link = self._link
+        outbox = self._outbox
+        if link is not None and not len(outbox) and not link.write_paused:
+            link.send(payload, binary)
+            self._stats.sent += 1
+        else:
+            await outbox.put(Outgoing(payload, binary, msg_id))
+        return msg_id
+
+    # -- the connect loop -------------------------------------------------------------------
+
+    async def _connect_loop(self) -> None:
+        machine = self._machine
+        while machine.state is State.CONNECTING:
+            link: Link | None = None
+            conn = _connect.Connection(
+                self._dispatcher, self.config.auth_close_codes, self._report_soon
+            )
+            try:
+                link = await _connect.open_link(
+                    self.config,
+                    self._transport,
+                    conn,
+                    self._auth,
+                    self._connection_data,
+                    self._codec,
+                )
+            except Exception as exc:  # every failure is classified, none escapes
+                error = exc if isinstance(exc, BgwsError) else LinkError(str(exc))
+                if error is not exc:
+                    error.__cause__ = exc
+                decision = await self._failed(error, connected=False)
+            else:
+                decision = await self._run_link(link, conn)
+            if decision is None or decision.state is State.FAILED:
+                return
+            self.log.info(
+                "reconnecting in %.3fs (attempt %d): %s",
+                decision.delay,
+                decision.attempt,
+                _describe(decision.reason),
+            )
+            await asyncio.sleep(decision.delay)
+            await self._transition(machine.retry, None)
+            self._stats.reconnects += 1
+
+    async def _run_link(self, link: Link, conn: _connect.Connection) -> Decision | None:
+        """Serve one open link until it drops; returns what to do next."""
+        now = time.monotonic()
+        self._link = link
+        self._connected_since = time.time()
+        conn.attach(link)
+        await self._transition(lambda: self._machine.connected(now), None)
+        writer = asyncio.create_task(self._writer(link), name="bgws-writer")
+        keepalive = asyncio.create_task(conn.keepalive(self.config, self._heartbeat, self._codec))
+        try:
+            await self._on_connected()
+            error = await conn.lost
+        finally:
+            self._link = None
+            self._connected_since = None
+            conn.detach()
+            writer.cancel()
+            keepalive.cancel()
+            await asyncio.gather(writer, keepalive, return_exceptions=True)
+            if self._machine.state is State.CLOSING:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.config.close_timeout):
+                        await link.wait_closed()
+        if isinstance(error, DeadLink):
+            self._stats.dead_links += 1
+        await self._on_disconnected()
+        if self._machine.state is State.CLOSING:
+            return None
+        return await self._failed(error, connected=True)
+
+    async def _failed(self, error: BaseException, *, connected: bool) -> Decision | None:
+        if self._machine.state is State.CLOSING:
+            return None
+        self._last_error = error
+        refreshed = False
+        if self._classify(error) == "auth" and self._auth is not None:
+            try:
+                refreshed = bool(await self._auth.on_auth_failure(str(error)))
+            except Exception as exc:
+                await self._report(_wrap(exc, "auth handler on_auth_failure"))
+        now = time.monotonic()
+        old = self._machine.state
+        decision = self._machine.failed(error, now, auth_refreshed=refreshed)
+        await self._announce(old, error)
+        if connected or decision.state is State.FAILED:
+            self.log.warning("link %s: %s", "lost" if connected else "failed", _describe(error))
+        if decision.state is State.FAILED and isinstance(error, BgwsError):
+            await self._report(error)
+        return decision
+
+    def _verdict(self, error: BaseException) -> Verdict:
+        if (
+            isinstance(error, ConnectionClosed)
+            and error.code in _CLEAN_CLOSE
+            and not self.config.reconnect_on_close
+        ):
+            return "fatal"
+        return self._classify(error)
+
+    async def _writer(self, link: Link) -> None:
+        outbox = self._outbox
+        counters = self._stats
+        while True:
+            await outbox.wait_nonempty()
+            if link.write_paused:
+                await link.wait_writable()
+            if self._link is not link:
+                return
+            batch = outbox.take(_WRITE_BATCH)
+            for item in batch:
+                link.send(item.payload, item.binary)
+            counters.sent += len(batch)
+
+    async def _on_connected(self) -> None:
+        await self._guarded(_bound(self._auth, "on_auth_success"), "auth handler")
+        await self._store("last_connected_at", repr(time.time()))
+        await self._guarded(
+            _bound(self._message_handler, "on_connection_established"), "message handler"
+        )
+        for plugin in self._plugins.plugins:
+            await self._guarded(functools.partial(plugin.on_connection_changed, True), plugin.name)
+
+    async def _on_disconnected(self) -> None:
+        await self._guarded(_bound(self._message_handler, "on_connection_lost"), "message handler")
+        for plugin in self._plugins.plugins:
+            await self._guarded(functools.partial(plugin.on_connection_changed, False), plugin.name)
+
+    # -- state changes ----------------------------------------------------------------------
+
+    async def _transition(self, move: Callable[[], object], reason: BaseException | None) -> None:
+        old = self._machine.state
+        move()
+        await self._announce(old, reason)
+
+    async def _announce(self, old: State, reason: BaseException | None) -> None:
+        """Tell everyone who listens that the machine moved from ``old``."""
+        new = self._machine.state
+        if new is old:
+            return
+        change = StateChange(old, new, reason, time.time())
+        self.log.info("%s -> %s%s", old, new, f" ({_describe(reason)})" if reason else "")
+        for state, future in list(self._waiters):
+            if future.done():
+                continue
+            if state is new:
+                future.set_result(None)
+            elif new in (State.CLOSED, State.FAILED):
+                why = f": {_describe(reason)}" if reason is not None else ""
+                future.set_exception(ServiceClosed(f"service is {new}{why}"))
+        for watcher in self._watchers:
+            watcher.put(change)
+        for callback, awaitable in self._state_callbacks:
+            await self._guarded(
+                functools.partial(_invoke, callback, awaitable, change), "state callback"
+            )
+        await self._hook(self._lifecycle, "on_state_changed", old, new)
+        if self.config.foreground:
+            await self._hook(self._notifier, "on_state_changed", new)
+
+    # -- errors and hooks -------------------------------------------------------------------
+
+    async def _report(self, error: BgwsError) -> None:
+        self._stats.errors += 1
+        self._last_error = error
+        try:
+            await _call(lambda: self._errors.on_error(error))
+        except Exception:
+            self.log.exception("the error handler raised while reporting %s", type(error).__name__)
+
+    def _report_soon(self, error: BgwsError) -> None:
+        self._spawn(self._report(error))
+
+    def _dropped(self, error: MessageDropped) -> None:
+        self._stats.dropped += 1
+        self._report_soon(error)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _finish_side_tasks(self) -> None:
+        while self._side_tasks:
+            await asyncio.gather(*list(self._side_tasks), return_exceptions=True)
+
+    async def _guarded(self, func: Callable[[], Any] | None, where: str) -> None:
+        if func is None:
+            return
+        try:
+            await _call(func)
+        except Exception as exc:
+            await self._report(_wrap(exc, where))
+
+    async def _hook(self, target: object | None, name: str, *args: Any) -> None:
+        if target is None:
+            return
+        method = getattr(target, name)
+        await self._guarded(lambda: method(*args), f"{type(target).__name__}.{name}")
+
+    async def _store(self, logical_key: str, value: str) -> None:
+        key = self.config.storage_keys.get(logical_key, logical_key)
+        await self._guarded(lambda: self._storage.store_connection_info(key, value), "storage")
+
+    async def _settle_inbox(self, deadline: float) -> None:
+        task = self._dispatch_task
+        if task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(deadline):
+                await self._dispatcher.wait_idle()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Service {self.config.service_tag!r} {self.state} "
+            f"url={redact_url(self.config.url)!r} queued={len(self._outbox)}>"
+        )
+
+
+class _Counters:
+    __slots__ = ("dead_links", "dropped", "errors", "reconnects", "sent")
+
+    def __init__(self) -> None:
+        self.reconnects = self.sent = self.dropped = self.dead_links = self.errors = 0
+
+
+class _Watcher:
+    """A bounded buffer of state changes for one ``state_changes()`` iterator."""
+
+    def __init__(self, size: int) -> None:
+        from collections import deque
+
+        self._items: deque[StateChange] = deque(maxlen=size)
+        self._event = asyncio.Event()
+
+    def put(self, change: StateChange) -> None:
+        self._items.append(change)
+        self._event.set()
+
+    async def next(self) -> StateChange:
+        while not self._items:
+            self._event.clear()
+            await self._event.wait()
+        return self._items.popleft()
+
+
+async def _call(func: Callable[[], Any]) -> Any:
+    result = func()
+    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+        return await result
+    return result
+
+
+async def _invoke(callback: Callable[[StateChange], Any], awaitable: bool, arg: Any) -> None:
+    result = callback(arg)
+    if awaitable:
+        await result
+
+
+def _bound(target: object | None, name: str) -> Callable[[], Any] | None:
+    return None if target is None else getattr(target, name)
+
+
+def _wrap(exc: Exception, where: str) -> BgwsError:
+    if isinstance(exc, BgwsError):
+        return exc
+    error = HandlerError(where)
+    error.__cause__ = exc
+    return error
+
+
+def _describe(error: BaseException | None) -> str | None:
+    return None if error is None else f"{type(error).__name__}: {error}"

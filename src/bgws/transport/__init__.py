@@ -1,0 +1,125 @@
+"""The transport seam: the only place bgws touches a WebSocket library.
+
+The engine speaks to a :class:`Transport` (which opens links) and a :class:`Link` (one open
+connection); the transport calls back into a :class:`Sink` for every frame. Callbacks, not an
+async iterator: a queue between the library and the engine measured here halved throughput, so
+frames go straight into the engine's bounded inbox, and flow control is explicit
+(``pause_reading`` / ``resume_reading``).
+
+The default transport is picows. Another library plugs in by implementing these Protocols.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import BgwsError, LinkError
+
+__all__ = ["ConnectRequest", "Link", "Sink", "Transport", "get_transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """What a transport needs to open one link.
+
+    Attributes:
+        url: the ``ws://`` or ``wss://`` URL, query parameters included.
+        headers: extra handshake headers (auth headers included; never log them).
+        subprotocols: subprotocols to offer.
+        ssl_context: the TLS context for ``wss://`` (``None`` for ``ws://``).
+        max_message_size: the largest message accepted, in bytes.
+        timeout: the bound on TCP connect, TLS and handshake together, in seconds.
+    """
+
+    url: str
+    headers: Sequence[tuple[str, str]] = ()
+    subprotocols: Sequence[str] = ()
+    ssl_context: ssl.SSLContext | None = None
+    max_message_size: int = 1 << 20
+    timeout: float = 10.0
+    read_buffer_size: int = field(default=16 * 1024)
+
+    def __repr__(self) -> str:
+        names = ", ".join(name for name, _ in self.headers)
+        return f"ConnectRequest(headers=[{names}], subprotocols={list(self.subprotocols)})"
+
+
+class Sink(Protocol):
+    """What a transport calls as frames arrive. Called on the event loop, never concurrently."""
+
+    def on_data(self, payload: bytes, binary: bool) -> None:
+        """One complete (reassembled) data message."""
+
+    def on_read_done(self) -> None:
+        """The transport has delivered everything from one network read."""
+
+    def on_pong(self) -> None:
+        """A pong frame arrived."""
+
+    def on_problem(self, error: BgwsError) -> None:
+        """Something worth reporting that the transport handled itself (e.g. too big)."""
+
+    def on_closed(self, error: LinkError) -> None:
+        """The link is gone; called exactly once per link, with why."""
+
+
+class Link(Protocol):
+    """One open WebSocket connection."""
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose, if any."""
+
+    @property
+    def write_paused(self) -> bool:
+        """Whether the OS send buffer is above its high-water mark."""
+
+    def send(self, payload: bytes | str, binary: bool) -> None:
+        """Queue one message for the socket (never blocks)."""
+
+    def ping(self) -> None:
+        """Send a protocol ping."""
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; ``Sink.on_closed`` follows."""
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a closing handshake."""
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket (backpressure)."""
+
+    def resume_reading(self) -> None:
+        """Read again after :meth:`pause_reading`."""
+
+    async def wait_writable(self) -> None:
+        """Return once the OS send buffer is below its low-water mark."""
+
+    async def wait_closed(self) -> None:
+        """Return once the connection is fully closed."""
+
+
+class Transport(Protocol):
+    """Opens links."""
+
+    async def connect(self, request: ConnectRequest, sink: Sink) -> Link:
+        """Open one link; the sink hears its frames until ``on_closed``.
+
+        Raises:
+            LinkError: the connection could not be opened (with the OS error as the cause);
+                :class:`bgws.HandshakeRejected` / :class:`bgws.AuthRejected` for HTTP errors;
+                :class:`bgws.ConnectTimeout` when ``request.timeout`` passed.
+        """
+        ...
+
+
+def get_transport(name: str) -> Transport:
+    """The transport registered under ``name`` (``"picows"``)."""
+    if name == "picows":
+        from ._picows import PicowsTransport
+
+        return PicowsTransport()
+    raise ValueError(f"unknown transport {name!r}")

@@ -1,0 +1,222 @@
+"""The picows transport: the default, and the fastest measured here.
+
+One object per connection is both the picows listener (frames in) and the :class:`Link`
+(frames out). Frames go straight to the engine's sink: no queue, no task, no future per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+import picows
+
+from ..errors import (
+    AuthRejected,
+    ConnectionClosed,
+    ConnectTimeout,
+    HandshakeRejected,
+    LinkError,
+    MessageTooBig,
+)
+from . import ConnectRequest, Sink
+
+__all__ = ["PicowsTransport"]
+
+_TEXT = picows.WSMsgType.TEXT
+_BINARY = picows.WSMsgType.BINARY
+_CONTINUATION = picows.WSMsgType.CONTINUATION
+_PONG = picows.WSMsgType.PONG
+_CLOSE = picows.WSMsgType.CLOSE
+_ABNORMAL = 1006
+# picows reports every connect and disconnect at INFO; bgws logs those itself, in its own
+# words, so the library's own lines go to a child logger that shows warnings only by default.
+_LOG = logging.getLogger("bgws.transport.picows")
+if _LOG.level == logging.NOTSET:
+    _LOG.setLevel(logging.WARNING)
+_TOO_BIG = 1009
+
+
+class _PicowsLink(picows.WSListener):  # type: ignore[misc]
+    """A picows listener that is also a bgws :class:`~bgws.transport.Link`."""
+
+    def __init__(self, sink: Sink, max_message_size: int) -> None:
+        self._sink = sink
+        self._max = max_message_size
+        self._ws: Any = None
+        self._fragments: bytearray | None = None
+        self._fragments_binary = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._subprotocol: str | None = None
+        self._closed = False
+        self._too_big_reported = False
+        self._disconnected: asyncio.Future[None] | None = None
+
+    # -- picows callbacks -------------------------------------------------------------------
+
+    def on_ws_connected(self, transport: Any) -> None:
+        self._ws = transport
+        # picows keeps the reason for a protocol-error disconnect in a future that must be
+        # retrieved; one watcher per link does that (and backs wait_closed).
+        self._disconnected = asyncio.ensure_future(transport.wait_disconnected())
+        self._disconnected.add_done_callback(_retrieve)
+        chosen = transport.response.headers.get("Sec-WebSocket-Protocol")
+        self._subprotocol = chosen.strip() if chosen else None
+
+    def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        msg_type = frame.msg_type
+        if msg_type is _TEXT or msg_type is _BINARY:
+            if frame.fin:
+                self._sink.on_data(frame.get_payload_as_bytes(), msg_type is _BINARY)
+            else:
+                self._fragments = bytearray(frame.get_payload_as_memoryview())
+                self._fragments_binary = msg_type is _BINARY
+        elif msg_type is _CONTINUATION:
+            self._continue(frame)
+        elif msg_type is _PONG:
+            self._sink.on_pong()
+        elif msg_type is _CLOSE:
+            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+        if frame.last_in_buffer:
+            self._sink.on_read_done()
+
+    def _continue(self, frame: Any) -> None:
+        parts = self._fragments
+        if parts is None:  # a continuation with nothing to continue: a protocol error
+            self.close(1002, "unexpected continuation frame")
+            return
+        parts += frame.get_payload_as_memoryview()
+        if len(parts) > self._max:
+            self._fragments = None
+            self._too_big_reported = True
+            self._sink.on_problem(
+                MessageTooBig(f"fragmented message larger than max_message_size ({self._max})")
+            )
+            self.close(_TOO_BIG, "message too big")
+            return
+        if frame.fin:
+            self._fragments = None
+            self._sink.on_data(bytes(parts), self._fragments_binary)
+
+    def on_ws_disconnected(self, transport: Any) -> None:
+        self._closed = True
+        self._writable.set()
+        handshake = transport.close_handshake
+        code, reason = _ABNORMAL, ""
+        if handshake is not None:
+            sent, recv = handshake.sent, handshake.recv
+            first = recv if handshake.recv_then_sent or sent is None else sent
+            if first is not None:
+                code, reason = _code(first.code), first.reason
+            if sent is not None and _code(sent.code) == _TOO_BIG and not self._too_big_reported:
+                self._sink.on_problem(
+                    MessageTooBig(f"a frame was larger than max_message_size ({self._max})")
+                )
+        self._sink.on_closed(ConnectionClosed(code, reason))
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- Link -------------------------------------------------------------------------------
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self._subprotocol
+
+    @property
+    def write_paused(self) -> bool:
+        return not self._writable.is_set()
+
+    def send(self, payload: bytes | str, binary: bool) -> None:
+        self._ws.send(_BINARY if binary else _TEXT, payload)
+
+    def ping(self) -> None:
+        self._ws.send_ping()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        ws = self._ws
+        if self._closed or ws is None:
+            return
+        if not ws.is_close_frame_sent:
+            ws.send_close(picows.WSCloseCode(code), reason.encode())
+        ws.disconnect()
+
+    def abort(self) -> None:
+        if self._ws is not None and not self._closed:
+            self._ws.disconnect(graceful=False)
+
+    def pause_reading(self) -> None:
+        self._ws.underlying_transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._ws.underlying_transport.resume_reading()
+
+    async def wait_writable(self) -> None:
+        await self._writable.wait()
+
+    async def wait_closed(self) -> None:
+        if self._disconnected is not None:
+            await asyncio.wait([self._disconnected])
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _code(code: Any) -> int:
+    return int(getattr(code, "value", code))
+
+
+def _translate(exc: BaseException) -> LinkError:
+    """Map a picows or OS error to a bgws :class:`LinkError` (no URL or header in the text)."""
+    if isinstance(exc, picows.WSHandshakeError):
+        response = exc.response
+        if response is not None and int(response.status) >= 300:
+            status = int(response.status)
+            if status in (401, 403):
+                return AuthRejected(status, f"server refused the credentials (HTTP {status})")
+            return HandshakeRejected(status)
+        return LinkError(f"WebSocket handshake failed: {exc}")
+    if isinstance(exc, ssl.SSLError):
+        return LinkError(f"TLS failed: {exc.reason or exc}")
+    if isinstance(exc, OSError):
+        return LinkError(f"cannot connect: {exc.strerror or exc}")
+    return LinkError(f"cannot connect: {type(exc).__name__}: {exc}")
+
+
+class PicowsTransport:
+    """Opens links with picows."""
+
+    async def connect(self, request: ConnectRequest, sink: Sink) -> _PicowsLink:
+        link = _PicowsLink(sink, request.max_message_size)
+        headers = list(request.headers)
+        if request.subprotocols:
+            headers.append(("Sec-WebSocket-Protocol", ", ".join(request.subprotocols)))
+        try:
+            async with asyncio.timeout(request.timeout):
+                await picows.ws_connect(
+                    lambda: link,
+                    request.url,
+                    ssl_context=request.ssl_context,
+                    websocket_handshake_timeout=request.timeout,
+                    max_frame_size=request.max_message_size,
+                    extra_headers=headers,
+                    max_redirects=0,
+                    read_buffer_init_size=request.read_buffer_size,
+                    logger_name=_LOG,
+                )
+        except TimeoutError as exc:
+            raise ConnectTimeout(
+                f"no connection within connect_timeout ({request.timeout:g}s)"
+            ) from exc
+        except (picows.WSError, OSError) as exc:
+            raise _translate(exc) from exc
+        return link

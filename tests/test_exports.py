@@ -1,0 +1,52 @@
+"""The public API is exactly the intended names."""
+
+from __future__ import annotations
+
+import inspect
+
+import bgws
+import bgws.testing
+
+EXPECTED = {
+    "AuthHandler", "AuthRejected", "Backoff", "BearerAuth", "BgwsError", "Config",
+    "ConfigError", "ConnectTimeout", "ConnectionClosed", "DeadLink", "DecodeError",
+    "ErrorHandler", "Handler", "HandlerError", "HandshakeRejected", "HeartbeatHandler",
+    "InsecureCredentials", "InvalidTransition", "LifecycleHandler", "LinkError",
+    "MemoryStorage", "Message", "MessageDropped", "MessageError", "MessageHandler",
+    "MessageTooBig", "NotificationHandler", "Plugin", "QueueFull", "Service", "ServiceClosed",
+    "ServiceError", "ServiceStats", "State", "StateChange", "StorageBackend",
+    "TemplateHeartbeat", "__version__", "create_chat_service", "create_custom_service",
+    "create_gaming_service", "create_iot_service", "create_trading_service",
+    "parse_duration", "profiles",
+}  # fmt: skip
+
+
+def test_exported_names() -> None:
+    """bgws.__all__ lists exactly the public names, and each exists."""
+    assert set(bgws.__all__) == EXPECTED
+    for name in bgws.__all__:
+        assert hasattr(bgws, name), name
+
+
+def test_public_names_have_docs() -> None:
+    """Every exported class and function has a docstring."""
+    for name in bgws.__all__:
+        obj = getattr(bgws, name)
+        if isinstance(obj, type) or inspect.isfunction(obj):
+            assert obj.__doc__, name
+
+
+def test_testing_kit_exports() -> None:
+    """The testing kit exports its server and records."""
+    assert "Server" in bgws.testing.__all__
+    for name in bgws.testing.__all__:
+        assert hasattr(bgws.testing, name), name
+
+
+def test_errors_share_one_root() -> None:
+    """Every exported exception derives from BgwsError."""
+    for name in bgws.__all__:
+        obj = getattr(bgws, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, bgws.BgwsError), name
+    assert issubclass(bgws.ConfigError, ValueError)
