@@ -1,0 +1,83 @@
+"""The bgws testing kit: a real WebSocket server on loopback that injects faults.
+
+Test reconnection, keepalive, auth and queueing logic against a server that really drops,
+closes, refuses, stalls, delays and garbles the link::
+
+    from bgws.testing import Server
+
+    async def test_reconnects() -> None:
+        async with Server() as server:
+            ...  # connect a client to server.url
+            await server.wait_for_connections(1)
+            server.drop()
+            await server.wait_for_connections(2)
+
+With pytest and pytest-asyncio, the ``bgws_server`` fixture (registered by the bgws pytest
+plugin) yields a started :class:`Server`. See ``docs/testing-kit.md``.
+
+The names are imported lazily, on first use, so that loading the pytest plugin (which lives in
+this package and is loaded in every pytest run) does not import the server and picows.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bgws.testing._connection import Connection
+    from bgws.testing._records import (
+        DEFAULT_OVERSIZED_SIZE,
+        Handshake,
+        MalformedKind,
+        Message,
+        ReceivedMessage,
+    )
+    from bgws.testing._server import (
+        DEFAULT_TIMEOUT,
+        ConnectHook,
+        HandshakeHook,
+        MessageHook,
+        Server,
+    )
+
+__all__ = [
+    "DEFAULT_OVERSIZED_SIZE",
+    "DEFAULT_TIMEOUT",
+    "ConnectHook",
+    "Connection",
+    "HandshakeHook",
+    "Handshake",
+    "MalformedKind",
+    "Message",
+    "MessageHook",
+    "ReceivedMessage",
+    "Server",
+]
+
+_HOMES: dict[str, str] = {
+    "Connection": "bgws.testing._connection",
+    "DEFAULT_OVERSIZED_SIZE": "bgws.testing._records",
+    "Handshake": "bgws.testing._records",
+    "MalformedKind": "bgws.testing._records",
+    "Message": "bgws.testing._records",
+    "ReceivedMessage": "bgws.testing._records",
+    "DEFAULT_TIMEOUT": "bgws.testing._server",
+    "ConnectHook": "bgws.testing._server",
+    "HandshakeHook": "bgws.testing._server",
+    "MessageHook": "bgws.testing._server",
+    "Server": "bgws.testing._server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

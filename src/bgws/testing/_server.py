@@ -1,0 +1,595 @@
+"""A real WebSocket server on loopback that records everything and injects faults on demand.
+
+:class:`Server` listens on ``127.0.0.1`` (a random port by default), records every handshake
+and message, lets a test wait for events without sleeping, pushes messages, and breaks the
+link in the ways a real network does: abrupt drops, close handshakes, refused upgrades, stalls,
+latency, malformed frames and restarts. Built on picows; single event loop, not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Final, TypeAlias
+
+from picows import WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+
+from bgws.testing._connection import Connection, make_listener
+from bgws.testing._records import (
+    DEFAULT_OVERSIZED_SIZE,
+    Handshake,
+    MalformedKind,
+    Message,
+    ReceivedMessage,
+    encode,
+    malformed_frame,
+    split_payload,
+)
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ConnectHook",
+    "HandshakeHook",
+    "MessageHook",
+    "Server",
+]
+
+logger = logging.getLogger("bgws.testing")
+
+DEFAULT_TIMEOUT: Final = 5.0
+"""Default timeout, in seconds, of the ``wait_*`` methods."""
+
+MessageHook: TypeAlias = Callable[[Connection, ReceivedMessage], object]
+"""``on_message(connection, message)``: a plain function, or one returning an awaitable
+(a coroutine function), which is then awaited. Other return values are ignored."""
+
+ConnectHook: TypeAlias = Callable[[Connection], object]
+"""``on_connect(connection)``: like :data:`MessageHook`."""
+
+HandshakeHook: TypeAlias = Callable[[Handshake], int | None]
+"""``on_handshake(handshake)``: return an HTTP status (400-599) to refuse, ``None`` to accept."""
+
+_GOING_AWAY: Final = 1001
+_SWITCHING_PROTOCOLS: Final = 101
+
+
+class Server:
+    """A WebSocket server on loopback for testing clients, with fault injection.
+
+    Use it as ``async with Server() as server:`` (or :meth:`start` / :meth:`stop`). It can be
+    stopped and started again: the port, the records and the counters are kept.
+
+    Hooks run on the event loop. One that raises is recorded in :attr:`errors` (the
+    connection stays up), and leaving ``async with`` re-raises it, so an assertion inside a
+    hook fails the test. Coroutine hooks of one connection run one after another, in order.
+
+    Args:
+        host: Address to listen on.
+        port: Port to listen on; 0 picks a free one.
+        echo: Send every received data message back, as one frame of the same type.
+        on_message: Called with each received data message.
+        on_connect: Called when a handshake has been accepted.
+        on_handshake: Decides each upgrade request not refused by :meth:`refuse_next`.
+        delay: Seconds every outgoing frame waits before it is sent (see :attr:`delay`).
+        close_timeout: Seconds to wait for the client's CLOSE frame after sending ours,
+            before aborting the socket.
+
+    Attributes:
+        echo: As the argument; may be changed at any time.
+        on_message: As the argument; may be changed at any time.
+        on_connect: As the argument; may be changed at any time.
+        on_handshake: As the argument; may be changed at any time.
+        close_timeout: As the argument; may be changed at any time.
+        handshakes: Every upgrade request received, accepted or refused, in order.
+        connections: Every accepted connection, open or not, in order.
+        messages: Every data message received on any connection, in order.
+        errors: Exceptions raised by hooks.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        echo: bool = False,
+        on_message: MessageHook | None = None,
+        on_connect: ConnectHook | None = None,
+        on_handshake: HandshakeHook | None = None,
+        delay: float = 0.0,
+        close_timeout: float = 1.0,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.echo = echo
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.on_handshake = on_handshake
+        self.delay = delay
+        self.close_timeout = close_timeout
+        self.handshakes: list[Handshake] = []
+        self.connections: list[Connection] = []
+        self.messages: list[ReceivedMessage] = []
+        self.errors: list[Exception] = []
+        self._closed_connections: list[Connection] = []
+        self._open_count = 0
+        self._next_id = 0
+        self._refusals: deque[int] = deque()
+        self._stall_new = False
+        self._changed = asyncio.Event()
+        self._listener: asyncio.Server | None = None
+        self._listener_closed: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        state = "serving" if self.is_serving else "stopped"
+        return f"<Server {self.host}:{self._port} {state}, {self._open_count} open>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+        if exc is None:
+            self.raise_errors()
+
+    async def start(self) -> None:
+        """Listen; after a :meth:`stop`, on the same port as before.
+
+        Raises:
+            RuntimeError: It is already listening.
+            OSError: The port cannot be bound.
+        """
+        if self._listener is not None:
+            raise RuntimeError("the server is already listening")
+        listener: asyncio.Server = await ws_create_server(
+            self._accept,
+            self.host,
+            self._port,
+            enable_auto_pong=False,
+            use_aiofastnet=False,
+            reuse_address=True,
+        )
+        self._listener = listener
+        self._port = int(listener.sockets[0].getsockname()[1])
+        # Register a wait_closed() waiter while the server is open: on Python 3.11 a call made
+        # after close() returns at once instead of waiting for every socket to be gone.
+        self._listener_closed = asyncio.get_running_loop().create_task(listener.wait_closed())
+        await asyncio.sleep(0)
+        logger.debug("listening on %s", self.url)
+
+    async def stop(self, *, graceful: bool = True) -> None:
+        """Stop listening, close every connection, and wait until every socket is gone.
+
+        Args:
+            graceful: Send each open connection a CLOSE frame (1001, going away) and wait up to
+                :attr:`close_timeout` for the client to answer; stalled or unanswered
+                connections are then aborted. With ``False``, abort them all at once.
+
+        Hook coroutines still running are cancelled. Does nothing if not listening.
+        """
+        listener = self._listener
+        if listener is None:
+            return
+        self._stopping = True
+        try:
+            listener.close()
+            for connection in self._live_connections():
+                if graceful and not connection.is_stalled:
+                    connection._close_now(_GOING_AWAY, "server stopping")
+                else:
+                    connection.drop()
+            try:
+                await self.wait_until(
+                    lambda: self._open_count == 0, timeout=self.close_timeout, what="closes"
+                )
+            except TimeoutError:
+                for connection in self._live_connections():
+                    connection.drop()
+                await self.wait_until(lambda: self._open_count == 0, what="aborts")
+            await self._cancel_tasks()
+            if self._listener_closed is not None:
+                # Bounded: a client that connected but never sent its upgrade request keeps
+                # its socket until picows' handshake timeout.
+                await asyncio.wait({self._listener_closed}, timeout=DEFAULT_TIMEOUT)
+                self._listener_closed.cancel()
+                await asyncio.wait({self._listener_closed})
+        finally:
+            self._listener = self._listener_closed = None
+            self._stopping = False
+        logger.debug("stopped listening on port %d", self._port)
+
+    async def restart(self) -> None:
+        """Abort every connection, stop listening, and listen again on the same port."""
+        await self.stop(graceful=False)
+        await self.start()
+
+    def raise_errors(self) -> None:
+        """Raise what the hooks raised: the exception itself, or a group if several.
+
+        Raises:
+            Exception: The one exception in :attr:`errors`.
+            ExceptionGroup: All of them, when there are several.
+        """
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ExceptionGroup("bgws.testing.Server hooks raised", list(self.errors))
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def is_serving(self) -> bool:
+        """Whether it is listening."""
+        return self._listener is not None
+
+    @property
+    def port(self) -> int:
+        """The port (kept across :meth:`stop` / :meth:`start`).
+
+        Raises:
+            RuntimeError: Port 0 was asked for and the server was never started.
+        """
+        if self._port == 0:
+            raise RuntimeError("the server has no port yet: start it first")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT/``, valid while stopped too, once started."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}/"
+
+    @property
+    def delay(self) -> float:
+        """Seconds each outgoing frame (echo, reply, push, pong, close) waits before it is sent.
+
+        Frames keep their order: one queued after a delayed frame leaves after it, even if
+        the delay was lowered in between. :meth:`drop` is never delayed.
+        """
+        return self._delay
+
+    @delay.setter
+    def delay(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"delay must be >= 0, got {seconds}")
+        self._delay = float(seconds)
+
+    @property
+    def open_connections(self) -> list[Connection]:
+        """The connections that are connected and not closing."""
+        return [c for c in self.connections if c.is_open]
+
+    @property
+    def connections_accepted(self) -> int:
+        """How many handshakes were accepted since the server was created."""
+        return len(self.connections)
+
+    @property
+    def connections_open(self) -> int:
+        """How many accepted connections still have a socket (including closing ones)."""
+        return self._open_count
+
+    @property
+    def disconnects(self) -> int:
+        """How many accepted connections have lost their socket since the server was created."""
+        return len(self._closed_connections)
+
+    def received_json(self) -> list[Any]:
+        """Every received text message decoded as JSON, in order (binary ones are skipped).
+
+        Raises:
+            msgspec.DecodeError: A text message is not JSON (a ``ValueError``).
+        """
+        return [message.json() for message in self.messages if message.is_text]
+
+    # -- waiting -----------------------------------------------------------------------------
+
+    async def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        what: str = "the condition",
+    ) -> None:
+        """Wait until ``predicate()`` is true, checking it after every server event.
+
+        Events are handshakes, connections opened and closed, messages received and hook errors.
+
+        Args:
+            predicate: Checked now and after each event.
+            timeout: Seconds before giving up; ``None`` waits forever.
+            what: Named in the timeout message.
+
+        Raises:
+            TimeoutError: The predicate was still false after ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate():
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"timed out after {timeout}s waiting for {what} "
+                f"({len(self.messages)} messages, {self.connections_accepted} connections "
+                f"accepted, {self._open_count} open, {self.disconnects} disconnects, "
+                f"{len(self.handshakes)} handshakes)"
+            ) from None
+
+    async def wait_for_messages(
+        self,
+        n: int,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> list[ReceivedMessage]:
+        """Wait until at least ``n`` data messages were received in total.
+
+        Returns:
+            Every message received so far (at least ``n``), in order.
+
+        Raises:
+            TimeoutError: Fewer than ``n`` after ``timeout`` seconds.
+        """
+        await self.wait_until(
+            lambda: len(self.messages) >= n, timeout=timeout, what=f"{n} messages"
+        )
+        return list(self.messages)
+
+    async def wait_for_connections(
+        self,
+        n: int,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> list[Connection]:
+        """Wait until at least ``n`` handshakes were accepted in total.
+
+        Returns:
+            Every accepted connection so far (at least ``n``), in order.
+
+        Raises:
+            TimeoutError: Fewer than ``n`` after ``timeout`` seconds.
+        """
+        await self.wait_until(
+            lambda: len(self.connections) >= n, timeout=timeout, what=f"{n} connections"
+        )
+        return list(self.connections)
+
+    async def wait_for_disconnects(
+        self,
+        n: int,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> list[Connection]:
+        """Wait until at least ``n`` accepted connections have lost their socket in total.
+
+        Returns:
+            The closed connections so far (at least ``n``), in the order they closed.
+
+        Raises:
+            TimeoutError: Fewer than ``n`` after ``timeout`` seconds.
+        """
+        await self.wait_until(
+            lambda: len(self._closed_connections) >= n, timeout=timeout, what=f"{n} disconnects"
+        )
+        return list(self._closed_connections)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def push(self, message: Message, *, fragments: int = 1) -> int:
+        """Send a message to every open connection (after :attr:`delay`).
+
+        Args:
+            message: A mapping (JSON text frame, encoded with ``msgspec.json``), ``str`` (text
+                frame) or bytes (binary frame).
+            fragments: Send it as this many frames: a first frame without FIN, then
+                CONTINUATION frames, to test the client's reassembly.
+
+        Returns:
+            How many connections it was queued to.
+
+        Raises:
+            TypeError: ``message`` is of another type.
+            ValueError: ``fragments`` is below 1 or larger than the payload.
+        """
+        opcode, payload = encode(message)
+        parts = split_payload(payload, fragments)
+        return sum(c._send_frames(opcode, parts) for c in self.open_connections)
+
+    def send_malformed(self, kind: MalformedKind, *, size: int = DEFAULT_OVERSIZED_SIZE) -> int:
+        """Send a broken frame, as raw bytes, to every open connection.
+
+        Args:
+            kind: ``"invalid_json"`` (a text frame that is not JSON), ``"invalid_utf8"`` (a
+                text frame that is not UTF-8), ``"oversized"`` (a valid JSON text frame of
+                ``size`` bytes) or ``"reserved_opcode"`` (a frame with opcode 0x3).
+            size: Payload size of an ``"oversized"`` frame (default: 1 MiB + 1 byte).
+
+        Returns:
+            How many connections it was queued to.
+
+        Raises:
+            ValueError: An unknown kind, or a ``size`` too small.
+        """
+        malformed_frame(kind, size)  # validate even when nobody is connected
+        return sum(c.send_malformed(kind, size=size) for c in self.open_connections)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def drop(self) -> int:
+        """Abort every connection at once: no CLOSE frame, as if the network died.
+
+        Returns:
+            How many sockets were aborted.
+        """
+        return sum(c.drop() for c in self._live_connections())
+
+    def close(self, code: int = 1000, reason: str = "") -> int:
+        """Start a close handshake with this code and reason on every open connection.
+
+        Returns:
+            How many connections it was queued to.
+
+        Raises:
+            ValueError: The reason is longer than 123 bytes in UTF-8.
+        """
+        if len(reason.encode()) > 123:
+            raise ValueError("a close reason is at most 123 bytes of UTF-8")
+        return sum(c.close(code, reason) for c in self.open_connections)
+
+    def refuse_next(self, n: int = 1, status: int = 503) -> None:
+        """Answer the next ``n`` upgrade requests with this HTTP status instead of 101.
+
+        Calls add up: ``refuse_next(1, 401)`` then ``refuse_next(1, 503)`` refuses the next
+        request with 401 and the one after with 503.
+
+        Raises:
+            ValueError: ``n`` is negative or ``status`` is not in 400-599.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if not 400 <= status <= 599:
+            raise ValueError(f"a refusal status must be in 400-599, got {status}")
+        self._refusals.extend([status] * n)
+
+    def stall(self, *, new_connections: bool = False) -> int:
+        """Freeze every open link, as a half-open TCP connection would.
+
+        The server stops reading (pings go unanswered) and stops sending (frames wait in the
+        queue) until :meth:`unstall`.
+
+        Args:
+            new_connections: Stall connections accepted later too, right after their
+                handshake (so a reconnecting client finds a dead link again).
+
+        Returns:
+            How many connections were stalled now.
+        """
+        self._stall_new = new_connections
+        return sum(c.stall() for c in self._live_connections())
+
+    def unstall(self) -> int:
+        """Resume every stalled link, and stop stalling new connections.
+
+        Returns:
+            How many connections were resumed.
+        """
+        self._stall_new = False
+        return sum(c.unstall() for c in self._live_connections())
+
+    # -- called by picows and by connections -------------------------------------------------
+
+    def _live_connections(self) -> list[Connection]:
+        return [c for c in self.connections if not c.is_closed]
+
+    def _accept(self, request: Any) -> Any:
+        self._next_id += 1
+        target = bytes(request.path).decode("latin-1")
+        handshake = Handshake.from_request(self._next_id, target, request.headers, time.monotonic())
+        status: int | None = None
+        if self._refusals:
+            status = self._refusals.popleft()
+        elif self.on_handshake is not None:
+            try:
+                status = self.on_handshake(handshake)
+                if status is not None and not 400 <= status <= 599:
+                    raise ValueError(f"on_handshake returned {status}: expected 400-599 or None")
+            except Exception as exc:
+                self._record_error(exc)
+                status = 500
+        if status is None or self._stopping:
+            status = 503 if self._stopping else _SWITCHING_PROTOCOLS
+        handshake = dataclasses.replace(handshake, status=status)
+        self.handshakes.append(handshake)
+        self._notify()
+        if status != _SWITCHING_PROTOCOLS:
+            body = f"{status} refused by bgws.testing".encode()
+            response = WSUpgradeResponse.create_error_response(status, body)
+            return WSUpgradeResponseWithListener(response, None)
+        return make_listener(Connection(self, handshake))
+
+    def _connection_opened(self, connection: Connection) -> None:
+        self.connections.append(connection)
+        self._open_count += 1
+        self._notify()
+        if self._stopping:
+            connection.drop()
+            return
+        if self._stall_new:
+            connection.stall()
+        if self.on_connect is not None:
+            self._run_hook(connection, self.on_connect, connection)
+
+    def _connection_closed(self, connection: Connection) -> None:
+        self._open_count -= 1
+        self._closed_connections.append(connection)
+        self._notify()
+
+    def _message_received(self, connection: Connection, message: ReceivedMessage) -> None:
+        self.messages.append(message)
+        self._notify()
+        if self.echo:
+            opcode, payload = encode(message.data)
+            connection._send_frames(opcode, [payload])
+        if self.on_message is not None:
+            self._run_hook(connection, self.on_message, connection, message)
+
+    def _run_hook(self, connection: Connection, hook: Callable[..., object], *args: Any) -> None:
+        try:
+            result = hook(*args)
+        except Exception as exc:
+            self._record_error(exc)
+            return
+        if not inspect.isawaitable(result):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._run_in_order(connection._hook_task, result)
+        )
+        connection._hook_task = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_in_order(
+        self, previous: asyncio.Task[None] | None, pending: Awaitable[object]
+    ) -> None:
+        try:
+            if previous is not None:
+                await asyncio.wait({previous})
+            await pending
+        except Exception as exc:
+            self._record_error(exc)
+        finally:
+            if (
+                inspect.iscoroutine(pending)
+                and inspect.getcoroutinestate(pending) == "CORO_CREATED"
+            ):
+                pending.close()  # cancelled before it started: no "never awaited" warning
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def _record_error(self, exc: Exception) -> None:
+        logger.error("a bgws.testing.Server hook raised", exc_info=exc)
+        self.errors.append(exc)
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
