@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 from bgws.config import DEFAULT_STORAGE_KEYS, Config, parse_duration
 from bgws.errors import ConfigError, InsecureCredentials
 
+from .test_config_delivery import DELIVERY_BAD_VALUES, DELIVERY_ENV_SAMPLES
+
 URL = "wss://example.com/ws"
 FIELD_NAMES = {f.name for f in dataclasses.fields(Config)}
 
@@ -124,6 +126,7 @@ def test_storage_keys_merged_over_defaults() -> None:
         "connection_data": "chat.conn",
         "last_connected_at": "last_connected_at",
         "resume_position": "resume_position",
+        "subscriptions": "subscriptions",
         "extra": "chat.extra",
     }
 
@@ -315,6 +318,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("app_heartbeat_reply_type", "pong"),
     ("transport", "websockets"),
     ("transport", None),
+    *DELIVERY_BAD_VALUES,
 ]
 
 
@@ -794,6 +798,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "app_heartbeat": ('{"type": "ping"}', CHECKED_APART),
     "app_heartbeat_reply_type": ("pong", "pong"),
     "transport": ("picows", "picows"),
+    **DELIVERY_ENV_SAMPLES,
 }
 
 

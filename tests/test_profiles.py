@@ -40,6 +40,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "max_queue_size": 10_000,
         "autostart_on_boot": True,
         "min_uptime": 30.0,
+        "storage_sync": "full",
     },
     "trading": {
         "heartbeat_interval": 2.0,
@@ -185,3 +186,20 @@ def test_profile_docstrings_explain_values(name: str) -> None:
         if field not in ("initial_reconnect_delay", "max_reconnect_delay"):
             assert field in doc, field
     assert "backoff" in doc
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_profiles_are_protocol_neutral(name: str) -> None:
+    """No preset sets server-specific delivery options; all keep the default SQLite storage."""
+    config = PROFILES[name](url=URL, app_name="App")
+    assert (config.ack, config.resume, config.reply_id_field) == (None, None, None)
+    assert config.priority_types == ()
+    assert (config.storage, config.storage_path) == ("sqlite", None)
+
+
+def test_iot_survives_power_loss() -> None:
+    """The iot preset fsyncs every commit; the others keep the default sync level."""
+    assert iot(url=URL, app_name="Gw").storage_sync == "full"
+    for build in (chat, gaming, trading):
+        assert build(url=URL, app_name="App").storage_sync == "normal"
+    assert iot(url=URL, app_name="Gw", storage_sync="normal").storage_sync == "normal"

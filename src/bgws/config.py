@@ -14,18 +14,40 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
-import json
-import math
 import os
 import re
 import tomllib
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Literal, Self, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Self, get_args, get_type_hints
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from bgws._config_checks import (
+    TOKEN,
+    check_ack,
+    check_bool,
+    check_choice,
+    check_duration,
+    check_headers,
+    check_int,
+    check_mapping,
+    check_path,
+    check_resume,
+    check_sequence,
+    check_storage_keys,
+    check_storage_path,
+    check_str,
+    check_strings,
+    check_url,
+    freeze_json,
+    parse_duration,
+    parse_env,
+    sensitive_strings,
+    slug,
+    thaw_json,
+    type_name,
+)
 from bgws._redact import (
     is_credential_name,
     is_sensitive_name,
@@ -34,6 +56,7 @@ from bgws._redact import (
     redact_url,
 )
 from bgws.errors import ConfigError, InsecureCredentials
+from bgws.policies import AckPolicy, ResumePolicy
 
 __all__ = [
     "AuthMode",
@@ -41,6 +64,8 @@ __all__ = [
     "Config",
     "DEFAULT_STORAGE_KEYS",
     "Overflow",
+    "StorageName",
+    "StorageSync",
     "TransportName",
     "parse_duration",
 ]
@@ -53,34 +78,25 @@ AuthMode = Literal["headers", "query", "message"]
 """Where the auth handler's credentials go: handshake headers, URL query, or a first message."""
 TransportName = Literal["picows"]
 """The WebSocket library behind the transport seam."""
+StorageName = Literal["sqlite", "memory"]
+"""Where the outbox, subscriptions and resume position live: a SQLite file, or memory only."""
+StorageSync = Literal["normal", "full"]
+"""SQLite's ``synchronous`` level (in WAL mode): survive a process crash, or a power loss too."""
 
 DEFAULT_STORAGE_KEYS: Mapping[str, str] = types.MappingProxyType(
     {
         "connection_data": "connection_data",
         "last_connected_at": "last_connected_at",
         "resume_position": "resume_position",
+        "subscriptions": "subscriptions",
     }
 )
 """The storage key names used when ``storage_keys`` does not override them."""
 
 _ENV_PREFIX = "BGWS_"
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP token (RFC 9110, 5.6.2)
 _SERVICE_TAG = re.compile(r"[A-Za-z0-9_.-]+")
-_SLUG_OUTSIDE = re.compile(r"[^a-z0-9_.-]+")
-_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?"
-_DURATION_PART = re.compile(rf"({_NUMBER})\s*(ms|s|m|h)")
-_DURATION = re.compile(rf"(?:{_NUMBER}\s*(?:ms|s|m|h)\s*)+")
-_BARE_NUMBER = re.compile(_NUMBER)
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_BAD_HEADER_VALUE = re.compile(r"[\r\n\0]")
-# Headers the handshake sets itself; Sec-WebSocket-Protocol has its own option.
-_HANDSHAKE_HEADERS = frozenset(
-    {"upgrade", "connection", "sec-websocket-key", "sec-websocket-version"}
-    | {"sec-websocket-accept", "sec-websocket-extensions", "sec-websocket-protocol"}
-)
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-_PATH_FIELDS = ("app_icon_path", "tls_ca_file", "tls_cert_file", "tls_key_file")
+# Path fields that a TOML file may give relative to its own folder.
+_PATH_FIELDS = ("app_icon_path", "tls_ca_file", "tls_cert_file", "tls_key_file", "storage_path")
 # The seed's option names whose snake_case form is not the bgws name.
 _SEED_NAMES = {
     "webSocketUrl": "url",
@@ -88,219 +104,6 @@ _SEED_NAMES = {
     "isForegroundMode": "foreground",
 }
 _CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-
-
-def _type_name(value: object) -> str:
-    return "None" if value is None else type(value).__name__
-
-
-def parse_duration(value: object, field: str = "duration") -> float:
-    """Turn a duration into float seconds.
-
-    Accepted: a number of seconds (``int`` or ``float``, finite; ``bool`` is refused), a
-    :class:`datetime.timedelta`, or a string: a bare number of seconds (``"2.5"``), or one or
-    more number-and-unit parts with units ``ms``, ``s``, ``m``, ``h`` (``"250ms"``, ``"20s"``,
-    ``"1.5s"``, ``"5m"``, ``"1h"``, ``"1m30s"``).
-
-    Args:
-        value: the duration.
-        field: the option the value is for, named in the error.
-
-    Returns:
-        The duration in seconds, never negative.
-
-    Raises:
-        ConfigError: the value is of the wrong type, malformed, negative or not finite.
-    """
-    seconds: float
-    if isinstance(value, bool) or not isinstance(value, int | float | str | timedelta):
-        raise ConfigError(
-            field,
-            f"expected seconds (a number) or a duration string like '20s', got {_type_name(value)}",
-        )
-    try:
-        if isinstance(value, timedelta):
-            seconds = value.total_seconds()
-        elif isinstance(value, int | float):
-            seconds = float(value)
-        else:
-            text = value.strip().lower()
-            if _BARE_NUMBER.fullmatch(text):
-                seconds = float(text)
-            elif _DURATION.fullmatch(text):
-                seconds = 0.0
-                for number, unit in _DURATION_PART.findall(text):
-                    if unit == "ms":
-                        seconds += float(number) / 1000
-                    else:
-                        seconds += float(number) * _UNIT_SECONDS[unit]
-            else:
-                raise ConfigError(
-                    field,
-                    f"{value!r} is not a duration; write seconds or e.g. "
-                    "'250ms', '20s', '5m', '1h', '1m30s'",
-                )
-    except OverflowError:
-        raise ConfigError(field, f"{value!r} is too large") from None
-    if not math.isfinite(seconds):
-        raise ConfigError(field, f"must be a finite number of seconds, not {value!r}")
-    if seconds < 0:
-        raise ConfigError(field, f"must not be negative, got {value!r}")
-    return seconds
-
-
-# -- value checks: each returns the normalised value or raises ConfigError naming the field --
-
-
-def _check_str(name: str, value: object, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(name, f"expected a string, got {_type_name(value)}")
-    if not value.strip():
-        raise ConfigError(name, "must not be empty")
-    return value
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(name, f"expected true or false, got {_type_name(value)}")
-    return value
-
-
-def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, f"expected an integer, got {_type_name(value)}")
-    if value < minimum:
-        raise ConfigError(name, f"must be at least {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(name, f"must be at most {maximum}, got {value}")
-    return value
-
-
-def _check_duration(name: str, value: object, *, allow_zero: bool = False) -> float:
-    seconds = parse_duration(value, name)
-    if seconds == 0 and not allow_zero:
-        raise ConfigError(name, "must be longer than zero")
-    return seconds
-
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise ConfigError(name, f"must be one of {allowed}, not {value!r}")
-    assert isinstance(value, str)
-    return value
-
-
-def _check_sequence(name: str, value: object) -> tuple[object, ...]:
-    if not isinstance(value, list | tuple):
-        raise ConfigError(name, f"expected a list, got {_type_name(value)}")
-    if len(set(map(repr, value))) != len(value):
-        raise ConfigError(name, "lists the same value twice")
-    return tuple(value)
-
-
-def _check_mapping(name: str, value: object) -> Mapping[object, object]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(name, f"expected a mapping (a table), got {_type_name(value)}")
-    return value
-
-
-def _check_url(value: object) -> str:
-    if not isinstance(value, str):
-        raise ConfigError("url", f"expected a string, got {_type_name(value)}")
-    if not value or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ConfigError("url", "must not be empty or contain spaces or control characters")
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - parsing the port is the check
-    except ValueError as exc:
-        raise ConfigError("url", f"{redact_url(value)!r} is not a valid URL: {exc}") from None
-    if parts.scheme.lower() not in ("ws", "wss"):
-        shown = f"{parts.scheme!r}" if parts.scheme else "none"
-        raise ConfigError("url", f"scheme must be ws or wss, not {shown}")
-    if not parts.hostname:
-        raise ConfigError("url", "has no host")
-    if "#" in value:
-        raise ConfigError("url", "must not have a fragment (#...); WebSocket URLs cannot")
-    return value
-
-
-def _check_path(name: str, value: object) -> str | None:
-    path = _check_str(name, value, optional=True)
-    if path is not None and not os.path.isfile(path):
-        raise ConfigError(name, f"no such file: {path!r}")
-    return path
-
-
-def _check_headers(value: object) -> Mapping[str, str]:
-    headers: dict[str, str] = {}
-    seen: set[str] = set()
-    for key, item in _check_mapping("headers", value).items():
-        if not isinstance(key, str) or not _TOKEN.fullmatch(key):
-            raise ConfigError("headers", f"{key!r} is not a valid HTTP header name")
-        lowered = key.lower()
-        if lowered in _HANDSHAKE_HEADERS:
-            why = "use subprotocols" if lowered.endswith("protocol") else "the handshake sets it"
-            raise ConfigError("headers", f"cannot set {key!r}: {why}")
-        if lowered in seen:
-            raise ConfigError("headers", f"{key!r} is given twice (names ignore case)")
-        seen.add(lowered)
-        if not isinstance(item, str):
-            raise ConfigError("headers", f"the value of {key!r} must be a string")
-        if _BAD_HEADER_VALUE.search(item):
-            raise ConfigError("headers", f"the value of {key!r} contains CR, LF or NUL")
-        headers[key] = item
-    return types.MappingProxyType(headers)
-
-
-def _check_storage_keys(value: object) -> Mapping[str, str]:
-    keys = dict(DEFAULT_STORAGE_KEYS)
-    for key, item in _check_mapping("storage_keys", value).items():
-        if not isinstance(key, str) or not key:
-            raise ConfigError("storage_keys", f"{key!r} is not a non-empty string")
-        if not isinstance(item, str) or not item:
-            raise ConfigError(
-                "storage_keys", f"the key name for {key!r} must be a non-empty string"
-            )
-        keys[key] = item
-    if len(set(keys.values())) != len(keys):
-        raise ConfigError("storage_keys", "two entries use the same storage key name")
-    return types.MappingProxyType(keys)
-
-
-def _freeze_json(value: object, where: str) -> object:
-    """Check a JSON-like value and return a deep, immutable copy of it."""
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigError("app_heartbeat", f"{where} is not a finite number")
-        return value
-    if isinstance(value, Mapping):
-        frozen: dict[str, object] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ConfigError("app_heartbeat", f"{where} has a non-string key {key!r}")
-            frozen[key] = _freeze_json(item, f"{where}.{key}")
-        return types.MappingProxyType(frozen)
-    if isinstance(value, list | tuple):
-        return tuple(_freeze_json(item, f"{where}[{i}]") for i, item in enumerate(value))
-    raise ConfigError("app_heartbeat", f"{where} is a {_type_name(value)}, not a JSON value")
-
-
-def _thaw_json(value: object) -> Any:
-    """Turn a frozen JSON-like value back into plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {key: _thaw_json(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return [_thaw_json(item) for item in value]
-    return value
-
-
-def _slug(name: str) -> str:
-    return _SLUG_OUTSIDE.sub("_", name.lower()).strip("_.-") or "service"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -357,6 +160,18 @@ class Config:
     app_heartbeat: Mapping[str, Any] | None = None
     app_heartbeat_reply_type: str | None = None
     transport: TransportName = "picows"
+    # Durable delivery.
+    storage: StorageName = "sqlite"
+    storage_path: str | None = None
+    storage_sync: StorageSync = "normal"
+    ack: AckPolicy | None = None
+    max_in_flight: int = 100
+    ack_timeout: float = 10.0
+    request_timeout: float = 10.0
+    max_pending_requests: int = 1000
+    reply_id_field: str | None = None
+    resume: ResumePolicy | None = None
+    priority_types: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Validate every field in order and store the normalised values."""
@@ -367,23 +182,23 @@ class Config:
 
     def _validated(self) -> dict[str, object]:
         v: dict[str, object] = {}
-        v["app_name"] = _check_str("app_name", self.app_name)
-        v["url"] = url = _check_url(self.url)
+        v["app_name"] = check_str("app_name", self.app_name)
+        v["url"] = url = check_url(self.url)
         secure = urlsplit(url).scheme.lower() == "wss"
         for name in ("notification_channel_id", "notification_channel_name"):
-            v[name] = _check_str(name, getattr(self, name))
-        v["app_icon_path"] = _check_str("app_icon_path", self.app_icon_path, optional=True)
-        v["foreground_service_notification_id"] = _check_int(
+            v[name] = check_str(name, getattr(self, name))
+        v["app_icon_path"] = check_str("app_icon_path", self.app_icon_path, optional=True)
+        v["foreground_service_notification_id"] = check_int(
             "foreground_service_notification_id", self.foreground_service_notification_id, 0
         )
-        v["max_queue_size"] = _check_int("max_queue_size", self.max_queue_size, 1)
+        v["max_queue_size"] = check_int("max_queue_size", self.max_queue_size, 1)
         if self.max_reconnect_attempts is not None:
-            v["max_reconnect_attempts"] = _check_int(
+            v["max_reconnect_attempts"] = check_int(
                 "max_reconnect_attempts", self.max_reconnect_attempts, 0
             )
-        initial = _check_duration("initial_reconnect_delay", self.initial_reconnect_delay)
+        initial = check_duration("initial_reconnect_delay", self.initial_reconnect_delay)
         v["initial_reconnect_delay"] = initial
-        v["max_reconnect_delay"] = largest = _check_duration(
+        v["max_reconnect_delay"] = largest = check_duration(
             "max_reconnect_delay", self.max_reconnect_delay
         )
         if largest < initial:
@@ -392,53 +207,69 @@ class Config:
                 f"must be at least initial_reconnect_delay ({initial:g}s), got {largest:g}s",
             )
         if self.heartbeat_interval is not None:
-            v["heartbeat_interval"] = _check_duration("heartbeat_interval", self.heartbeat_interval)
+            v["heartbeat_interval"] = check_duration("heartbeat_interval", self.heartbeat_interval)
         for name in ("autostart_on_boot", "foreground"):
-            v[name] = _check_bool(name, getattr(self, name))
-        v["storage_keys"] = _check_storage_keys(self.storage_keys)
+            v[name] = check_bool(name, getattr(self, name))
+        v["storage_keys"] = check_storage_keys(self.storage_keys, DEFAULT_STORAGE_KEYS)
         if self.service_tag is None:
-            v["service_tag"] = _slug(self.app_name)
+            v["service_tag"] = slug(self.app_name)
         elif not isinstance(self.service_tag, str) or not _SERVICE_TAG.fullmatch(self.service_tag):
             raise ConfigError("service_tag", "may only contain letters, digits, '_', '.' and '-'")
         for name in ("ping_timeout", "connect_timeout", "close_timeout"):
-            v[name] = _check_duration(name, getattr(self, name))
-        v["min_uptime"] = _check_duration("min_uptime", self.min_uptime, allow_zero=True)
-        v["max_message_size"] = _check_int("max_message_size", self.max_message_size, 1)
-        v["headers"] = _check_headers(self.headers)
-        protocols = _check_sequence("subprotocols", self.subprotocols)
+            v[name] = check_duration(name, getattr(self, name))
+        v["min_uptime"] = check_duration("min_uptime", self.min_uptime, allow_zero=True)
+        v["max_message_size"] = check_int("max_message_size", self.max_message_size, 1)
+        v["headers"] = check_headers(self.headers)
+        protocols = check_sequence("subprotocols", self.subprotocols)
         for protocol in protocols:
-            if not isinstance(protocol, str) or not _TOKEN.fullmatch(protocol):
+            if not isinstance(protocol, str) or not TOKEN.fullmatch(protocol):
                 raise ConfigError("subprotocols", f"{protocol!r} is not a valid subprotocol name")
         v["subprotocols"] = protocols
-        v["tls_verify"] = _check_bool("tls_verify", self.tls_verify)
+        v["tls_verify"] = check_bool("tls_verify", self.tls_verify)
         for name in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
-            v[name] = _check_path(name, getattr(self, name))
+            v[name] = check_path(name, getattr(self, name))
         for name in ("tls_verify", "tls_ca_file", "tls_cert_file", "tls_key_file"):
             if not secure and v[name] not in (None, True):
                 raise ConfigError(name, "is a TLS option, but the URL is ws://; use wss://")
         if v["tls_key_file"] is not None and v["tls_cert_file"] is None:
             raise ConfigError("tls_key_file", "needs tls_cert_file (the key's certificate)")
-        v["allow_insecure_credentials"] = _check_bool(
+        v["allow_insecure_credentials"] = check_bool(
             "allow_insecure_credentials", self.allow_insecure_credentials
         )
-        v["type_field"] = _check_str("type_field", self.type_field)
-        v["id_field"] = _check_str("id_field", self.id_field, optional=True)
-        v["codec"] = _check_choice("codec", self.codec, get_args(Codec))
-        v["inbox_size"] = _check_int("inbox_size", self.inbox_size, 1)
-        v["overflow"] = _check_choice("overflow", self.overflow, get_args(Overflow))
-        v["reconnect_on_close"] = _check_bool("reconnect_on_close", self.reconnect_on_close)
-        v["auth_mode"] = _check_choice("auth_mode", self.auth_mode, get_args(AuthMode))
-        codes = _check_sequence("auth_close_codes", self.auth_close_codes)
-        v["auth_close_codes"] = tuple(_check_int("auth_close_codes", c, 1000, 4999) for c in codes)
+        v["type_field"] = check_str("type_field", self.type_field)
+        v["id_field"] = check_str("id_field", self.id_field, optional=True)
+        v["codec"] = check_choice("codec", self.codec, get_args(Codec))
+        v["inbox_size"] = check_int("inbox_size", self.inbox_size, 1)
+        v["overflow"] = check_choice("overflow", self.overflow, get_args(Overflow))
+        v["reconnect_on_close"] = check_bool("reconnect_on_close", self.reconnect_on_close)
+        v["auth_mode"] = check_choice("auth_mode", self.auth_mode, get_args(AuthMode))
+        codes = check_sequence("auth_close_codes", self.auth_close_codes)
+        v["auth_close_codes"] = tuple(check_int("auth_close_codes", c, 1000, 4999) for c in codes)
         if self.app_heartbeat is not None:
-            _check_mapping("app_heartbeat", self.app_heartbeat)
-            v["app_heartbeat"] = _freeze_json(self.app_heartbeat, "the message")
-        v["app_heartbeat_reply_type"] = _check_str(
+            check_mapping("app_heartbeat", self.app_heartbeat)
+            v["app_heartbeat"] = freeze_json(self.app_heartbeat, "the message")
+        v["app_heartbeat_reply_type"] = check_str(
             "app_heartbeat_reply_type", self.app_heartbeat_reply_type, optional=True
         )
         if self.app_heartbeat_reply_type is not None and self.app_heartbeat is None:
             raise ConfigError("app_heartbeat_reply_type", "needs app_heartbeat to be set")
-        v["transport"] = _check_choice("transport", self.transport, get_args(TransportName))
+        v["transport"] = check_choice("transport", self.transport, get_args(TransportName))
+        v.update(self._validated_delivery())
+        return v
+
+    def _validated_delivery(self) -> dict[str, object]:
+        v: dict[str, object] = {}
+        v["storage"] = check_choice("storage", self.storage, get_args(StorageName))
+        v["storage_path"] = check_storage_path(self.storage_path)
+        v["storage_sync"] = check_choice("storage_sync", self.storage_sync, get_args(StorageSync))
+        v["ack"] = check_ack(self.ack)
+        v["max_in_flight"] = check_int("max_in_flight", self.max_in_flight, 1)
+        for name in ("ack_timeout", "request_timeout"):
+            v[name] = check_duration(name, getattr(self, name))
+        v["max_pending_requests"] = check_int("max_pending_requests", self.max_pending_requests, 1)
+        v["reply_id_field"] = check_str("reply_id_field", self.reply_id_field, optional=True)
+        v["resume"] = check_resume(self.resume)
+        v["priority_types"] = check_strings("priority_types", self.priority_types)
         return v
 
     def _check_credentials(self) -> None:
@@ -499,7 +330,7 @@ class Config:
         """Return a fresh, mutable copy of the application heartbeat message, or ``None``."""
         if self.app_heartbeat is None:
             return None
-        message: dict[str, Any] = _thaw_json(self.app_heartbeat)
+        message: dict[str, Any] = thaw_json(self.app_heartbeat)
         return message
 
     def secret_values(self) -> tuple[str, ...]:
@@ -528,7 +359,7 @@ class Config:
                 if value and is_sensitive_name(key)
             )
         if self.app_heartbeat is not None:
-            found.extend(_sensitive_strings(self.app_heartbeat))
+            found.extend(sensitive_strings(self.app_heartbeat))
         return tuple(dict.fromkeys(found))
 
     # -- building and copying --
@@ -553,7 +384,7 @@ class Config:
             ConfigError: an unknown or missing option, an unknown profile, or a wrong value.
         """
         if not isinstance(data, Mapping):
-            raise ConfigError(None, f"expected a mapping of options, got {_type_name(data)}")
+            raise ConfigError(None, f"expected a mapping of options, got {type_name(data)}")
         options = dict(data)
         for key in options:
             if not isinstance(key, str):
@@ -564,7 +395,7 @@ class Config:
 
             name = options.pop("profile")
             if not isinstance(name, str):
-                raise ConfigError("profile", f"expected a profile name, got {_type_name(name)}")
+                raise ConfigError("profile", f"expected a profile name, got {type_name(name)}")
             values.update(profile_values(name))
         _check_names(options)
         values.update(options)
@@ -577,8 +408,9 @@ class Config:
     ) -> Self:
         """Load a config from a TOML file whose top-level keys are option names.
 
-        Relative paths in ``app_icon_path`` and ``tls_*_file`` are taken relative to the
-        file's directory, so a config file and its certificates can move together.
+        Relative paths in ``app_icon_path``, ``tls_*_file`` and ``storage_path`` are taken
+        relative to the file's directory, so a config file and its certificates (and its
+        database) can move together. ``ack`` and ``resume`` are tables.
 
         Args:
             path: the TOML file.
@@ -650,15 +482,18 @@ class Config:
             redact: hide secrets (credential headers, URL userinfo and sensitive query values,
                 sensitive heartbeat fields) as ``***``. Pass ``False`` only for output that
                 stays private; ``Config.from_mapping(config.to_dict(redact=False))`` rebuilds an
-                equal config.
+                equal config, unless ``ack`` or ``resume`` has a function form (``match``,
+                ``request``), which is shown by name and cannot be loaded back.
 
         Returns:
-            Field names to values, in field order.
+            Field names to values, in field order; ``ack`` and ``resume`` as their tables.
         """
         out: dict[str, Any] = {}
         for name, value in self._items():
             if isinstance(value, Mapping | tuple):
-                value = _thaw_json(value)
+                value = thaw_json(value)
+            elif isinstance(value, AckPolicy | ResumePolicy):
+                value = value.to_dict()
             out[name] = value
         if redact:
             out["url"] = redact_url(self.url)
@@ -693,24 +528,14 @@ class Config:
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.to_dict(redact=False)))
+        # The policies travel as themselves, so a function form survives (if it pickles).
+        values = {**self.to_dict(redact=False), "ack": self.ack, "resume": self.resume}
+        return (_rebuild, (type(self), values))
 
 
 def _rebuild(cls: type[Config], values: dict[str, Any]) -> Config:
     """Unpickle a config (its read-only mappings cannot be pickled as they are)."""
     return cls(**values)
-
-
-def _sensitive_strings(value: object) -> Iterator[str]:
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if isinstance(item, str) and item and is_sensitive_name(key):
-                yield item
-            else:
-                yield from _sensitive_strings(item)
-    elif isinstance(value, tuple):
-        for item in value:
-            yield from _sensitive_strings(item)
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
@@ -742,48 +567,7 @@ def _env_overrides(env: Mapping[str, str] | None) -> dict[str, Any]:
         raw = source.get(variable)
         if raw is not None:
             try:
-                overrides[name] = _parse_env(_HINTS[name], raw)
+                overrides[name] = parse_env(_HINTS[name], raw)
             except ConfigError as exc:
                 raise ConfigError(name, f"from {variable}: {exc.reason}") from None
     return overrides
-
-
-def _parse_env(hint: Any, raw: str) -> Any:
-    """Parse one environment variable's text for a field of type ``hint``."""
-    args = get_args(hint)
-    if get_origin(hint) in (Union, types.UnionType) and type(None) in args:
-        if raw.strip().lower() in ("", "none"):
-            return None
-        hint = next(arg for arg in args if arg is not type(None))
-    text = raw.strip()
-    if hint is bool:
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise ConfigError(None, f"{raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
-    if hint is int:
-        if not re.fullmatch(r"[+-]?\d+", text):
-            raise ConfigError(None, f"{raw!r} is not an integer")
-        return int(text)
-    if hint is float:
-        return parse_duration(text)
-    origin = get_origin(hint)
-    if origin is tuple:
-        items = [item.strip() for item in text.split(",") if item.strip()]
-        if get_args(hint)[0] is int:
-            return tuple(_parse_env(int, item) for item in items)
-        return tuple(items)
-    if origin is Mapping:
-        if not text:
-            return {}
-        try:
-            value = json.loads(text)
-        except ValueError:
-            raise ConfigError(None, f"{raw!r} is not a JSON object") from None
-        if not isinstance(value, dict):
-            raise ConfigError(None, f"{raw!r} is not a JSON object")
-        return value
-    if origin is Literal:
-        return text
-    return raw

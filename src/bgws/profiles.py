@@ -2,7 +2,8 @@
 
 A preset is a set of option values chosen for a workload; each function below says why its
 values. Every preset leaves the other options at their defaults, and the caller's overrides win
-over the preset::
+over the preset. Presets stay protocol-neutral: they set no ``ack``, ``resume`` or
+``priority_types``, whose values depend on the server's messages::
 
     config = bgws.profiles.chat(url="wss://chat.example/ws", app_name="MyChat", max_queue_size=50)
 
@@ -54,6 +55,7 @@ _VALUES: Mapping[str, Mapping[str, Any]] = types.MappingProxyType(
                 "max_queue_size": 10_000,
                 "autostart_on_boot": True,
                 "min_uptime": 30.0,
+                "storage_sync": "full",
             }
         ),
         "trading": types.MappingProxyType(
@@ -171,6 +173,10 @@ def iot(*, url: str, app_name: str, **overrides: Any) -> Config:
     - ``autostart_on_boot=True``: a gateway runs unattended and must come back after a reboot.
     - ``min_uptime=30s``: flaky cellular links often drop right after connecting; only a link
       that stayed up 30 s resets the backoff.
+    - ``storage_sync="full"``: a gateway loses power without warning, and a reading it queued
+      must not be lost with it. ``"normal"`` survives a crashed process but may lose the last
+      commits on power loss; ``"full"`` fsyncs every commit, a latency a device sending a few
+      readings a minute does not notice.
 
     Args:
         url: the ``ws://`` or ``wss://`` URL.
