@@ -21,6 +21,7 @@ FAST: dict[str, Any] = {
     "min_uptime": 200 * MS,
     "connect_timeout": 1.0,
     "close_timeout": 1.0,
+    "storage": "memory",
 }
 """Config overrides that make reconnects and keepalive quick enough for tests."""
 
@@ -72,7 +73,8 @@ async def make_service(errors: Errors) -> AsyncIterator[ServiceFactory]:
         handlers = {
             k: kwargs.pop(k)
             for k in list(kwargs)
-            if k
+            if not (k == "storage" and isinstance(kwargs[k], str))
+            and k
             in (
                 "message_handler",
                 "auth_handler",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -116,8 +117,9 @@ def test_tutorial_has_runnable_blocks() -> None:
 @pytest.mark.parametrize(
     ("source", "expected"), RUNNABLE, ids=[f"program{n}" for n in range(1, len(RUNNABLE) + 1)]
 )
-def test_tutorial_block_runs(source: str, expected: str | None) -> None:
+def test_tutorial_block_runs(source: str, expected: str | None, tmp_path: Path) -> None:
     """A runnable tutorial program exits cleanly and prints exactly the output shown."""
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path)}  # stores go to a fresh folder
     result = subprocess.run(
         [sys.executable, "-W", "error", "-c", source],
         capture_output=True,
@@ -125,6 +127,7 @@ def test_tutorial_block_runs(source: str, expected: str | None) -> None:
         timeout=30,
         cwd=ROOT,
         check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     for sign in ("Traceback", "Exception ignored", "never retrieved", "Warning:"):

@@ -8,6 +8,8 @@ import bgws
 import bgws.testing
 
 EXPECTED = {
+    "AckPolicy", "AckTimeout", "MessageExpired", "RequestTimeout", "ResumePolicy",
+    "SequenceGap", "StoreError",
     "AuthHandler", "AuthRejected", "Backoff", "BearerAuth", "BgwsError", "Config",
     "ConfigError", "ConnectTimeout", "ConnectionClosed", "DeadLink", "DecodeError",
     "ErrorHandler", "Handler", "HandlerError", "HandshakeRejected", "HeartbeatHandler",

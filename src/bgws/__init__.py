@@ -12,6 +12,7 @@ from .backoff import Backoff
 from .config import Config, parse_duration
 from .dispatch import Handler
 from .errors import (
+    AckTimeout,
     AuthRejected,
     BgwsError,
     ConfigError,
@@ -26,10 +27,14 @@ from .errors import (
     LinkError,
     MessageDropped,
     MessageError,
+    MessageExpired,
     MessageTooBig,
     QueueFull,
+    RequestTimeout,
+    SequenceGap,
     ServiceClosed,
     ServiceError,
+    StoreError,
 )
 from .factories import (
     create_chat_service,
@@ -51,6 +56,7 @@ from .handlers import (
 from .machine import State
 from .message import Message
 from .plugins import Plugin
+from .policies import AckPolicy, ResumePolicy
 from .service import Service
 from .stats import ServiceStats, StateChange
 from .storage import MemoryStorage, StorageBackend
@@ -58,6 +64,8 @@ from .storage import MemoryStorage, StorageBackend
 __version__ = "0.1.0"
 
 __all__ = [
+    "AckPolicy",
+    "AckTimeout",
     "AuthHandler",
     "AuthRejected",
     "Backoff",
@@ -82,11 +90,15 @@ __all__ = [
     "Message",
     "MessageDropped",
     "MessageError",
+    "MessageExpired",
     "MessageHandler",
     "MessageTooBig",
     "NotificationHandler",
     "Plugin",
     "QueueFull",
+    "RequestTimeout",
+    "ResumePolicy",
+    "SequenceGap",
     "Service",
     "ServiceClosed",
     "ServiceError",
@@ -94,6 +106,7 @@ __all__ = [
     "State",
     "StateChange",
     "StorageBackend",
+    "StoreError",
     "TemplateHeartbeat",
     "__version__",
     "create_chat_service",

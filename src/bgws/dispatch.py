@@ -80,6 +80,8 @@ class Dispatcher:
         self._message_handler: MessageHandler | None = None
         self._message_handler_async = False
         self._heartbeat: HeartbeatHandler | None = None
+        self._intercept: Callable[[Message], bool] | None = None
+        self._ranks: dict[str, int] = {}
         self._on_heartbeat_reply: Callable[[], None] = _nothing
         self._pause: Callable[[], None] | None = None
         self._resume: Callable[[], None] | None = None
@@ -110,9 +112,22 @@ class Dispatcher:
         plugins: PluginChain,
         message_handler: MessageHandler | None,
         heartbeat: HeartbeatHandler | None,
+        intercept: Callable[[Message], bool] | None = None,
+        priority_types: tuple[str, ...] = (),
     ) -> None:
-        """Set the parts fixed at start."""
+        """Set the parts fixed at start.
+
+        Args:
+            plugins: the composed plugins.
+            message_handler: the class-based handler.
+            heartbeat: consumes application heartbeat replies.
+            intercept: sees each message first; returning ``True`` consumes it (acks,
+                replies, duplicates).
+            priority_types: message types taken first from a batch, most urgent first.
+        """
         self._plugins = plugins
+        self._intercept = intercept
+        self._ranks = {t: i for i, t in enumerate(priority_types)}
         self._message_handler = message_handler
         if message_handler is not None:
             self._message_handler_async = is_async(message_handler.handle_message)
@@ -191,6 +206,9 @@ class Dispatcher:
                 self._idle.set()
 
     async def _dispatch_batch(self, batch: list[Any]) -> None:
+        if self._ranks and len(batch) > 2:
+            await self._dispatch_by_priority(batch)
+            return
         decode = self._codec.decode
         stamp = 0.0
         for item in batch:
@@ -206,6 +224,27 @@ class Dispatcher:
                 continue
             await self.dispatch(message)
 
+    async def _dispatch_by_priority(self, batch: list[Any]) -> None:
+        """Decode the whole batch, then dispatch priority types first (stable within a type)."""
+        decode = self._codec.decode
+        stamp = 0.0
+        messages: list[Message] = []
+        for item in batch:
+            kind = type(item)
+            if kind is float:
+                stamp = item
+                continue
+            try:
+                messages.append(decode(item, kind is _Binary, stamp))
+            except DecodeError as exc:
+                self.decode_errors += 1
+                await self._report(exc)
+        ranks = self._ranks
+        last = len(ranks)
+        messages.sort(key=lambda m: ranks.get(m.type, last) if m.type is not None else last)
+        for message in messages:
+            await self.dispatch(message)
+
     async def dispatch(self, message: Message) -> None:
         """Route one decoded message through plugins and handlers."""
         self.dispatched += 1
@@ -213,6 +252,9 @@ class Dispatcher:
         heartbeat = self._heartbeat
         if heartbeat is not None and heartbeat.is_heartbeat_reply(message):
             self._on_heartbeat_reply()
+            return
+        intercept = self._intercept
+        if intercept is not None and intercept(message):
             return
         plugins = self._plugins
         if plugins:

@@ -10,7 +10,10 @@ or the network are different branches, so a program can tell "I configured it wr
     ├── InvalidTransition        an illegal move of the connection state machine
     ├── ServiceError             a call the service cannot take in its current state
     │   ├── ServiceClosed        the service was stopped or failed; nothing more is accepted
-    │   └── QueueFull            the outbox is full and the overflow policy is "raise"
+    │   └── QueueFull            the outbox (or the pending requests) are full
+    ├── StoreError               the store cannot be opened, read or written (corrupt, locked)
+    ├── AckTimeout               no acknowledgement in time (also a TimeoutError)
+    ├── RequestTimeout           no reply to a request in time (also a TimeoutError)
     ├── LinkError                the peer or the network (never the caller's mistake)
     │   ├── ConnectTimeout       the connect attempt took longer than ``connect_timeout``
     │   ├── HandshakeRejected    the server answered the upgrade with an HTTP error status
@@ -21,7 +24,9 @@ or the network are different branches, so a program can tell "I configured it wr
         ├── DecodeError          a frame that the codec could not decode
         ├── MessageTooBig        larger than ``max_message_size``
         ├── HandlerError         a handler or plugin raised while handling a message
-        └── MessageDropped       an outgoing message was dropped by the overflow policy
+        ├── MessageDropped       an outgoing message was dropped (overflow policy, stop)
+        ├── MessageExpired       an outgoing message's time-to-live passed before it was sent
+        └── SequenceGap          inbound sequence numbers jumped (resume): a range is missing
 
 OS-level errors (``OSError``, ``ssl.SSLError``) are translated into :class:`LinkError` at the
 transport boundary, with the original kept as ``__cause__``.
@@ -32,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AckTimeout",
     "AuthRejected",
     "BgwsError",
     "ConfigError",
@@ -46,10 +52,14 @@ __all__ = [
     "LinkError",
     "MessageDropped",
     "MessageError",
+    "MessageExpired",
     "MessageTooBig",
     "QueueFull",
+    "RequestTimeout",
+    "SequenceGap",
     "ServiceClosed",
     "ServiceError",
+    "StoreError",
 ]
 
 
@@ -95,6 +105,25 @@ class ServiceClosed(ServiceError):
 
 class QueueFull(ServiceError):
     """The outbox holds ``max_queue_size`` messages and the overflow policy is ``"raise"``."""
+
+
+class StoreError(BgwsError):
+    """The store could not be opened, read or written; the message names the file and why.
+
+    A corrupt or foreign file is never reset silently: it is left untouched for inspection.
+    """
+
+
+class AckTimeout(BgwsError, TimeoutError):
+    """No acknowledgement arrived in time.
+
+    The message is not lost: it stays in the outbox and is sent again (with the same id) until
+    acknowledged or until the service stops.
+    """
+
+
+class RequestTimeout(BgwsError, TimeoutError):
+    """No reply to a request arrived within its timeout."""
 
 
 class LinkError(BgwsError):
@@ -178,7 +207,10 @@ class HandlerError(MessageError):
 
 
 class MessageDropped(MessageError):
-    """An outgoing message left the outbox without being sent (overflow policy drop-oldest).
+    """An outgoing message left the outbox without being sent.
+
+    Either the overflow policy ``"drop_oldest"`` made room, or the service stopped while a
+    message that is not kept on disk (memory store, requests) was still queued.
 
     Attributes:
         payload: the dropped message as it was queued.
@@ -187,3 +219,29 @@ class MessageDropped(MessageError):
     def __init__(self, reason: str, payload: Any) -> None:
         self.payload = payload
         super().__init__(reason)
+
+
+class MessageExpired(MessageError):
+    """An outgoing message's time-to-live passed before it could be sent; it was not sent.
+
+    Attributes:
+        entry: the expired outbox entry (``entry.payload``, ``entry.id``).
+    """
+
+    def __init__(self, reason: str, entry: Any) -> None:
+        self.entry = entry
+        super().__init__(f"{reason} (id {getattr(entry, 'id', None)!r})")
+
+
+class SequenceGap(MessageError):
+    """Inbound sequence numbers jumped: messages ``first`` to ``last`` (inclusive) never came.
+
+    Attributes:
+        first: the first missing sequence number.
+        last: the last missing sequence number.
+    """
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first = first
+        self.last = last
+        super().__init__(f"sequence gap: {first}..{last} missing")

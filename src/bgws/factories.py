@@ -9,7 +9,7 @@ service: there is no global instance.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
 from . import profiles
 from .config import Config
@@ -78,7 +78,7 @@ def _factory(profile: Callable[..., Config], name: str) -> Callable[..., Service
         app_name: str,
         url: str,
         message_handler: MessageHandler | None = None,
-        storage: StorageBackend | None = None,
+        storage: StorageBackend | Literal["sqlite", "memory"] | None = None,
         notification_handler: NotificationHandler | None = None,
         auth_handler: AuthHandler | None = None,
         lifecycle_handler: LifecycleHandler | None = None,
@@ -87,6 +87,9 @@ def _factory(profile: Callable[..., Config], name: str) -> Callable[..., Service
         plugins: Iterable[Plugin] = (),
         **overrides: Any,
     ) -> Service:
+        if isinstance(storage, str):  # the config option, not a StorageBackend
+            overrides["storage"] = storage
+            storage = None
         return create_custom_service(
             config=profile(url=url, app_name=app_name, **overrides),
             message_handler=message_handler,
@@ -103,7 +106,9 @@ def _factory(profile: Callable[..., Config], name: str) -> Callable[..., Service
     create.__doc__ = (
         f"A service with the ``{name}`` profile (see :func:`bgws.profiles.{name}`).\n\n"
         "Takes ``app_name=``, ``url=``, the handlers of :func:`create_custom_service`, and any\n"
-        "config field as a keyword to override the profile's value."
+        "config field as a keyword to override the profile's value. ``storage`` is either a\n"
+        'StorageBackend (connection info, as in the seed) or the config option ``"sqlite"`` /\n'
+        '``"memory"``.'
     )
     return create
 

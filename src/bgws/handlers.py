@@ -130,7 +130,8 @@ class BearerAuth(AuthHandler):
 class NotificationHandler(ABC):
     """Shows notifications (the seed's ``BackgroundNotificationHandler``).
 
-    The default does nothing; ``bgws`` ships a logging one and, later, desktop backends.
+    The default does nothing. The service calls :meth:`on_state_changed` when the config's
+    ``foreground`` is set; :meth:`notify` is for handlers and plugins to call.
     """
 
     async def notify(self, title: str, body: str, message: Message | None = None) -> None:
@@ -158,8 +159,10 @@ class ErrorHandler(ABC):
     """Hears every error the service reports (the seed's ``BackgroundErrorHandler``).
 
     Handler and plugin exceptions (as :class:`bgws.HandlerError`), undecodable frames
-    (:class:`bgws.DecodeError`), oversized messages, dropped messages and connection failures
-    all arrive here. The default logs them at WARNING, with secrets redacted.
+    (:class:`bgws.DecodeError`), oversized messages, dropped and expired messages, sequence
+    gaps, and the failure that ends a service in ``FAILED`` all arrive here. Failures that are
+    retried are not errors: watch them as state changes (``BACKING_OFF`` with its reason).
+    The default logs at WARNING, with secrets redacted.
     """
 
     async def on_error(self, error: BgwsError) -> None:

@@ -12,7 +12,7 @@ without sockets or sleeps.
                         ▼   │                       │
                       BACKING_OFF ◀─────────────────┘
     (any running state) ──give_up──▶ FAILED ──connect──▶ CONNECTING
-    (any state but CLOSED) ──stop──▶ CLOSING ──closed──▶ CLOSED
+    (any state but CLOSING, CLOSED) ──stop──▶ CLOSING ──closed──▶ CLOSED
 
 An event the table does not list for the current state raises :class:`InvalidTransition` and
 leaves the machine unchanged.

@@ -1,140 +1,395 @@
-"""The outgoing queue: the seam between ``send()`` and the writer.
+"""The outgoing queue: priority lanes, time-to-live, and messages in flight until acknowledged.
 
-:class:`MemoryOutbox` is bounded by ``max_queue_size``; when it is full the overflow policy
-decides: raise :class:`bgws.QueueFull` (``"raise"``, the default), drop the oldest message and
-report it (``"drop_oldest"``), or wait for room (``"wait"``). A durable outbox (SQLite) plugs in
-behind the same methods.
+:class:`Outbox` is the in-memory structure every service uses; the durable SQLite store
+(:mod:`bgws.store`) writes each message to disk before it enters the outbox, and removes it
+once delivered, so after a crash the outbox is rebuilt from the file.
+
+* **Lanes.** Each message has a priority; higher priorities are sent first, and order is kept
+  within a priority.
+* **Bound.** ``max_size`` counts every message not yet delivered (queued and in flight). When
+  full, the overflow policy decides: raise :class:`bgws.QueueFull` (``"raise"``), drop the
+  oldest message of the lowest priority and report it (``"drop_oldest"``), or wait (``"wait"``).
+* **Time-to-live.** A message whose ``expires_at`` passed before it could be sent is removed
+  and reported as :class:`bgws.MessageExpired`: never dropped silently.
+* **In flight.** With acknowledgements on, a sent message waits in flight (at most
+  ``max_in_flight``) until :meth:`Outbox.ack`; :meth:`Outbox.requeue_in_flight` puts all of
+  them back at the front of their lanes after a reconnect, and :meth:`Outbox.requeue_stale`
+  those whose ack is overdue, to be sent again with the same id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
-from .errors import MessageDropped, QueueFull
+from .errors import AckTimeout, BgwsError, MessageDropped, MessageExpired, QueueFull
 
-__all__ = ["MemoryOutbox", "Outbox", "Outgoing", "Overflow"]
+__all__ = ["Entry", "Outbox", "Overflow"]
 
 Overflow = Literal["raise", "drop_oldest", "wait"]
 
 
-class Outgoing:
-    """One queued message, already encoded.
+class Entry:
+    """One outgoing message, already encoded.
 
     Attributes:
         payload: the frame's payload.
         binary: whether it goes out as a binary frame.
         id: the message id (``None`` for str/bytes messages or when ids are off).
+        priority: its lane; higher is sent first.
+        expires_at: ``time.time()`` after which it is not sent, or ``None``.
+        seq: its order of acceptance (the store's row id for durable messages).
+        durable: whether it is kept in the store until delivered.
+        sent_at: when it was last handed to the transport (in flight), else ``None``.
+        attempts: how many times it was handed to the transport.
+        waiter: a future resolved when it is acknowledged (``send(wait_for_ack=True)``).
     """
 
-    __slots__ = ("binary", "id", "payload")
+    __slots__ = (
+        "attempts",
+        "binary",
+        "durable",
+        "expires_at",
+        "id",
+        "payload",
+        "priority",
+        "sent_at",
+        "seq",
+        "waiter",
+    )
 
-    def __init__(self, payload: bytes | str, binary: bool, id: Any = None) -> None:
+    def __init__(
+        self,
+        payload: bytes | str,
+        binary: bool = False,
+        id: Any = None,
+        *,
+        priority: int = 0,
+        expires_at: float | None = None,
+        durable: bool = False,
+        seq: int = 0,
+    ) -> None:
         self.payload = payload
         self.binary = binary
         self.id = id
+        self.priority = priority
+        self.expires_at = expires_at
+        self.durable = durable
+        self.seq = seq
+        self.sent_at: float | None = None
+        self.attempts = 0
+        self.waiter: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
-        return f"Outgoing(id={self.id!r}, size={len(self.payload)})"
+        return f"Entry(id={self.id!r}, priority={self.priority}, size={len(self.payload)})"
 
 
-class Outbox(Protocol):
-    """What the service needs from an outbox."""
-
-    def __len__(self) -> int: ...
-
-    async def put(self, item: Outgoing) -> None:
-        """Queue ``item``; applies the overflow policy when full."""
-
-    def take(self, limit: int) -> list[Outgoing]:
-        """Remove and return up to ``limit`` items, oldest first."""
-
-    def put_back(self, items: list[Outgoing]) -> None:
-        """Return items that could not be sent to the front, in order."""
-
-    async def wait_nonempty(self) -> None:
-        """Return once at least one item is queued."""
-
-    async def wait_empty(self) -> None:
-        """Return once every item has been taken."""
-
-    def drain_all(self) -> list[Outgoing]:
-        """Remove and return everything (at stop)."""
-
-
-class MemoryOutbox:
-    """A bounded in-memory outbox.
+class Outbox:
+    """Queued and in-flight outgoing messages, bounded.
 
     Args:
-        max_size: the most messages it holds.
-        overflow: what ``put`` does when full.
-        on_drop: called with a :class:`bgws.MessageDropped` for each message dropped by
-            ``"drop_oldest"``.
+        max_size: the most undelivered messages it holds.
+        overflow: what :meth:`reserve` does when full.
+        report: called with each :class:`MessageDropped` / :class:`MessageExpired`.
+        on_done: called with entries that left for good (delivered, dropped, expired), so a
+            durable store can delete them.
+        acks: whether sent messages wait in flight for an acknowledgement.
+        max_in_flight: the in-flight window when ``acks`` is on.
     """
-
-    __slots__ = ("_empty", "_items", "_max", "_nonempty", "_on_drop", "_overflow", "_room")
 
     def __init__(
         self,
         max_size: int,
         overflow: Overflow = "raise",
-        on_drop: Callable[[MessageDropped], None] | None = None,
+        *,
+        report: Callable[[BgwsError], None] | None = None,
+        on_done: Callable[[list[Entry]], None] | None = None,
+        acks: bool = False,
+        max_in_flight: int = 100,
     ) -> None:
-        self._items: deque[Outgoing] = deque()
+        self._lanes: dict[int, deque[Entry]] = {}
+        self._order: list[int] = []  # priorities, ascending; served from the end
+        self._queued = 0
+        self._reserved = 0
+        self._in_flight: dict[Any, Entry] = {}
         self._max = max_size
         self._overflow = overflow
-        self._on_drop = on_drop
-        self._nonempty = asyncio.Event()
+        self._report = report or _ignore
+        self._on_done = on_done or _ignore
+        self.acks = acks
+        self._window = max_in_flight
+        self._seq = 0
+        self._sendable = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self._empty = asyncio.Event()
         self._empty.set()
 
-    def __len__(self) -> int:
-        return len(self._items)
+    # -- size -------------------------------------------------------------------------------
 
-    async def put(self, item: Outgoing) -> None:
-        items = self._items
-        while len(items) >= self._max:
+    def __len__(self) -> int:
+        """Messages not yet delivered: queued plus in flight."""
+        return self._queued + len(self._in_flight)
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting to be sent."""
+        return self._queued
+
+    @property
+    def in_flight(self) -> int:
+        """Messages sent and waiting for their acknowledgement."""
+        return len(self._in_flight)
+
+    # -- adding -----------------------------------------------------------------------------
+
+    async def reserve(self) -> None:
+        """Make room for one message under the overflow policy; pair with :meth:`add`.
+
+        Raises:
+            QueueFull: the outbox is full and the policy is ``"raise"``.
+        """
+        while len(self) + self._reserved >= self._max:
             if self._overflow == "raise":
                 raise QueueFull(f"outbox holds max_queue_size ({self._max}) messages")
-            if self._overflow == "drop_oldest":
-                dropped = items.popleft()
-                if self._on_drop is not None:
-                    self._on_drop(
-                        MessageDropped("outbox full: oldest message dropped", dropped.payload)
-                    )
+            if self._overflow == "drop_oldest" and self._queued:
+                victim = self._pop_oldest_lowest()
+                self._on_done([victim])
+                self._report(MessageDropped("outbox full: oldest message dropped", victim.payload))
                 continue
             self._room.clear()
             await self._room.wait()
-        items.append(item)
-        self._nonempty.set()
+        self._reserved += 1
+
+    def release(self) -> None:
+        """Give back a reservation that will not be used (the message was refused)."""
+        self._reserved -= 1
+        self._room.set()
+
+    def number(self, entry: Entry) -> Entry:
+        """Give ``entry`` the next sequence number (its place in the order of acceptance)."""
+        self._seq += 1
+        entry.seq = self._seq
+        return entry
+
+    def add(self, entry: Entry, *, reserved: bool = True) -> None:
+        """Queue ``entry`` at the back of its lane (after :meth:`reserve`)."""
+        if reserved:
+            self._reserved -= 1
+        if not entry.seq:
+            self.number(entry)
+        elif entry.seq > self._seq:
+            self._seq = entry.seq
+        self._lane(entry.priority).append(entry)
+        self._queued += 1
         self._empty.clear()
+        self._update_sendable()
 
-    def take(self, limit: int) -> list[Outgoing]:
-        items = self._items
-        count = min(limit, len(items))
-        batch = [items.popleft() for _ in range(count)]
-        if not items:
-            self._nonempty.clear()
-            self._empty.set()
-        if count:
-            self._room.set()
-        return batch
+    def restore(self, entries: Iterable[Entry]) -> None:
+        """Load entries kept by a store (at start), in their original order."""
+        for entry in sorted(entries, key=_by_seq):
+            self.add(entry, reserved=False)
 
-    def put_back(self, items: list[Outgoing]) -> None:
-        if items:
-            self._items.extendleft(reversed(items))
-            self._nonempty.set()
-            self._empty.clear()
+    # -- sending ----------------------------------------------------------------------------
 
-    async def wait_nonempty(self) -> None:
-        await self._nonempty.wait()
+    async def wait_sendable(self) -> None:
+        """Return once a message may be sent (queued, and the in-flight window has room)."""
+        await self._sendable.wait()
 
     async def wait_empty(self) -> None:
+        """Return once every message was delivered (or left otherwise)."""
         await self._empty.wait()
 
-    def drain_all(self) -> list[Outgoing]:
-        return self.take(len(self._items))
+    def take(self, limit: int, now: float) -> list[Entry]:
+        """Remove up to ``limit`` messages to send, highest priority first.
+
+        Expired messages met on the way are removed and reported. With acks on, the in-flight
+        window bounds how many are taken.
+        """
+        if self.acks:
+            limit = min(limit, self._window - len(self._in_flight))
+        batch: list[Entry] = []
+        expired: list[Entry] = []
+        order = self._order
+        i = len(order) - 1
+        while len(batch) < limit and i >= 0:
+            lane = self._lanes[order[i]]
+            while lane and len(batch) < limit:
+                entry = lane.popleft()
+                self._queued -= 1
+                if entry.expires_at is not None and entry.expires_at <= now:
+                    expired.append(entry)
+                else:
+                    batch.append(entry)
+            i -= 1
+        if expired:
+            self._expire(expired)
+        self._update_sendable()
+        return batch
+
+    def sent(self, batch: list[Entry], now: float) -> None:
+        """The transport took ``batch``: it goes in flight, or leaves for good without acks."""
+        for entry in batch:
+            entry.attempts += 1
+        if self.acks:
+            flight = self._in_flight
+            for entry in batch:
+                entry.sent_at = now
+                flight[entry.id] = entry
+            self._update_sendable()
+        else:
+            self._finish(batch)
+
+    def put_back(self, batch: list[Entry]) -> None:
+        """Return messages that could not be sent to the front of their lanes, in order."""
+        for entry in reversed(batch):
+            self._lane(entry.priority).appendleft(entry)
+            self._queued += 1
+        if batch:
+            self._empty.clear()
+        self._update_sendable()
+
+    # -- acknowledgements -------------------------------------------------------------------
+
+    def ack(self, ids: Iterable[Any]) -> int:
+        """Mark messages delivered; returns how many of ``ids`` were in flight."""
+        flight = self._in_flight
+        done = [entry for msg_id in ids if (entry := flight.pop(msg_id, None)) is not None]
+        if done:
+            self._finish(done)
+            self._update_sendable()
+        return len(done)
+
+    def requeue_in_flight(self) -> int:
+        """After a reconnect: every message in flight goes back to be sent again (same id)."""
+        entries = list(self._in_flight.values())
+        self._in_flight.clear()
+        self._requeue(entries)
+        return len(entries)
+
+    def requeue_stale(self, now: float, ack_timeout: float) -> int:
+        """Messages whose ack is overdue go back to be sent again; returns how many."""
+        stale = [
+            e
+            for e in self._in_flight.values()
+            if e.sent_at is not None and now - e.sent_at >= ack_timeout
+        ]
+        for entry in stale:
+            del self._in_flight[entry.id]
+        self._requeue(stale)
+        return len(stale)
+
+    def next_ack_deadline(self, ack_timeout: float) -> float | None:
+        """When the oldest in-flight message's ack becomes overdue, or ``None``."""
+        sent = [e.sent_at for e in self._in_flight.values() if e.sent_at is not None]
+        return min(sent) + ack_timeout if sent else None
+
+    def next_expiry(self) -> float | None:
+        """The earliest ``expires_at`` among queued messages, or ``None``."""
+        times = [e.expires_at for lane in self._lanes.values() for e in lane if e.expires_at]
+        return min(times) if times else None
+
+    def expire(self, now: float) -> int:
+        """Remove and report queued messages whose time-to-live passed; returns how many."""
+        expired: list[Entry] = []
+        for lane in self._lanes.values():
+            keep = [e for e in lane if e.expires_at is None or e.expires_at > now]
+            if len(keep) != len(lane):
+                expired.extend(e for e in lane if e.expires_at is not None and e.expires_at <= now)
+                lane.clear()
+                lane.extend(keep)
+        self._queued -= len(expired)
+        if expired:
+            self._expire(expired)
+            self._update_sendable()
+        return len(expired)
+
+    def drain_volatile(self) -> list[Entry]:
+        """At stop: remove and return the messages no store keeps, oldest first.
+
+        Durable messages stay (and stay counted): the store sends them after the next start.
+        Whoever waits for an acknowledgement stops waiting with :class:`bgws.AckTimeout`.
+        """
+        self.requeue_in_flight()
+        volatile: list[Entry] = []
+        for lane in self._lanes.values():
+            keep = [e for e in lane if e.durable]
+            if len(keep) != len(lane):
+                volatile.extend(e for e in lane if not e.durable)
+                lane.clear()
+                lane.extend(keep)
+        self._queued -= len(volatile)
+        everything = [e for lane in self._lanes.values() for e in lane] + volatile
+        self._fail_waiters(everything, "the service stopped before the message was acknowledged")
+        self._update_sendable()
+        if not len(self):
+            self._empty.set()
+        return sorted(volatile, key=_by_seq)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _lane(self, priority: int) -> deque[Entry]:
+        lane = self._lanes.get(priority)
+        if lane is None:
+            lane = self._lanes[priority] = deque()
+            bisect.insort(self._order, priority)
+        return lane
+
+    def _requeue(self, entries: list[Entry]) -> None:
+        for entry in sorted(entries, key=_by_seq, reverse=True):
+            entry.sent_at = None
+            self._lane(entry.priority).appendleft(entry)
+            self._queued += 1
+        if entries:
+            self._update_sendable()
+
+    def _pop_oldest_lowest(self) -> Entry:
+        for priority in self._order:
+            lane = self._lanes[priority]
+            if lane:
+                self._queued -= 1
+                return lane.popleft()
+        raise AssertionError("no queued message to drop")
+
+    def _expire(self, expired: list[Entry]) -> None:
+        self._finish(expired, delivered=False)
+        for entry in expired:
+            self._report(MessageExpired("time-to-live passed before it could be sent", entry))
+
+    def _finish(self, entries: list[Entry], *, delivered: bool = True) -> None:
+        self._on_done(entries)
+        if delivered:
+            for entry in entries:
+                waiter = entry.waiter
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+        else:
+            self._fail_waiters(entries, "the message expired before it was acknowledged")
+        self._room.set()
+        if not len(self):
+            self._empty.set()
+
+    def _fail_waiters(self, entries: list[Entry], why: str) -> None:
+        for entry in entries:
+            waiter = entry.waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(AckTimeout(why))
+                waiter.exception()  # the sender may have stopped waiting: mark it retrieved
+
+    def _update_sendable(self) -> None:
+        ready = self._queued > 0 and (not self.acks or len(self._in_flight) < self._window)
+        if ready:
+            self._sendable.set()
+        else:
+            self._sendable.clear()
+
+
+def _by_seq(entry: Entry) -> int:
+    return entry.seq
+
+
+def _ignore(*_: Any) -> None:
+    return None

@@ -8,6 +8,7 @@ fixed at start: adding one to a running service raises.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from types import MappingProxyType
@@ -81,6 +82,11 @@ class PluginChain:
         for plugin in self.plugins:
             if not isinstance(plugin, Plugin):
                 raise TypeError(f"{plugin!r} is not a bgws.Plugin")
+            if inspect.iscoroutinefunction(plugin.handle_message):
+                raise TypeError(
+                    f"{plugin.name}.handle_message must be a plain method returning bool: "
+                    "claiming a message is decided at once, before the handlers run"
+                )
         by_type: dict[str, list[Plugin]] = {}
         wildcard: list[Plugin] = []
         for plugin in self.plugins:

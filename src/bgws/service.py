@@ -27,6 +27,7 @@ from . import _connect
 from ._redact import redact_url
 from .backoff import Backoff
 from .config import Config
+from .delivery import Delivery
 from .dispatch import Dispatcher, Handler, is_async
 from .errors import (
     BgwsError,
@@ -34,7 +35,6 @@ from .errors import (
     DeadLink,
     HandlerError,
     LinkError,
-    MessageDropped,
     ServiceClosed,
     ServiceError,
 )
@@ -48,8 +48,7 @@ from .handlers import (
     TemplateHeartbeat,
 )
 from .machine import Decision, Machine, State, Verdict, classify_error
-from .message import Codec
-from .outbox import MemoryOutbox, Outgoing
+from .message import Codec, Message
 from .plugins import Plugin, PluginChain
 from .stats import ServiceStats, StateChange
 from .storage import MemoryStorage, StorageBackend
@@ -58,7 +57,6 @@ from .transport import Link, Transport, get_transport
 __all__ = ["Service"]
 
 _F = TypeVar("_F", bound=Handler)
-_WRITE_BATCH = 256
 _CLEAN_CLOSE = frozenset({1000, 1001})
 
 
@@ -102,6 +100,11 @@ class Service:
     ) -> None:
         if not isinstance(config, Config):
             raise TypeError("config must be a bgws.Config")
+        if storage is not None and not isinstance(storage, StorageBackend):
+            raise TypeError(
+                "storage must be a bgws.StorageBackend; to choose SQLite or memory set "
+                "Config.storage"
+            )
         self.config = config
         self.log = logging.getLogger(f"bgws.{config.service_tag}")
         self._message_handler = message_handler
@@ -131,7 +134,10 @@ class Service:
             min_uptime=config.min_uptime,
             classify=self._verdict,
         )
-        self._outbox = MemoryOutbox(config.max_queue_size, config.overflow, self._dropped)
+        self._delivery = Delivery(config, self._codec, self._report_soon)
+        self._shared_store = storage is None and isinstance(self._delivery.store, StorageBackend)
+        if self._shared_store:
+            self._storage = self._delivery.store  # type: ignore[assignment]  # same store
         self._dispatcher = Dispatcher(self._codec, config.inbox_size, self._report)
         self._connection_data: Mapping[str, Any] | None = None
         self._started = False
@@ -218,6 +224,7 @@ class Service:
         """A snapshot of the service's counters."""
         d = self._dispatcher
         c = self._stats
+        out = self._delivery
         since = self._connected_since
         return ServiceStats(
             state=self.state,
@@ -225,11 +232,16 @@ class Service:
             connected_since=since,
             uptime=(time.time() - since) if since is not None else 0.0,
             reconnects=c.reconnects,
-            sent=c.sent,
+            sent=out.sent,
             received=d.received,
             dispatched=d.dispatched,
-            queued=len(self._outbox),
-            dropped=c.dropped,
+            queued=out.outbox.queued,
+            in_flight=out.outbox.in_flight,
+            resent=out.resent,
+            dropped=out.dropped,
+            expired=out.expired,
+            duplicates=out.duplicates,
+            gaps=out.gaps,
             handler_errors=d.handler_errors,
             decode_errors=d.decode_errors,
             dead_links=c.dead_links,
@@ -247,6 +259,9 @@ class Service:
         """
         if self.state is state:
             return
+        if self.state in (State.CLOSED, State.FAILED):
+            why = f": {_describe(self._last_error)}" if self._last_error is not None else ""
+            raise ServiceClosed(f"service is {self.state}{why}")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (state, future)
         self._waiters.append(entry)
@@ -276,16 +291,27 @@ class Service:
         if self._started:
             raise ServiceError("a service starts once; create a new one to start again")
         self._started = True
-        self._plugins = PluginChain(self._plugin_list)
-        for plugin in self._plugins.plugins:
-            try:
-                await _call(plugin.initialize)
-            except Exception as exc:
-                raise HandlerError(f"plugin {plugin.name}.initialize") from exc
+        try:
+            self._plugins = PluginChain(self._plugin_list)
+            for plugin in self._plugins.plugins:
+                try:
+                    await _call(plugin.initialize)
+                except Exception as exc:
+                    raise HandlerError(f"plugin {plugin.name}.initialize") from exc
+            await self._delivery.open()
+        except BaseException as exc:
+            # A service that could not start is closed: later calls say so clearly.
+            self._last_error = exc
+            self._machine.stop()
+            self._machine.closed()
+            self._stopped.set()
+            raise
         self._dispatcher.configure(
             plugins=self._plugins,
             message_handler=self._message_handler,
             heartbeat=self._heartbeat,
+            intercept=self._delivery.intercept,
+            priority_types=self.config.priority_types,
         )
         self._dispatch_task = asyncio.create_task(
             self._dispatcher.run(), name=f"bgws-dispatch-{self.config.service_tag}"
@@ -334,7 +360,7 @@ class Service:
         if link is not None and run_task is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(deadline):
-                    await self._outbox.wait_empty()
+                    await self._delivery.outbox.wait_empty()
             link.close(1000, "bye")
         if run_task is not None:
             if link is not None:  # let the loop see the close and run its hooks
@@ -342,14 +368,14 @@ class Service:
             run_task.cancel()
             await asyncio.gather(run_task, return_exceptions=True)
         await self._settle_inbox(deadline)
-        for item in self._outbox.drain_all():
-            self._dropped(MessageDropped("service stopped before it could be sent", item.payload))
+        await self._delivery.close()
         await self._finish_side_tasks()
         for plugin in self._plugins.plugins:
             await self._guarded(plugin.on_service_stopped, f"plugin {plugin.name}")
             await self._guarded(plugin.dispose, f"plugin {plugin.name}")
         await self._hook(self._lifecycle, "on_service_stopped")
-        await self._guarded(self._storage.close, "storage")
+        if not self._shared_store:
+            await self._guarded(self._storage.close, "storage")
         await self._transition(self._machine.closed, None)
         self._stopped.set()
         self.log.info("service stopped")
@@ -369,11 +395,29 @@ class Service:
 
     # -- sending ----------------------------------------------------------------------------
 
-    async def send(self, message: Mapping[str, Any] | str | bytes) -> Any:
-        """Queue a message; it goes out now if connected, else after the next connect.
+    async def send(
+        self,
+        message: Mapping[str, Any] | str | bytes,
+        *,
+        priority: int = 0,
+        ttl: float | None = None,
+        wait_for_ack: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Accept a message; it goes out now if connected, else after the next connect.
 
-        A mapping is JSON-encoded and given an id in ``id_field`` when it has none; ``str`` is
-        sent as a text frame and ``bytes`` as a binary frame, unchanged.
+        With the SQLite store, ``send()`` returns once the message is on disk: it survives a
+        crash and is sent after the restart. A mapping is JSON-encoded and given an id in
+        ``id_field`` when it has none; ``str`` is sent as a text frame and ``bytes`` as a
+        binary frame, unchanged.
+
+        Args:
+            message: the message.
+            priority: its lane; higher priorities are sent first, order is kept within one.
+            ttl: seconds after which it is not sent any more (reported as
+                :class:`MessageExpired`).
+            wait_for_ack: return only once the server acknowledged it (needs ``Config.ack``).
+            timeout: how long ``wait_for_ack`` waits (default ``ack_timeout``).
 
         Returns:
             The message id (``None`` for str/bytes or when ``id_field`` is ``None``).
@@ -382,20 +426,81 @@ class Service:
             QueueFull: the outbox is full and the overflow policy is ``"raise"``.
             MessageTooBig: the encoded message exceeds ``max_message_size``.
             TypeError: the message cannot be encoded.
+            AckTimeout: ``wait_for_ack`` and no ack came in time (the message stays queued).
+            StoreError: the store could not write it.
             ServiceClosed: the service is stopping, stopped or failed.
         """
+        self._check_open("send")
+        await self._delivery.open()
+        return await self._delivery.send(
+            message, priority=priority, ttl=ttl, wait_for_ack=wait_for_ack, timeout=timeout
+        )
+
+    async def request(
+        self,
+        message: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        dispatch_reply: bool = False,
+    ) -> Message:
+        """Send ``message`` with a fresh id and return the reply that carries the same id.
+
+        The reply is matched on ``reply_id_field`` (default ``id_field``) and, unless
+        ``dispatch_reply``, does not reach the ordinary handlers. Requests are not durable.
+
+        Raises:
+            RequestTimeout: no reply within ``timeout`` (default ``request_timeout``).
+            QueueFull: ``max_pending_requests`` requests are already waiting.
+        """
+        self._check_open("request")
+        await self._delivery.open()
+        return await self._delivery.request(
+            message, timeout=timeout, priority=priority, dispatch_reply=dispatch_reply
+        )
+
+    async def subscribe(
+        self, message: Mapping[str, Any] | str | bytes, *, key: str | None = None
+    ) -> str:
+        """Keep a subscription: sent now when connected, and again after every reconnect.
+
+        Subscriptions are persisted with the store and re-sent before the outbox is flushed.
+
+        Args:
+            message: the subscription message.
+            key: identifies the subscription for :meth:`unsubscribe`; by default the message
+                without its type and id fields.
+
+        Returns:
+            The subscription's key.
+        """
+        self._check_open("subscribe")
+        await self._delivery.open()
+        return await self._delivery.subscribe(message, key)
+
+    async def unsubscribe(
+        self, message: Mapping[str, Any] | str | bytes | None = None, *, key: str | None = None
+    ) -> bool:
+        """Forget a subscription, and send ``message`` (e.g. an unsubscribe) when connected.
+
+        The subscription is found by ``key``, or by the default key of ``message``.
+
+        Returns:
+            Whether such a subscription was kept.
+        """
+        self._check_open("unsubscribe")
+        await self._delivery.open()
+        return await self._delivery.unsubscribe(message, key)
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The keys of the kept subscriptions, in the order they are re-sent."""
+        return self._delivery.subscriptions
+
+    def _check_open(self, what: str) -> None:
         state = self._machine.state
         if state is State.CLOSING or state is State.CLOSED or state is State.FAILED:
-            raise ServiceClosed(f"cannot send: the service is {state}")
-        payload, binary, msg_id = self._codec.encode(message)
-        link = self._link
-        outbox = self._outbox
-        if link is not None and not len(outbox) and not link.write_paused:
-            link.send(payload, binary)
-            self._stats.sent += 1
-        else:
-            await outbox.put(Outgoing(payload, binary, msg_id))
-        return msg_id
+            raise ServiceClosed(f"cannot {what}: the service is {state}")
 
     # -- the connect loop -------------------------------------------------------------------
 
@@ -441,7 +546,7 @@ class Service:
         self._connected_since = time.time()
         conn.attach(link)
         await self._transition(lambda: self._machine.connected(now), None)
-        writer = asyncio.create_task(self._writer(link), name="bgws-writer")
+        self._delivery.link_up(link)
         keepalive = asyncio.create_task(conn.keepalive(self.config, self._heartbeat, self._codec))
         try:
             await self._on_connected()
@@ -450,9 +555,9 @@ class Service:
             self._link = None
             self._connected_since = None
             conn.detach()
-            writer.cancel()
             keepalive.cancel()
-            await asyncio.gather(writer, keepalive, return_exceptions=True)
+            await asyncio.gather(keepalive, return_exceptions=True)
+            await self._delivery.link_down()
             if self._machine.state is State.CLOSING:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.config.close_timeout):
@@ -492,20 +597,6 @@ class Service:
         ):
             return "fatal"
         return self._classify(error)
-
-    async def _writer(self, link: Link) -> None:
-        outbox = self._outbox
-        counters = self._stats
-        while True:
-            await outbox.wait_nonempty()
-            if link.write_paused:
-                await link.wait_writable()
-            if self._link is not link:
-                return
-            batch = outbox.take(_WRITE_BATCH)
-            for item in batch:
-                link.send(item.payload, item.binary)
-            counters.sent += len(batch)
 
     async def _on_connected(self) -> None:
         await self._guarded(_bound(self._auth, "on_auth_success"), "auth handler")
@@ -566,10 +657,6 @@ class Service:
     def _report_soon(self, error: BgwsError) -> None:
         self._spawn(self._report(error))
 
-    def _dropped(self, error: MessageDropped) -> None:
-        self._stats.dropped += 1
-        self._report_soon(error)
-
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._side_tasks.add(task)
@@ -610,15 +697,15 @@ class Service:
     def __repr__(self) -> str:
         return (
             f"<Service {self.config.service_tag!r} {self.state} "
-            f"url={redact_url(self.config.url)!r} queued={len(self._outbox)}>"
+            f"url={redact_url(self.config.url)!r} queued={len(self._delivery.outbox)}>"
         )
 
 
 class _Counters:
-    __slots__ = ("dead_links", "dropped", "errors", "reconnects", "sent")
+    __slots__ = ("dead_links", "errors", "reconnects")
 
     def __init__(self) -> None:
-        self.reconnects = self.sent = self.dropped = self.dead_links = self.errors = 0
+        self.reconnects = self.dead_links = self.errors = 0
 
 
 class _Watcher:

@@ -37,11 +37,16 @@ class ServiceStats:
         connected_since: when the current link came up (``time.time()``), or ``None``.
         uptime: seconds the current link has been up (0 when down).
         reconnects: reconnect attempts made since start.
-        sent: messages handed to the transport.
+        sent: messages handed to the transport (resends included).
         received: data frames received.
         dispatched: messages that went through the dispatcher.
         queued: messages waiting in the outbox.
+        in_flight: messages sent and waiting for their acknowledgement.
+        resent: messages sent again after a reconnect or an ack timeout.
         dropped: messages dropped by the overflow policy or at stop (each one reported).
+        expired: messages whose time-to-live passed before they were sent (each reported).
+        duplicates: inbound messages dropped as already processed (resume).
+        gaps: inbound sequence gaps reported (resume).
         handler_errors: handler and plugin exceptions.
         decode_errors: frames the codec could not decode.
         dead_links: links declared dead by the keepalive.
@@ -58,7 +63,12 @@ class ServiceStats:
     received: int
     dispatched: int
     queued: int
+    in_flight: int
+    resent: int
     dropped: int
+    expired: int
+    duplicates: int
+    gaps: int
     handler_errors: int
     decode_errors: int
     dead_links: int

@@ -77,6 +77,10 @@ class Link(Protocol):
     def write_paused(self) -> bool:
         """Whether the OS send buffer is above its high-water mark."""
 
+    @property
+    def closed(self) -> bool:
+        """Whether the connection is gone (``Sink.on_closed`` was called)."""
+
     def send(self, payload: bytes | str, binary: bool) -> None:
         """Queue one message for the socket (never blocks)."""
 

@@ -134,6 +134,10 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
     def write_paused(self) -> bool:
         return not self._writable.is_set()
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def send(self, payload: bytes | str, binary: bool) -> None:
         self._ws.send(_BINARY if binary else _TEXT, payload)
 

@@ -1,0 +1,407 @@
+"""Delivery: the outgoing path and everything that makes it safe.
+
+:class:`Delivery` owns the outbox and the store, and carries out the promises of the design:
+a message accepted by ``send()`` is on disk (SQLite store) before ``send()`` returns; one
+writer task per link drains the outbox in priority order; with an ack policy each message
+stays in flight until acknowledged and is resent with the same id after a reconnect or an ack
+timeout; requests wait for the reply that carries their id; subscriptions are re-sent after
+every reconnect, before the outbox; the resume position of an inbound feed is kept and sent.
+
+It also sees every incoming message before the handlers (:meth:`Delivery.intercept`), to take
+acks, replies and duplicates out of the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+
+from .config import Config
+from .errors import (
+    AckTimeout,
+    BgwsError,
+    MessageDropped,
+    QueueFull,
+    RequestTimeout,
+    SequenceGap,
+    ServiceError,
+)
+from .message import Codec, Message
+from .outbox import Entry, Outbox
+from .store import DeliveryStore, MemoryStore, SqliteStore, default_store_path
+from .transport import Link
+
+__all__ = ["Delivery"]
+
+_WRITE_BATCH = 256
+_CHECKPOINT_DELAY = 0.05
+"""Resume positions are written at most this often (seconds): batched, not per message."""
+
+_key_encoder = msgspec.json.Encoder(order="sorted")
+
+
+class Delivery:
+    """The outgoing path of one service.
+
+    Args:
+        config: the service's config.
+        codec: encodes messages.
+        report: reports an error without waiting (the service's error path).
+    """
+
+    def __init__(self, config: Config, codec: Codec, report: Callable[[BgwsError], None]) -> None:
+        self._config = config
+        self._codec = codec
+        self._report = report
+        self.store: DeliveryStore
+        if config.storage == "sqlite":
+            path = config.storage_path or default_store_path(config.service_tag or "bgws")
+            self.store = SqliteStore(path, sync=config.storage_sync)
+        else:
+            self.store = MemoryStore()
+        self.durable = config.storage == "sqlite"
+        self._ack = config.ack
+        self.outbox = Outbox(
+            config.max_queue_size,
+            config.overflow,
+            report=self._count_and_report,
+            on_done=self.store.forget,
+            acks=config.ack is not None,
+            max_in_flight=config.max_in_flight,
+        )
+        self._link: Link | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
+        self._opening: asyncio.Future[None] | None = None
+        self._wake = asyncio.Event()
+        self._pending: dict[Any, tuple[asyncio.Future[Message], bool]] = {}
+        self._reply_field = config.reply_id_field or config.id_field
+        self._subscriptions: dict[str, Entry] = {}
+        self._resume = config.resume
+        self._position: int | None = None
+        self._checkpoint: asyncio.TimerHandle | None = None
+        self._resume_key = config.storage_keys.get("resume_position", "resume_position")
+        self.sent = 0
+        self.dropped = 0
+        self.expired = 0
+        self.duplicates = 0
+        self.gaps = 0
+        self.resent = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store and load what it kept (once; later calls wait for the first).
+
+        Raises:
+            StoreError: the store is corrupt, locked by another process, or unwritable.
+        """
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open())
+        await asyncio.shield(self._opening)
+
+    async def _open(self) -> None:
+        loaded = await self.store.open()
+        self.outbox.restore(loaded.entries)
+        self._subscriptions = dict(loaded.subscriptions)
+        position = loaded.kv.get(self._resume_key)
+        if position is not None:
+            self._position = int(position)
+        self._keeper = asyncio.create_task(self._housekeeping(), name="bgws-housekeeping")
+
+    async def close(self) -> None:
+        """Persist the resume position, report what cannot be kept, close the store."""
+        if self._opening is None or not self._opening.done() or self._opening.exception():
+            return
+        for task in (self._writer, self._keeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if self._checkpoint is not None:
+            self._checkpoint.cancel()
+        if self._resume is not None and self._position is not None:
+            await self.store.set(self._resume_key, str(self._position))
+        for entry in self.outbox.drain_volatile():
+            self._count_and_report(
+                MessageDropped("service stopped before it could be sent", entry.payload)
+            )
+        for future, _ in self._pending.values():
+            future.cancel()
+        await self.store.close()
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        message: Mapping[str, Any] | str | bytes,
+        *,
+        priority: int = 0,
+        ttl: float | None = None,
+        wait_for_ack: bool = False,
+        timeout: float | None = None,
+        durable: bool = True,
+    ) -> Any:
+        """Accept one message (see :meth:`bgws.Service.send`)."""
+        payload, binary, msg_id = self._codec.encode(message)
+        entry = Entry(payload, binary, msg_id, priority=priority, durable=durable and self.durable)
+        if ttl is not None:
+            if not ttl > 0:
+                raise ValueError("ttl must be > 0 seconds")
+            entry.expires_at = time.time() + ttl
+        if wait_for_ack:
+            if self._ack is None:
+                raise ServiceError("wait_for_ack needs an ack policy (Config.ack)")
+            if msg_id is None:
+                raise ServiceError("wait_for_ack needs a message id (a mapping with id_field)")
+            entry.waiter = asyncio.get_running_loop().create_future()
+        link = self._link
+        outbox = self.outbox
+        if (
+            link is not None
+            and not link.closed
+            and not entry.durable
+            and self._ack is None
+            and not outbox.queued
+            and not link.write_paused
+        ):
+            link.send(payload, binary)
+            self.sent += 1
+            return msg_id
+        await outbox.reserve()
+        if entry.durable:
+            outbox.number(entry)
+            try:
+                await self.store.stage([entry], self._committed)
+            except BaseException:
+                outbox.release()
+                raise
+        else:
+            outbox.add(entry)
+        if ttl is not None:
+            self._wake.set()
+        if entry.waiter is not None:
+            await self._wait_ack(entry, timeout)
+        return msg_id
+
+    def _committed(self, entries: list[Entry]) -> None:
+        add = self.outbox.add
+        for entry in entries:
+            add(entry)
+
+    async def _wait_ack(self, entry: Entry, timeout: float | None) -> None:
+        assert entry.waiter is not None
+        limit = timeout if timeout is not None else self._config.ack_timeout
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.shield(entry.waiter)
+        except TimeoutError:
+            raise AckTimeout(
+                f"message {entry.id!r} not acknowledged within {limit:g}s; it stays queued "
+                "and is sent again until acknowledged"
+            ) from None
+
+    async def request(
+        self,
+        message: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        priority: int = 0,
+        dispatch_reply: bool = False,
+    ) -> Message:
+        """Send ``message`` with a fresh id and return the reply carrying it."""
+        id_field = self._codec.id_field
+        if id_field is None or self._reply_field is None:
+            raise ServiceError("request() needs id_field (or reply_id_field) in the config")
+        if not isinstance(message, Mapping):
+            raise TypeError("request() takes a mapping")
+        if len(self._pending) >= self._config.max_pending_requests:
+            raise QueueFull(f"{len(self._pending)} requests are waiting (max_pending_requests)")
+        msg_id = self._codec.new_id()
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[msg_id] = (future, dispatch_reply)
+        limit = timeout if timeout is not None else self._config.request_timeout
+        try:
+            async with asyncio.timeout(limit):
+                await self.send({**message, id_field: msg_id}, priority=priority, durable=False)
+                return await future
+        except TimeoutError:
+            raise RequestTimeout(f"no reply to request {msg_id!r} within {limit:g}s") from None
+        finally:
+            self._pending.pop(msg_id, None)
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def subscription_key(self, message: Mapping[str, Any] | str | bytes) -> str:
+        """The default key of a subscription: the message without its type and id fields.
+
+        So ``{"type": "subscribe", "channel": "ticks"}`` and
+        ``{"type": "unsubscribe", "channel": "ticks"}`` share the key ``{"channel":"ticks"}``.
+        """
+        if isinstance(message, Mapping):
+            skip = {self._codec.type_field, self._codec.id_field}
+            body = {k: v for k, v in message.items() if k not in skip}
+            return _key_encoder.encode(body).decode()
+        return message if isinstance(message, str) else message.hex()
+
+    async def subscribe(self, message: Mapping[str, Any] | str | bytes, key: str | None) -> str:
+        """Keep ``message`` and send it now (if connected) and after every reconnect."""
+        key = key if key is not None else self.subscription_key(message)
+        payload, binary, _ = self._codec.encode(message, assign_id=False)
+        entry = Entry(payload, binary)
+        await self.store.put_subscription(key, entry)
+        self._subscriptions.pop(key, None)
+        self._subscriptions[key] = entry
+        if self._link is not None:
+            self._link.send(payload, binary)
+        return key
+
+    async def unsubscribe(
+        self, message: Mapping[str, Any] | str | bytes | None, key: str | None
+    ) -> bool:
+        """Forget a subscription; send ``message`` if connected. Returns whether it existed."""
+        if key is None:
+            if message is None:
+                raise TypeError("unsubscribe() needs a message or a key")
+            key = self.subscription_key(message)
+        existed = self._subscriptions.pop(key, None) is not None
+        await self.store.drop_subscription(key)
+        if message is not None and self._link is not None:
+            await self.send(message, durable=False)
+        return existed
+
+    @property
+    def subscriptions(self) -> list[str]:
+        """The keys of the kept subscriptions, in the order they are re-sent."""
+        return list(self._subscriptions)
+
+    # -- the link ---------------------------------------------------------------------------
+
+    def link_up(self, link: Link) -> None:
+        """A link is up: resume, resubscribe, then flush the outbox (in that order)."""
+        self._link = link
+        self.outbox.requeue_in_flight()
+        if self._resume is not None and self._position is not None:
+            resume = self._resume.resume_message(self._position, self._codec.type_field)
+            payload, binary, _ = self._codec.encode(resume, assign_id=False)
+            link.send(payload, binary)
+        for entry in self._subscriptions.values():
+            link.send(entry.payload, entry.binary)
+        self._writer = asyncio.create_task(self._write(link), name="bgws-writer")
+
+    async def link_down(self) -> None:
+        """The link is gone: stop writing; what was in flight will be sent again."""
+        self._link = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        self.outbox.requeue_in_flight()
+
+    async def _write(self, link: Link) -> None:
+        outbox = self.outbox
+        acks = self._ack is not None
+        while True:
+            await outbox.wait_sendable()
+            if link.write_paused:
+                await link.wait_writable()
+                continue
+            if link.closed:  # the loop is about to hear of it; keep the messages queued
+                return
+            batch = outbox.take(_WRITE_BATCH, time.time())
+            for entry in batch:
+                link.send(entry.payload, entry.binary)
+            outbox.sent(batch, time.monotonic())
+            self.sent += len(batch)
+            if acks:
+                self.resent += sum(1 for entry in batch if entry.attempts > 1)
+                self._wake.set()
+
+    async def _housekeeping(self) -> None:
+        """Resend messages whose ack is overdue and expire messages whose TTL passed."""
+        outbox = self.outbox
+        ack_timeout = self._config.ack_timeout
+        while True:
+            deadlines: list[float] = []
+            ack_due = outbox.next_ack_deadline(ack_timeout)
+            if ack_due is not None:
+                deadlines.append(ack_due - time.monotonic())
+            expiry = outbox.next_expiry()
+            if expiry is not None:
+                deadlines.append(expiry - time.time())
+            self._wake.clear()
+            if deadlines:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, min(deadlines))):
+                        await self._wake.wait()
+            else:
+                await self._wake.wait()
+            if self._link is not None:
+                outbox.requeue_stale(time.monotonic(), ack_timeout)
+            outbox.expire(time.time())
+
+    # -- incoming ---------------------------------------------------------------------------
+
+    def intercept(self, message: Message) -> bool:
+        """Look at an incoming message first; ``True`` means it was consumed here."""
+        ack = self._ack
+        if ack is not None:
+            ids = ack.acked_ids(message)
+            if ids is not None:
+                self.outbox.ack(_hashable(ids))
+                return True
+        if self._pending:
+            reply_id = message.get(self._reply_field) if self._reply_field else None
+            waiting = self._pending.get(reply_id) if _is_hashable(reply_id) else None
+            if waiting is not None:
+                future, dispatch = waiting
+                if not future.done():
+                    future.set_result(message)
+                return not dispatch
+        resume = self._resume
+        if resume is not None:
+            seq = message.get(resume.seq_field)
+            if type(seq) is int:
+                last = self._position
+                if last is not None:
+                    if seq <= last:
+                        self.duplicates += 1
+                        return True
+                    if seq > last + 1:
+                        self.gaps += 1
+                        self._report(SequenceGap(last + 1, seq - 1))
+                self._position = seq
+                if self._checkpoint is None:
+                    self._checkpoint = asyncio.get_running_loop().call_later(
+                        _CHECKPOINT_DELAY, self._save_position
+                    )
+        return False
+
+    def _save_position(self) -> None:
+        self._checkpoint = None
+        if self._position is not None:
+            self.store.set_soon(self._resume_key, str(self._position))
+
+    @property
+    def position(self) -> int | None:
+        """The last processed inbound sequence number (resume), or ``None``."""
+        return self._position
+
+    def _count_and_report(self, error: BgwsError) -> None:
+        if isinstance(error, MessageDropped):
+            self.dropped += 1
+        else:
+            self.expired += 1
+        self._report(error)
+
+
+def _is_hashable(value: Any) -> bool:
+    return value is not None and not isinstance(value, list | dict)
+
+
+def _hashable(ids: list[Any]) -> list[Any]:
+    return [i for i in ids if _is_hashable(i)]
