@@ -183,3 +183,21 @@ async def test_restarted_server_is_found_again(
         await changes.wait(bgws.State.CONNECTED)
         await bgws_server.restart()
         await changes.wait(bgws.State.CONNECTED, count=2)
+
+
+async def test_state_change_carries_the_backoff_delay(
+    bgws_server: Server, make_service: ServiceFactory
+) -> None:
+    """A move into BACKING_OFF says how long the service waits before the next attempt."""
+    service = make_service(bgws_server.url)
+    changes = Changes(service)
+    async with service:
+        await changes.wait(bgws.State.CONNECTED)
+        await bgws_server.stop()
+        backing = await changes.wait(bgws.State.BACKING_OFF)
+        failed = await changes.wait(bgws.State.BACKING_OFF, count=2)
+    assert backing.delay is not None
+    assert 0 <= backing.delay <= 20 * MS
+    assert isinstance(failed.reason, bgws.LinkError)
+    assert "refused" in str(failed.reason).lower()
+    assert changes.into(bgws.State.CONNECTED)[0].delay is None

@@ -582,7 +582,7 @@ class Service:
         now = time.monotonic()
         old = self._machine.state
         decision = self._machine.failed(error, now, auth_refreshed=refreshed)
-        await self._announce(old, error)
+        await self._announce(old, error, decision.delay)
         if connected or decision.state is State.FAILED:
             self.log.warning("link %s: %s", "lost" if connected else "failed", _describe(error))
         if decision.state is State.FAILED and isinstance(error, BgwsError):
@@ -619,12 +619,16 @@ class Service:
         move()
         await self._announce(old, reason)
 
-    async def _announce(self, old: State, reason: BaseException | None) -> None:
+    async def _announce(
+        self, old: State, reason: BaseException | None, delay: float | None = None
+    ) -> None:
         """Tell everyone who listens that the machine moved from ``old``."""
         new = self._machine.state
         if new is old:
             return
-        change = StateChange(old, new, reason, time.time())
+        change = StateChange(
+            old, new, reason, time.time(), delay if new is State.BACKING_OFF else None
+        )
         self.log.info("%s -> %s%s", old, new, f" ({_describe(reason)})" if reason else "")
         for state, future in list(self._waiters):
             if future.done():

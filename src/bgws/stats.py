@@ -19,12 +19,14 @@ class StateChange:
         new: the state entered.
         reason: the error that caused the move, if one did.
         at: wall-clock time (``time.time()``) of the move.
+        delay: for a move into ``BACKING_OFF``, the seconds until the next attempt.
     """
 
     old: State
     new: State
     reason: BaseException | None
     at: float
+    delay: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from typing import Any
 
@@ -192,7 +193,8 @@ def _translate(exc: BaseException) -> LinkError:
     if isinstance(exc, ssl.SSLError):
         return LinkError(f"TLS failed: {exc.reason or exc}")
     if isinstance(exc, OSError):
-        return LinkError(f"cannot connect: {exc.strerror or exc}")
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return LinkError(f"cannot connect: {reason}")
     return LinkError(f"cannot connect: {type(exc).__name__}: {exc}")
 
 
