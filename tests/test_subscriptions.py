@@ -65,6 +65,7 @@ async def test_subscriptions_survive_a_restart(
     first = make_service(bgws_server.url, storage="sqlite", storage_path=path)
     async with first:
         await first.subscribe({"type": "subscribe", "channel": "x"}, key="x")
+        await bgws_server.wait_for_messages(1)
     second = make_service(bgws_server.url, storage="sqlite", storage_path=path)
     async with second:
         await second.wait_for(bgws.State.CONNECTED, timeout=5)
