@@ -281,3 +281,37 @@ async def test_many_messages_keep_their_order(
         await got.wait(5000, timeout=20)
     assert [m.data["n"] for m in got.items] == list(range(5000))
     assert service.stats.received == service.stats.dispatched == 5000
+
+
+async def test_taps_see_every_message_and_can_be_removed(
+    bgws_server: Server, make_service: ServiceFactory, errors: Errors
+) -> None:
+    """A tap sees each message before plugins, including claimed ones; a raising tap is reported."""
+
+    class Claim(bgws.Plugin):
+        supported_message_types = ("a",)
+
+        def handle_message(self, message: bgws.Message) -> bool:
+            return True
+
+    tapped: list[str | None] = []
+    got = Collect()
+    service = make_service(bgws_server.url, plugins=[Claim()])
+    service.on("end")(got)
+    remove = service.tap(lambda m: tapped.append(m.type))
+
+    def broken(message: bgws.Message) -> None:
+        raise RuntimeError("tap bug")
+
+    remove_broken = service.tap(broken)
+    async with service:
+        await connected(service)
+        bgws_server.push({"type": "a"})
+        bgws_server.push({"type": "end"})
+        await got.wait(1)
+        remove()
+        remove_broken()
+        bgws_server.push({"type": "end"})
+        await got.wait(2)
+        await errors.wait_for(bgws.HandlerError, count=2)
+    assert tapped == ["a", "end"]

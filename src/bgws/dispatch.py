@@ -81,6 +81,8 @@ class Dispatcher:
         self._message_handler_async = False
         self._heartbeat: HeartbeatHandler | None = None
         self._intercept: Callable[[Message], bool] | None = None
+        self._taps: list[Callable[[Message], None]] = []
+        self._reports: set[asyncio.Future[None]] = set()
         self._ranks: dict[str, int] = {}
         self._on_heartbeat_reply: Callable[[], None] = _nothing
         self._pause: Callable[[], None] | None = None
@@ -256,6 +258,8 @@ class Dispatcher:
         intercept = self._intercept
         if intercept is not None and intercept(message):
             return
+        if self._taps:
+            self._tap(message)
         plugins = self._plugins
         if plugins:
             for plugin in plugins.for_type(msg_type):
@@ -279,6 +283,32 @@ class Dispatcher:
                 await self._handler_failed(exc, type(handler).__name__, message)
         if not route and self._frozen_catch_all:
             await self._run(self._frozen_catch_all, message)
+
+    def add_tap(self, tap: Callable[[Message], None]) -> Callable[[], None]:
+        """Let ``tap`` see every message before the plugins (it cannot claim or change it).
+
+        Returns:
+            A function that removes the tap.
+        """
+        self._taps.append(tap)
+
+        def remove() -> None:
+            if tap in self._taps:
+                self._taps.remove(tap)
+
+        return remove
+
+    def _tap(self, message: Message) -> None:
+        for tap in list(self._taps):
+            try:
+                tap(message)
+            except Exception as exc:
+                self.handler_errors += 1
+                error = HandlerError(f"tap {_name(tap)}", message)
+                error.__cause__ = exc
+                report = asyncio.ensure_future(self._report(error))
+                self._reports.add(report)
+                report.add_done_callback(self._reports.discard)
 
     async def _run(self, route: _Route, message: Message) -> None:
         for func, awaitable in route:

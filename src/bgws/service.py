@@ -170,6 +170,17 @@ class Service:
 
         return register
 
+    def tap(self, callback: Callable[[Message], None]) -> Callable[[], None]:
+        """Watch every incoming message (after acks, replies and duplicates are taken out).
+
+        A tap is a plain function called on the service's loop before the plugins; it cannot
+        claim a message. Taps may come and go while the service runs (``bgws tail`` uses one).
+
+        Returns:
+            A function that removes the tap.
+        """
+        return self._dispatcher.add_tap(callback)
+
     def add_plugin(self, plugin: Plugin) -> None:
         """Add a plugin before the service starts.
 
