@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
 import picows
 from picows import WSMsgType
 
@@ -92,6 +93,20 @@ class Client:
 
     def send_text(self, text: str, *, fin: bool = True) -> None:
         self.transport.send(WSMsgType.TEXT, text.encode(), fin)
+
+    def send_json(self, *messages: Any) -> None:
+        """Send each message as one JSON text frame."""
+        for message in messages:
+            self.transport.send(WSMsgType.TEXT, msgspec.json.encode(message), True)
+
+    def received_json(self) -> list[Any]:
+        """Every TEXT frame received, decoded as JSON."""
+        return [msgspec.json.decode(f.payload) for f in self.frames_of(WSMsgType.TEXT)]
+
+    async def wait_json(self, n: int, timeout: float = WAIT) -> list[Any]:
+        """Wait for at least ``n`` TEXT frames and return them decoded."""
+        await self.wait_until(lambda: len(self.frames_of(WSMsgType.TEXT)) >= n, timeout)
+        return self.received_json()
 
 
 @contextlib.asynccontextmanager

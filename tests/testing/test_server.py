@@ -19,14 +19,19 @@ def test_exported_names() -> None:
     assert set(bgws.testing.__all__) == {
         "DEFAULT_OVERSIZED_SIZE",
         "DEFAULT_TIMEOUT",
+        "AckFunction",
+        "AckReply",
         "ConnectHook",
         "Connection",
+        "ConnectionReport",
+        "Feed",
         "Handshake",
         "HandshakeHook",
         "MalformedKind",
         "Message",
         "MessageHook",
         "ReceivedMessage",
+        "Reply",
         "Server",
     }
     for name in bgws.testing.__all__:

@@ -12,6 +12,13 @@ closes, refuses, stalls, delays and garbles the link::
             server.drop()
             await server.wait_for_connections(2)
 
+It also plays the server side of delivery protocols, so a test can check that nothing was
+lost, nothing duplicated beyond the in-flight window and the order kept: ``ack=AckReply()``
+acknowledges ids, :attr:`Server.duplicates` counts repeats, :meth:`Server.publish` numbers a
+feed that resume requests replay, ``reply=Reply(...)`` answers requests and
+:meth:`Server.report` sums it all up per connection. ``python -m bgws.testing.serve`` runs the
+server in a process of its own.
+
 With pytest and pytest-asyncio, the ``bgws_server`` fixture (registered by the bgws pytest
 plugin) yields a started :class:`Server`. See ``docs/testing-kit.md``.
 
@@ -26,8 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bgws.testing._connection import Connection
+    from bgws.testing._delivery import AckFunction, AckReply, Feed, Reply
     from bgws.testing._records import (
         DEFAULT_OVERSIZED_SIZE,
+        ConnectionReport,
         Handshake,
         MalformedKind,
         Message,
@@ -44,19 +53,29 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_OVERSIZED_SIZE",
     "DEFAULT_TIMEOUT",
+    "AckFunction",
+    "AckReply",
     "ConnectHook",
     "Connection",
+    "ConnectionReport",
+    "Feed",
     "HandshakeHook",
     "Handshake",
     "MalformedKind",
     "Message",
     "MessageHook",
     "ReceivedMessage",
+    "Reply",
     "Server",
 ]
 
 _HOMES: dict[str, str] = {
     "Connection": "bgws.testing._connection",
+    "AckFunction": "bgws.testing._delivery",
+    "AckReply": "bgws.testing._delivery",
+    "Feed": "bgws.testing._delivery",
+    "Reply": "bgws.testing._delivery",
+    "ConnectionReport": "bgws.testing._records",
     "DEFAULT_OVERSIZED_SIZE": "bgws.testing._records",
     "Handshake": "bgws.testing._records",
     "MalformedKind": "bgws.testing._records",

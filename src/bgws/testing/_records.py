@@ -17,6 +17,7 @@ import msgspec
 
 __all__ = [
     "DEFAULT_OVERSIZED_SIZE",
+    "ConnectionReport",
     "Handshake",
     "MalformedKind",
     "Message",
@@ -132,6 +133,73 @@ class ReceivedMessage:
             msgspec.DecodeError: The data is not valid JSON (a ``ValueError``).
         """
         return msgspec.json.decode(self.data)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnectionReport:
+    """What one connection received, and what the server answered on it.
+
+    Made by :meth:`Server.report`; ``str()`` gives one readable line for test output and
+    :meth:`to_dict` plain data for JSON.
+
+    Attributes:
+        connection_id: The connection id.
+        target: The request target of its handshake, e.g. ``"/ws?token=abc"``.
+        messages: How many data messages it received.
+        ids: The ids of the messages it received (in :attr:`Server.id_field`), in order.
+        duplicates: Those of ``ids`` the server had already received, on any connection.
+        acked: The ids acknowledged on it, in the order their acks were queued.
+        not_acked: The ids whose ack was skipped, or lost with an unsent batch.
+        acks_sent: How many ack messages were queued (fewer than ``acked`` when batched).
+        resumes: The positions of the resume requests it sent.
+        replayed: The seqs of the published messages replayed to it.
+        published: The seqs of the published messages pushed to it live.
+        replies_sent: How many replies to requests were queued.
+        closed: Whether its socket is gone.
+        close_code: The code of the client's CLOSE frame, or ``None``.
+    """
+
+    connection_id: int
+    target: str
+    messages: int
+    ids: tuple[Any, ...]
+    duplicates: tuple[Any, ...]
+    acked: tuple[Any, ...]
+    not_acked: tuple[Any, ...]
+    acks_sent: int
+    resumes: tuple[int, ...]
+    replayed: tuple[int, ...]
+    published: tuple[int, ...]
+    replies_sent: int
+    closed: bool
+    close_code: int | None
+
+    def __str__(self) -> str:
+        if not self.closed:
+            state = "open"
+        elif self.close_code is None:
+            state = "closed without a CLOSE frame"
+        else:
+            state = f"closed {self.close_code}"
+        parts = [
+            f"connection {self.connection_id} {self.target}: {self.messages} messages",
+            f"{len(self.ids)} ids ({len(self.duplicates)} duplicates)",
+            f"{len(self.acked)} acked in {self.acks_sent} acks",
+            f"{len(self.not_acked)} not acked",
+            f"{len(self.resumes)} resumes, {len(self.replayed)} replayed",
+            f"{len(self.published)} published",
+            f"{self.replies_sent} replies",
+            state,
+        ]
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as plain data (lists for the tuples), e.g. to dump as JSON."""
+        return {
+            field.name: list(value) if isinstance(value, tuple) else value
+            for field in dataclasses.fields(self)
+            for value in [getattr(self, field.name)]
+        }
 
 
 def encode(message: Message) -> tuple[int, bytes]:

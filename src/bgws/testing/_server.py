@@ -3,26 +3,30 @@
 :class:`Server` listens on ``127.0.0.1`` (a random port by default), records every handshake
 and message, lets a test wait for events without sleeping, pushes messages, and breaks the
 link in the ways a real network does: abrupt drops, close handshakes, refused upgrades, stalls,
-latency, malformed frames and restarts. Built on picows; single event loop, not thread-safe.
+latency, malformed frames and restarts. It can also play the server side of delivery
+protocols: acknowledge ids, count duplicates, answer requests, publish a sequence-numbered feed
+and replay it on resume requests. Built on picows; single event loop, not thread-safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
 from picows import WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
 
 from bgws.testing._connection import Connection, make_listener
+from bgws.testing._delivery import AckFunction, AckReply, Feed, Reply
+from bgws.testing._hooks import HookRunner
 from bgws.testing._records import (
     DEFAULT_OVERSIZED_SIZE,
+    ConnectionReport,
     Handshake,
     MalformedKind,
     Message,
@@ -31,6 +35,7 @@ from bgws.testing._records import (
     malformed_frame,
     split_payload,
 )
+from bgws.testing._responder import Responder
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -79,6 +84,13 @@ class Server:
         delay: Seconds every outgoing frame waits before it is sent (see :attr:`delay`).
         close_timeout: Seconds to wait for the client's CLOSE frame after sending ours,
             before aborting the socket.
+        id_field: The field of received JSON messages that holds their id, for duplicate
+            counting, acks and replies; ``None``: ids are not read.
+        ack: Acknowledge received messages: an :class:`AckReply`, or a function that returns
+            the ack of a decoded message (see :data:`AckFunction`). ``None``: no acks.
+        reply: Answer requests (see :class:`Reply`); ``None``: no replies.
+        feed: How :meth:`publish` numbers messages and which resume requests replay them
+            (default: ``Feed()``, matching ``bgws.ResumePolicy()``).
 
     Attributes:
         echo: As the argument; may be changed at any time.
@@ -86,6 +98,11 @@ class Server:
         on_connect: As the argument; may be changed at any time.
         on_handshake: As the argument; may be changed at any time.
         close_timeout: As the argument; may be changed at any time.
+        id_field: As the argument; may be changed at any time.
+        ack: As the argument; may be changed at any time.
+        reply: As the argument; may be changed at any time.
+        feed: As the argument; may be changed at any time (the kept history is cut to the
+            new size; numbering goes on).
         handshakes: Every upgrade request received, accepted or refused, in order.
         connections: Every accepted connection, open or not, in order.
         messages: Every data message received on any connection, in order.
@@ -103,6 +120,10 @@ class Server:
         on_handshake: HandshakeHook | None = None,
         delay: float = 0.0,
         close_timeout: float = 1.0,
+        id_field: str | None = "id",
+        ack: AckReply | AckFunction | None = None,
+        reply: Reply | None = None,
+        feed: Feed | None = None,
     ) -> None:
         self.host = host
         self._port = port
@@ -112,6 +133,10 @@ class Server:
         self.on_handshake = on_handshake
         self.delay = delay
         self.close_timeout = close_timeout
+        self.id_field = id_field
+        self.ack = ack
+        self.reply = reply
+        self.feed = feed if feed is not None else Feed()
         self.handshakes: list[Handshake] = []
         self.connections: list[Connection] = []
         self.messages: list[ReceivedMessage] = []
@@ -125,7 +150,8 @@ class Server:
         self._listener: asyncio.Server | None = None
         self._listener_closed: asyncio.Task[None] | None = None
         self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._hooks = HookRunner(self._record_error)
+        self._responder = Responder(self)
 
     def __repr__(self) -> str:
         state = "serving" if self.is_serving else "stopped"
@@ -201,7 +227,7 @@ class Server:
                 for connection in self._live_connections():
                     connection.drop()
                 await self.wait_until(lambda: self._open_count == 0, what="aborts")
-            await self._cancel_tasks()
+            await self._hooks.cancel()
             if self._listener_closed is not None:
                 # Bounded: a client that connected but never sent its upgrade request keeps
                 # its socket until picows' handshake timeout.
@@ -297,6 +323,36 @@ class Server:
         """
         return [message.json() for message in self.messages if message.is_text]
 
+    @property
+    def duplicates(self) -> list[Any]:
+        """Every repeated id received since the server was created, in order.
+
+        Repeats on any connection count, across restarts: an id received three times is listed
+        twice. ``len()`` is the count.
+        """
+        return list(self._responder.ledger.duplicates)
+
+    def unique_ids(self) -> list[Any]:
+        """Every distinct id received since the server was created, in first-seen order."""
+        return self._responder.ledger.unique()
+
+    def received_ids(self) -> list[Any]:
+        """Every id received since the server was created, in order, repeats included."""
+        return list(self._responder.ledger.ids)
+
+    @property
+    def published(self) -> list[dict[str, Any]]:
+        """The published messages kept for replay (the newest ``feed.history``), with seqs."""
+        return self._responder.log.messages()
+
+    def report(self) -> list[ConnectionReport]:
+        """One record per accepted connection, in order, to assert on or print.
+
+        Each says what the connection received and what the server answered: ids, duplicates,
+        acks, resumes, replays, close code. ``str()`` of a record is one readable line.
+        """
+        return self._responder.report(self.connections)
+
     # -- waiting -----------------------------------------------------------------------------
 
     async def wait_until(
@@ -387,6 +443,26 @@ class Server:
         )
         return list(self._closed_connections)
 
+    async def wait_for_ids(
+        self,
+        n: int,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> list[Any]:
+        """Wait until at least ``n`` distinct ids were received in total.
+
+        Returns:
+            Every distinct id so far (at least ``n``), in first-seen order.
+
+        Raises:
+            TimeoutError: Fewer than ``n`` after ``timeout`` seconds.
+        """
+        ledger = self._responder.ledger
+        await self.wait_until(
+            lambda: ledger.unique_count >= n, timeout=timeout, what=f"{n} distinct ids"
+        )
+        return ledger.unique()
+
     # -- sending -----------------------------------------------------------------------------
 
     def push(self, message: Message, *, fragments: int = 1) -> int:
@@ -408,6 +484,26 @@ class Server:
         opcode, payload = encode(message)
         parts = split_payload(payload, fragments)
         return sum(c._send_frames(opcode, parts) for c in self.open_connections)
+
+    def publish(self, message: Mapping[str, Any], *, fragments: int = 1) -> int:
+        """Number a message, keep it for replay, and send it to every open connection.
+
+        A copy of the message gets the next sequence number in ``feed.seq_field`` (1, 2, ...)
+        and is kept in the history (the newest ``feed.history`` messages), also when no client
+        is connected, so a client that comes back and asks to resume gets it.
+
+        Args:
+            message: A mapping, sent as a JSON text frame.
+            fragments: Send it as this many frames, as :meth:`push` does.
+
+        Returns:
+            The sequence number it got.
+
+        Raises:
+            TypeError: ``message`` is not a mapping, or cannot be encoded as JSON.
+            ValueError: ``fragments`` is below 1 or larger than the payload.
+        """
+        return self._responder.publish(message, self.open_connections, fragments)
 
     def send_malformed(self, kind: MalformedKind, *, size: int = DEFAULT_OVERSIZED_SIZE) -> int:
         """Send a broken frame, as raw bytes, to every open connection.
@@ -490,6 +586,41 @@ class Server:
         self._stall_new = False
         return sum(c.unstall() for c in self._live_connections())
 
+    # -- acks ----------------------------------------------------------------------------------
+
+    def skip_acks(self, n: int = 1) -> None:
+        """Send no ack for the next ``n`` messages that would get one (calls add up).
+
+        Raises:
+            ValueError: ``n`` is negative.
+        """
+        self._responder.gate.skip(n)
+
+    def pause_acks(self, *, hold: bool = False) -> None:
+        """Stop acknowledging until :meth:`resume_acks`.
+
+        Args:
+            hold: Keep the acks not sent, to send them on :meth:`resume_acks`; without it they
+                are never sent (the client has to resend).
+        """
+        self._responder.gate.pause(hold=hold)
+
+    def resume_acks(self) -> int:
+        """Acknowledge again, and send the held acks whose connection is still open.
+
+        Returns:
+            How many held acks were released.
+        """
+        return self._responder.resume_acks()
+
+    def flush_acks(self) -> int:
+        """Send every partial batch of acks (``AckReply(batch=...)``) now.
+
+        Returns:
+            How many ack messages were queued.
+        """
+        return self._responder.flush_acks()
+
     # -- called by picows and by connections -------------------------------------------------
 
     def _live_connections(self) -> list[Connection]:
@@ -531,59 +662,23 @@ class Server:
         if self._stall_new:
             connection.stall()
         if self.on_connect is not None:
-            self._run_hook(connection, self.on_connect, connection)
+            self._hooks.run(connection, self.on_connect, connection)
 
     def _connection_closed(self, connection: Connection) -> None:
         self._open_count -= 1
         self._closed_connections.append(connection)
+        self._responder.connection_closed(connection)
         self._notify()
 
     def _message_received(self, connection: Connection, message: ReceivedMessage) -> None:
         self.messages.append(message)
+        self._responder.received(connection, message)
         self._notify()
         if self.echo:
             opcode, payload = encode(message.data)
             connection._send_frames(opcode, [payload])
         if self.on_message is not None:
-            self._run_hook(connection, self.on_message, connection, message)
-
-    def _run_hook(self, connection: Connection, hook: Callable[..., object], *args: Any) -> None:
-        try:
-            result = hook(*args)
-        except Exception as exc:
-            self._record_error(exc)
-            return
-        if not inspect.isawaitable(result):
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._run_in_order(connection._hook_task, result)
-        )
-        connection._hook_task = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_in_order(
-        self, previous: asyncio.Task[None] | None, pending: Awaitable[object]
-    ) -> None:
-        try:
-            if previous is not None:
-                await asyncio.wait({previous})
-            await pending
-        except Exception as exc:
-            self._record_error(exc)
-        finally:
-            if (
-                inspect.iscoroutine(pending)
-                and inspect.getcoroutinestate(pending) == "CORO_CREATED"
-            ):
-                pending.close()  # cancelled before it started: no "never awaited" warning
-
-    async def _cancel_tasks(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+            self._hooks.run(connection, self.on_message, connection, message)
 
     def _record_error(self, exc: Exception) -> None:
         logger.error("a bgws.testing.Server hook raised", exc_info=exc)
