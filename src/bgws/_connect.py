@@ -55,9 +55,14 @@ class Connection:
         self._link: Link | None = None
         self._pong = asyncio.Event()
         self.lost: asyncio.Future[LinkError] = asyncio.get_running_loop().create_future()
-        # The hot path: frames go straight into the inbox.
-        self.on_data = dispatcher.push
-        self.on_read_done = dispatcher.read_done
+        # Frames that arrive with the handshake wait until the service has moved to CONNECTED
+        # (attach); from then on the hot path puts them straight into the inbox.
+        self._early: list[tuple[bytes, bool]] = []
+        self.on_data: Callable[[bytes, bool], None] = self._hold
+        self.on_read_done: Callable[[], None] = _nothing
+
+    def _hold(self, payload: bytes, binary: bool) -> None:
+        self._early.append((payload, binary))
 
     def on_pong(self) -> None:
         self._pong.set()
@@ -85,7 +90,15 @@ class Connection:
     def attach(self, link: Link) -> None:
         """The handshake finished: wire the inbox's flow control to ``link``."""
         self._link = link
-        self._dispatcher.attach(link.pause_reading, link.resume_reading, self._pong.set)
+        dispatcher = self._dispatcher
+        dispatcher.attach(link.pause_reading, link.resume_reading, self._pong.set)
+        self.on_data = dispatcher.push
+        self.on_read_done = dispatcher.read_done
+        early, self._early = self._early, []
+        for payload, binary in early:
+            dispatcher.push(payload, binary)
+        if early:
+            dispatcher.read_done()
 
     def detach(self) -> None:
         self._dispatcher.detach()
@@ -124,6 +137,10 @@ class Connection:
                     continue
                 self.fail(DeadLink(f"no {what} within ping_timeout ({timeout:g}s)"))
                 return
+
+
+def _nothing() -> None:
+    return None
 
 
 async def open_link(

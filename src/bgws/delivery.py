@@ -29,6 +29,7 @@ from .errors import (
     QueueFull,
     RequestTimeout,
     SequenceGap,
+    ServiceClosed,
     ServiceError,
 )
 from .message import Codec, Message
@@ -131,7 +132,8 @@ class Delivery:
                 MessageDropped("service stopped before it could be sent", entry.payload)
             )
         for future, _ in self._pending.values():
-            future.cancel()
+            if not future.done():
+                future.set_exception(ServiceClosed("the service stopped before the reply came"))
         await self.store.close()
 
     # -- sending ----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -53,6 +53,9 @@ from .plugins import Plugin, PluginChain
 from .stats import ServiceStats, StateChange
 from .storage import MemoryStorage, StorageBackend
 from .transport import Link, Transport, get_transport
+
+if TYPE_CHECKING:
+    from .runner import ServiceThread
 
 __all__ = ["Service"]
 
@@ -378,6 +381,9 @@ class Service:
                 await asyncio.wait([run_task], timeout=deadline)
             run_task.cancel()
             await asyncio.gather(run_task, return_exceptions=True)
+        aclose = getattr(self._transport, "aclose", None)
+        if aclose is not None:  # connect attempts cut short by the stop
+            await self._guarded(functools.partial(aclose, deadline), "transport")
         await self._settle_inbox(deadline)
         await self._delivery.close()
         await self._finish_side_tasks()
@@ -390,6 +396,25 @@ class Service:
         await self._transition(self._machine.closed, None)
         self._stopped.set()
         self.log.info("service stopped")
+
+    def start_in_thread(
+        self,
+        *,
+        name: str | None = None,
+        timeout: float = 10.0,
+        connection_data: Mapping[str, Any] | None = None,
+    ) -> ServiceThread:
+        """Run this service on a background thread with its own event loop.
+
+        For synchronous programs (scripts, Flask or Django processes, Jupyter): returns once
+        the service has started; the handle's ``send``, ``request``, ``subscribe`` and ``stop``
+        are plain blocking methods, safe from any thread. Handlers run on the service's thread.
+        ``with service.start_in_thread() as handle:`` stops on exit. See
+        :func:`bgws.runner.start_in_thread`.
+        """
+        from .runner import start_in_thread
+
+        return start_in_thread(self, name=name, timeout=timeout, connection_data=connection_data)
 
     async def __aenter__(self) -> Service:
         await self.start()
@@ -555,8 +580,10 @@ class Service:
         now = time.monotonic()
         self._link = link
         self._connected_since = time.time()
-        conn.attach(link)
-        await self._transition(lambda: self._machine.connected(now), None)
+        old = self._machine.state
+        self._machine.connected(now)
+        conn.attach(link)  # frames that came with the handshake are dispatched from now on
+        await self._announce(old, None)
         self._delivery.link_up(link)
         keepalive = asyncio.create_task(conn.keepalive(self.config, self._heartbeat, self._codec))
         try:

@@ -107,7 +107,11 @@ class Link(Protocol):
 
 
 class Transport(Protocol):
-    """Opens links."""
+    """Opens links.
+
+    A transport may also offer ``async aclose(timeout)``: the service calls it at stop to let
+    connect attempts it cut short finish and close (see the picows transport).
+    """
 
     async def connect(self, request: ConnectRequest, sink: Sink) -> Link:
         """Open one link; the sink hears its frames until ``on_closed``.

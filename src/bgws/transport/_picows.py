@@ -199,30 +199,74 @@ def _translate(exc: BaseException) -> LinkError:
 
 
 class PicowsTransport:
-    """Opens links with picows."""
+    """Opens links with picows.
+
+    A connect attempt that is cancelled (the service stopped) or times out while the server is
+    still answering the handshake is not simply abandoned: it finishes in the background,
+    bounded by the handshake timeout, and its connection is then dropped, so no socket leaks.
+    :meth:`aclose` waits for such attempts.
+    """
+
+    def __init__(self) -> None:
+        self._abandoned: set[asyncio.Future[Any]] = set()
 
     async def connect(self, request: ConnectRequest, sink: Sink) -> _PicowsLink:
         link = _PicowsLink(sink, request.max_message_size)
         headers = list(request.headers)
         if request.subprotocols:
             headers.append(("Sec-WebSocket-Protocol", ", ".join(request.subprotocols)))
+        attempt = asyncio.ensure_future(
+            picows.ws_connect(
+                lambda: link,
+                request.url,
+                ssl_context=request.ssl_context,
+                websocket_handshake_timeout=request.timeout,
+                max_frame_size=request.max_message_size,
+                extra_headers=headers,
+                max_redirects=0,
+                read_buffer_init_size=request.read_buffer_size,
+                logger_name=_LOG,
+            )
+        )
         try:
             async with asyncio.timeout(request.timeout):
-                await picows.ws_connect(
-                    lambda: link,
-                    request.url,
-                    ssl_context=request.ssl_context,
-                    websocket_handshake_timeout=request.timeout,
-                    max_frame_size=request.max_message_size,
-                    extra_headers=headers,
-                    max_redirects=0,
-                    read_buffer_init_size=request.read_buffer_size,
-                    logger_name=_LOG,
-                )
+                await asyncio.shield(attempt)
         except TimeoutError as exc:
+            self._abandon(attempt)
             raise ConnectTimeout(
                 f"no connection within connect_timeout ({request.timeout:g}s)"
             ) from exc
         except (picows.WSError, OSError) as exc:
             raise _translate(exc) from exc
+        except BaseException:
+            self._abandon(attempt)
+            raise
         return link
+
+    def _abandon(self, attempt: asyncio.Future[Any]) -> None:
+        if attempt.done():
+            _drop_result(attempt)
+            return
+        self._abandoned.add(attempt)
+        attempt.add_done_callback(self._abandoned.discard)
+        attempt.add_done_callback(_drop_result)
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Wait (at most ``timeout``) for abandoned attempts; cancel what is left."""
+        pending = list(self._abandoned)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=timeout)
+        for attempt in late:
+            attempt.cancel()
+        if late:
+            await asyncio.wait(late)
+
+
+def _drop_result(attempt: asyncio.Future[Any]) -> None:
+    """An abandoned attempt finished: drop its connection, if it made one."""
+    if attempt.cancelled():
+        return
+    if attempt.exception() is None:
+        transport, _ = attempt.result()
+        transport.disconnect(graceful=False)
