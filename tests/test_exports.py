@@ -9,7 +9,8 @@ import bgws.testing
 
 EXPECTED = {
     "AckPolicy", "AckTimeout", "MessageExpired", "RequestTimeout", "ResumePolicy",
-    "SequenceGap", "StoreError",
+    "SequenceGap", "StoreError", "ManagerThread", "ServiceManager", "ServiceStatus",
+    "ServiceThread", "start_in_thread",
     "AuthHandler", "AuthRejected", "Backoff", "BearerAuth", "BgwsError", "Config",
     "ConfigError", "ConnectTimeout", "ConnectionClosed", "DeadLink", "DecodeError",
     "ErrorHandler", "Handler", "HandlerError", "HandshakeRejected", "HeartbeatHandler",

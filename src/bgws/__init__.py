@@ -54,9 +54,11 @@ from .handlers import (
     TemplateHeartbeat,
 )
 from .machine import State
+from .manager import ManagerThread, ServiceManager, ServiceStatus
 from .message import Message
 from .plugins import Plugin
 from .policies import AckPolicy, ResumePolicy
+from .runner import ServiceThread, start_in_thread
 from .service import Service
 from .stats import ServiceStats, StateChange
 from .storage import MemoryStorage, StorageBackend
@@ -86,6 +88,7 @@ __all__ = [
     "InvalidTransition",
     "LifecycleHandler",
     "LinkError",
+    "ManagerThread",
     "MemoryStorage",
     "Message",
     "MessageDropped",
@@ -102,7 +105,10 @@ __all__ = [
     "Service",
     "ServiceClosed",
     "ServiceError",
+    "ServiceManager",
     "ServiceStats",
+    "ServiceStatus",
+    "ServiceThread",
     "State",
     "StateChange",
     "StorageBackend",
@@ -116,4 +122,5 @@ __all__ = [
     "create_trading_service",
     "parse_duration",
     "profiles",
+    "start_in_thread",
 ]
