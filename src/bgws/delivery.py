@@ -84,6 +84,8 @@ class Delivery:
         self._reply_field = config.reply_id_field or config.id_field
         self._subscriptions: dict[str, Entry] = {}
         self._resume = config.resume
+        self.intercepts = config.ack is not None or config.resume is not None
+        """Whether :meth:`intercept` may consume anything now (the dispatcher skips it if not)."""
         self._position: int | None = None
         self._checkpoint: asyncio.TimerHandle | None = None
         self._resume_key = config.storage_keys.get("resume_position", "resume_position")
@@ -226,6 +228,7 @@ class Delivery:
         msg_id = self._codec.new_id()
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = (future, dispatch_reply)
+        self.intercepts = True
         limit = timeout if timeout is not None else self._config.request_timeout
         try:
             async with asyncio.timeout(limit):
@@ -235,6 +238,8 @@ class Delivery:
             raise RequestTimeout(f"no reply to request {msg_id!r} within {limit:g}s") from None
         finally:
             self._pending.pop(msg_id, None)
+            if not self._pending:
+                self.intercepts = self._ack is not None or self._resume is not None
 
     # -- subscriptions ----------------------------------------------------------------------
 

@@ -19,7 +19,9 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
+
+import msgspec
 
 from .errors import BgwsError, DecodeError, HandlerError
 from .handlers import HeartbeatHandler, MessageHandler
@@ -30,6 +32,17 @@ __all__ = ["Dispatcher", "Handler"]
 
 Handler = Callable[[Message], Awaitable[None] | None]
 """A message handler: a plain function or a coroutine function taking a :class:`Message`."""
+
+
+class Interceptor(Protocol):
+    """Sees messages before the handlers (the delivery layer: acks, replies, duplicates)."""
+
+    intercepts: bool
+
+    def intercept(self, message: Message) -> bool:
+        """Whether ``message`` was consumed."""
+        ...
+
 
 _Route = tuple[tuple[Handler, bool], ...]
 
@@ -75,14 +88,15 @@ class Dispatcher:
         self._routes: dict[str, list[tuple[Handler, bool]]] = {}
         self._catch_all: list[tuple[Handler, bool]] = []
         self._frozen_routes: dict[str, _Route] = {}
+        self._plans: dict[str | None, tuple[_Route, bool]] = {}
         self._frozen_catch_all: _Route = ()
         self._plugins = PluginChain(())
         self._message_handler: MessageHandler | None = None
         self._message_handler_async = False
         self._heartbeat: HeartbeatHandler | None = None
-        self._intercept: Callable[[Message], bool] | None = None
+        self._interceptor: Interceptor | None = None
         self._taps: list[Callable[[Message], None]] = []
-        self._reports: set[asyncio.Future[None]] = set()
+        self._failures: list[tuple[Exception, str, Message]] = []
         self._ranks: dict[str, int] = {}
         self._on_heartbeat_reply: Callable[[], None] = _nothing
         self._pause: Callable[[], None] | None = None
@@ -101,6 +115,7 @@ class Dispatcher:
         if not callable(handler):
             raise TypeError(f"handler {handler!r} is not callable")
         entry = (handler, is_async(handler))
+        self._plans.clear()
         if msg_type is None:
             self._catch_all.append(entry)
             self._frozen_catch_all = tuple(self._catch_all)
@@ -114,7 +129,7 @@ class Dispatcher:
         plugins: PluginChain,
         message_handler: MessageHandler | None,
         heartbeat: HeartbeatHandler | None,
-        intercept: Callable[[Message], bool] | None = None,
+        interceptor: Interceptor | None = None,
         priority_types: tuple[str, ...] = (),
     ) -> None:
         """Set the parts fixed at start.
@@ -123,12 +138,14 @@ class Dispatcher:
             plugins: the composed plugins.
             message_handler: the class-based handler.
             heartbeat: consumes application heartbeat replies.
-            intercept: sees each message first; returning ``True`` consumes it (acks,
-                replies, duplicates).
+            interceptor: sees each message first while its ``intercepts`` is true; its
+                ``intercept`` returning ``True`` consumes the message (acks, replies,
+                duplicates).
             priority_types: message types taken first from a batch, most urgent first.
         """
         self._plugins = plugins
-        self._intercept = intercept
+        self._plans.clear()
+        self._interceptor = interceptor
         self._ranks = {t: i for i, t in enumerate(priority_types)}
         self._message_handler = message_handler
         if message_handler is not None:
@@ -208,23 +225,77 @@ class Dispatcher:
                 self._idle.set()
 
     async def _dispatch_batch(self, batch: list[Any]) -> None:
+        # The hot path. Per message: one decode, one Message, the sync checks of _steps, and
+        # a direct call of each sync handler; no coroutine unless a handler is async.
         if self._ranks and len(batch) > 2:
             await self._dispatch_by_priority(batch)
             return
-        decode = self._codec.decode
+        codec = self._codec
+        json_decode = codec.json_decode if codec.kind == "json" else None
+        type_field, id_field = codec.type_field, codec.id_field
+        steps_for = self._steps
+        plans = self._plans
+        # With no heartbeat, interceptor, taps or plugins in play, routing is one dict lookup.
+        simple = (
+            self._heartbeat is None
+            and not self._taps
+            and not self._plugins
+            and (self._interceptor is None or not self._interceptor.intercepts)
+        )
         stamp = 0.0
+        count = 0
         for item in batch:
             kind = type(item)
             if kind is float:
                 stamp = item
                 continue
-            try:
-                message = decode(item, kind is _Binary, stamp)
-            except DecodeError as exc:
-                self.decode_errors += 1
-                await self._report(exc)
-                continue
-            await self.dispatch(message)
+            count += 1
+            if kind is bytes and json_decode is not None:
+                try:
+                    data = json_decode(item)
+                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                    await self._decode_failed(
+                        DecodeError(f"text frame is not valid JSON: {exc}", item)
+                    )
+                    continue
+                if type(data) is dict:
+                    msg_type = data.get(type_field)
+                    if msg_type is not None and type(msg_type) is not str:
+                        msg_type = str(msg_type)
+                    msg_id = data.get(id_field) if id_field is not None else None
+                    message = Message(msg_type, data, msg_id, item, False, stamp)
+                else:
+                    message = Message(None, data, None, item, False, stamp)
+            else:
+                try:
+                    message = codec.decode(item, kind is _Binary, stamp)
+                except DecodeError as exc:
+                    await self._decode_failed(exc)
+                    continue
+            if simple:
+                found = plans.get(message.type)
+                if found is None:
+                    found = plans[message.type] = self._plan(message.type)
+            else:
+                found = steps_for(message)
+                if self._failures:
+                    await self._report_failures()
+                if found is None:
+                    continue
+            steps, all_sync = found
+            if all_sync:
+                for func, _ in steps:
+                    try:
+                        func(message)
+                    except Exception as exc:
+                        await self._handler_failed(exc, _name(func), message)
+            else:
+                await self._run(steps, message)
+        self.dispatched += count
+
+    async def _decode_failed(self, error: DecodeError) -> None:
+        self.decode_errors += 1
+        await self._report(error)
 
     async def _dispatch_by_priority(self, batch: list[Any]) -> None:
         """Decode the whole batch, then dispatch priority types first (stable within a type)."""
@@ -239,50 +310,64 @@ class Dispatcher:
             try:
                 messages.append(decode(item, kind is _Binary, stamp))
             except DecodeError as exc:
-                self.decode_errors += 1
-                await self._report(exc)
+                await self._decode_failed(exc)
         ranks = self._ranks
         last = len(ranks)
         messages.sort(key=lambda m: ranks.get(m.type, last) if m.type is not None else last)
         for message in messages:
             await self.dispatch(message)
+        self.dispatched += len(messages)
 
     async def dispatch(self, message: Message) -> None:
         """Route one decoded message through plugins and handlers."""
-        self.dispatched += 1
-        msg_type = message.type
+        found = self._steps(message)
+        if self._failures:
+            await self._report_failures()
+        if found is not None:
+            await self._run(found[0], message)
+
+    def _steps(self, message: Message) -> tuple[_Route, bool] | None:
+        """The sync part of routing: heartbeat replies, intercepts, taps and plugins.
+
+        Returns:
+            The handlers still to run and whether they are all plain functions, or ``None``
+            when the message was consumed or claimed.
+        """
         heartbeat = self._heartbeat
         if heartbeat is not None and heartbeat.is_heartbeat_reply(message):
             self._on_heartbeat_reply()
-            return
-        intercept = self._intercept
-        if intercept is not None and intercept(message):
-            return
+            return None
+        interceptor = self._interceptor
+        if interceptor is not None and interceptor.intercepts and interceptor.intercept(message):
+            return None
         if self._taps:
             self._tap(message)
+        msg_type = message.type
         plugins = self._plugins
         if plugins:
             for plugin in plugins.for_type(msg_type):
                 try:
                     claimed = plugin.handle_message(message)
                 except Exception as exc:
-                    await self._handler_failed(exc, f"plugin {plugin.name}", message)
+                    self._fail_soon(exc, f"plugin {plugin.name}", message)
                     continue
                 if claimed is True:
-                    return
-        route = self._frozen_routes.get(msg_type) if msg_type is not None else None
-        if route:
-            await self._run(route, message)
+                    return None
+        plan = self._plans.get(msg_type)
+        if plan is None:
+            plan = self._plans[msg_type] = self._plan(msg_type)
+        return plan
+
+    def _plan(self, msg_type: str | None) -> tuple[_Route, bool]:
+        """Type handlers, then the class handler, then (when no type handler) the catch-alls."""
+        route = self._frozen_routes.get(msg_type, ()) if msg_type is not None else ()
+        steps = list(route)
         handler = self._message_handler
         if handler is not None:
-            try:
-                result = handler.handle_message(message)
-                if self._message_handler_async:
-                    await result
-            except Exception as exc:
-                await self._handler_failed(exc, type(handler).__name__, message)
-        if not route and self._frozen_catch_all:
-            await self._run(self._frozen_catch_all, message)
+            steps.append((handler.handle_message, self._message_handler_async))
+        if not route:
+            steps.extend(self._frozen_catch_all)
+        return tuple(steps), not any(awaitable for _, awaitable in steps)
 
     def add_tap(self, tap: Callable[[Message], None]) -> Callable[[], None]:
         """Let ``tap`` see every message before the plugins (it cannot claim or change it).
@@ -303,12 +388,7 @@ class Dispatcher:
             try:
                 tap(message)
             except Exception as exc:
-                self.handler_errors += 1
-                error = HandlerError(f"tap {_name(tap)}", message)
-                error.__cause__ = exc
-                report = asyncio.ensure_future(self._report(error))
-                self._reports.add(report)
-                report.add_done_callback(self._reports.discard)
+                self._fail_soon(exc, f"tap {_name(tap)}", message)
 
     async def _run(self, route: _Route, message: Message) -> None:
         for func, awaitable in route:
@@ -324,6 +404,15 @@ class Dispatcher:
         error = HandlerError(where, message)
         error.__cause__ = exc
         await self._report(error)
+
+    def _fail_soon(self, exc: Exception, where: str, message: Message) -> None:
+        """Note a failure in sync code; it is reported before the message's handlers run."""
+        self._failures.append((exc, where, message))
+
+    async def _report_failures(self) -> None:
+        failures, self._failures = self._failures, []
+        for exc, where, message in failures:
+            await self._handler_failed(exc, where, message)
 
 
 def _name(func: Callable[..., Any]) -> str:

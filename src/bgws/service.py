@@ -324,7 +324,7 @@ class Service:
             plugins=self._plugins,
             message_handler=self._message_handler,
             heartbeat=self._heartbeat,
-            intercept=self._delivery.intercept,
+            interceptor=self._delivery,
             priority_types=self.config.priority_types,
         )
         self._dispatch_task = asyncio.create_task(
