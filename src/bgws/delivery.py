@@ -115,7 +115,13 @@ class Delivery:
         position = loaded.kv.get(self._resume_key)
         if position is not None:
             self._position = int(position)
-        self._keeper = asyncio.create_task(self._housekeeping(), name="bgws-housekeeping")
+        if self._ack is not None or self.outbox.next_expiry() is not None:
+            self._start_housekeeping()
+
+    def _start_housekeeping(self) -> None:
+        """Start the ack-timeout and TTL timer task (only services that need it have one)."""
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._housekeeping(), name="bgws-housekeeping")
 
     async def close(self) -> None:
         """Persist the resume position, report what cannot be kept, close the store."""
@@ -187,6 +193,7 @@ class Delivery:
         else:
             outbox.add(entry)
         if ttl is not None:
+            self._start_housekeeping()
             self._wake.set()
         if entry.waiter is not None:
             await self._wait_ack(entry, timeout)
