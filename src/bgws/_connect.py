@@ -58,10 +58,10 @@ class Connection:
         # Frames that arrive with the handshake wait until the service has moved to CONNECTED
         # (attach); from then on the hot path puts them straight into the inbox.
         self._early: list[tuple[bytes, bool]] = []
-        self.on_data: Callable[[bytes, bool], None] = self._hold
+        self.on_data: Callable[[bytes, bool, bool], None] = self._hold
         self.on_read_done: Callable[[], None] = _nothing
 
-    def _hold(self, payload: bytes, binary: bool) -> None:
+    def _hold(self, payload: bytes, binary: bool, last: bool) -> None:
         self._early.append((payload, binary))
 
     def on_pong(self) -> None:
@@ -95,10 +95,8 @@ class Connection:
         self.on_data = dispatcher.push
         self.on_read_done = dispatcher.read_done
         early, self._early = self._early, []
-        for payload, binary in early:
-            dispatcher.push(payload, binary)
-        if early:
-            dispatcher.read_done()
+        for n, (payload, binary) in enumerate(early, 1):
+            dispatcher.push(payload, binary, n == len(early))
 
     def detach(self) -> None:
         self._dispatcher.detach()

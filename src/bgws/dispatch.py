@@ -96,7 +96,9 @@ class Dispatcher:
         self._heartbeat: HeartbeatHandler | None = None
         self._interceptor: Interceptor | None = None
         self._taps: list[Callable[[Message], None]] = []
-        self._failures: list[tuple[Exception, str, Message]] = []
+        self._failures: list[BgwsError] = []
+        self._busy = False
+        self._direct = True
         self._ranks: dict[str, int] = {}
         self._on_heartbeat_reply: Callable[[], None] = _nothing
         self._pause: Callable[[], None] | None = None
@@ -147,6 +149,7 @@ class Dispatcher:
         self._plans.clear()
         self._interceptor = interceptor
         self._ranks = {t: i for i, t in enumerate(priority_types)}
+        self._direct = not self._ranks  # reordering needs messages to pile up in the inbox
         self._message_handler = message_handler
         if message_handler is not None:
             self._message_handler_async = is_async(message_handler.handle_message)
@@ -171,14 +174,28 @@ class Dispatcher:
 
     # -- reader side (transport callbacks) --------------------------------------------------
 
-    def push(self, payload: bytes, binary: bool) -> None:
-        """Queue one frame's payload; pauses reading when the inbox is full."""
-        items = self._items
-        if self._stamp is None:
-            self._stamp = time.time()
-            items.append(self._stamp)
-        items.append(_Binary(payload) if binary else payload)
+    def push(self, payload: bytes, binary: bool, last: bool = True) -> None:
+        """Take one message's payload from the reader.
+
+        A message that arrived alone in its network read (``last`` and the first of the read)
+        while nothing else is queued or being dispatched is decoded and routed right here, in
+        the read callback, and its plain handlers run at once: no task switch for a reply or
+        a trickle. A burst goes to the inbox and the dispatcher task takes it as one batch;
+        the inbox pauses reading when it holds ``size`` messages.
+        """
+        stamp = self._stamp
+        if stamp is None:
+            stamp = time.time()
+            if last and self._direct and not self._count and not self._busy:
+                self.frames += 1
+                self._dispatch_now(payload, binary, stamp)
+                return
+            self._stamp = stamp
+            self._items.append(stamp)
+        self._items.append(_Binary(payload) if binary else payload)
         self._count += 1
+        if last:
+            self._stamp = None
         if not self._ready.is_set():
             self._ready.set()
             self._idle.clear()
@@ -190,6 +207,64 @@ class Dispatcher:
     def read_done(self) -> None:
         """One network read is delivered; the next frame gets a fresh timestamp."""
         self._stamp = None
+
+    def _dispatch_now(self, payload: bytes, binary: bool, stamp: float) -> None:
+        codec = self._codec
+        if not binary and codec.kind == "json":
+            try:
+                data = codec.json_decode(payload)
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                self.decode_errors += 1
+                self._defer(DecodeError(f"text frame is not valid JSON: {exc}", payload))
+                return
+            if type(data) is dict:
+                msg_type = data.get(codec.type_field)
+                if msg_type is not None and type(msg_type) is not str:
+                    msg_type = str(msg_type)
+                id_field = codec.id_field
+                msg_id = data.get(id_field) if id_field is not None else None
+                message = Message(msg_type, data, msg_id, payload, False, stamp)
+            else:
+                message = Message(None, data, None, payload, False, stamp)
+        else:
+            try:
+                message = codec.decode(payload, binary, stamp)
+            except DecodeError as exc:
+                self.decode_errors += 1
+                self._defer(exc)
+                return
+        self.dispatched += 1
+        interceptor = self._interceptor
+        if (
+            self._heartbeat is None
+            and not self._taps
+            and not self._plugins
+            and (interceptor is None or not interceptor.intercepts)
+        ):
+            found = self._plans.get(message.type)
+            if found is None:
+                found = self._plans[message.type] = self._plan(message.type)
+        else:
+            found = self._steps(message)
+        if found is not None:
+            steps, all_sync = found
+            if all_sync:
+                for func, _ in steps:
+                    try:
+                        func(message)
+                    except Exception as exc:
+                        self._fail_soon(exc, _name(func), message)
+            else:  # an async handler: the dispatcher task awaits it, in order
+                self._items.append((message, steps))
+                self._count += 1
+                self._ready.set()
+                self._idle.clear()
+        if self._failures:
+            self._ready.set()
+
+    def _defer(self, error: BgwsError) -> None:
+        self._failures.append(error)
+        self._ready.set()
 
     def __len__(self) -> int:
         return self._count
@@ -210,6 +285,8 @@ class Dispatcher:
         ready = self._ready
         while True:
             await ready.wait()
+            if self._failures:
+                await self._report_failures()
             batch = self._items
             self._items = []
             count = self._count
@@ -217,7 +294,11 @@ class Dispatcher:
             self._stamp = None
             ready.clear()
             self.frames += count
-            await self._dispatch_batch(batch)
+            self._busy = True
+            try:
+                await self._dispatch_batch(batch)
+            finally:
+                self._busy = False
             if self.paused and self._resume is not None:
                 self.paused = False
                 self._resume()
@@ -248,6 +329,11 @@ class Dispatcher:
             kind = type(item)
             if kind is float:
                 stamp = item
+                continue
+            if kind is tuple:  # routed at once by the reader; an async handler still to run
+                await self._run(item[1], item[0])
+                if self._failures:
+                    await self._report_failures()
                 continue
             count += 1
             if kind is bytes and json_decode is not None:
@@ -406,13 +492,16 @@ class Dispatcher:
         await self._report(error)
 
     def _fail_soon(self, exc: Exception, where: str, message: Message) -> None:
-        """Note a failure in sync code; it is reported before the message's handlers run."""
-        self._failures.append((exc, where, message))
+        """Note a failure in sync code; the dispatcher task reports it, in order."""
+        self.handler_errors += 1
+        error = HandlerError(where, message)
+        error.__cause__ = exc
+        self._failures.append(error)
 
     async def _report_failures(self) -> None:
         failures, self._failures = self._failures, []
-        for exc, where, message in failures:
-            await self._handler_failed(exc, where, message)
+        for error in failures:
+            await self._report(error)
 
 
 def _name(func: Callable[..., Any]) -> str:

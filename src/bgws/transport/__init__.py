@@ -50,11 +50,16 @@ class ConnectRequest:
 class Sink(Protocol):
     """What a transport calls as frames arrive. Called on the event loop, never concurrently."""
 
-    def on_data(self, payload: bytes, binary: bool) -> None:
-        """One complete (reassembled) data message."""
+    def on_data(self, payload: bytes, binary: bool, last: bool) -> None:
+        """One complete (reassembled) data message.
+
+        ``last`` is true when it is the last message of the current network read: a message
+        that is both the first and the last of its read arrived alone (a reply, a trickle),
+        while a burst arrives as many messages in one read.
+        """
 
     def on_read_done(self) -> None:
-        """The transport has delivered everything from one network read."""
+        """A read ended with a frame that was not a data message (a pong, a fragment)."""
 
     def on_pong(self) -> None:
         """A pong frame arrived."""

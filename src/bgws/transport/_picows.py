@@ -71,12 +71,15 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
         msg_type = frame.msg_type
         if msg_type is _TEXT or msg_type is _BINARY:
             if frame.fin:
-                self._sink.on_data(frame.get_payload_as_bytes(), msg_type is _BINARY)
-            else:
-                self._fragments = bytearray(frame.get_payload_as_memoryview())
-                self._fragments_binary = msg_type is _BINARY
+                self._sink.on_data(
+                    frame.get_payload_as_bytes(), msg_type is _BINARY, frame.last_in_buffer
+                )
+                return
+            self._fragments = bytearray(frame.get_payload_as_memoryview())
+            self._fragments_binary = msg_type is _BINARY
         elif msg_type is _CONTINUATION:
-            self._continue(frame)
+            if self._continue(frame):
+                return
         elif msg_type is _PONG:
             self._sink.on_pong()
         elif msg_type is _CLOSE:
@@ -85,11 +88,12 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
         if frame.last_in_buffer:
             self._sink.on_read_done()
 
-    def _continue(self, frame: Any) -> None:
+    def _continue(self, frame: Any) -> bool:
+        """Add a continuation frame; returns whether it completed (and delivered) a message."""
         parts = self._fragments
         if parts is None:  # a continuation with nothing to continue: a protocol error
             self.close(1002, "unexpected continuation frame")
-            return
+            return False
         parts += frame.get_payload_as_memoryview()
         if len(parts) > self._max:
             self._fragments = None
@@ -98,10 +102,12 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
                 MessageTooBig(f"fragmented message larger than max_message_size ({self._max})")
             )
             self.close(_TOO_BIG, "message too big")
-            return
+            return False
         if frame.fin:
             self._fragments = None
-            self._sink.on_data(bytes(parts), self._fragments_binary)
+            self._sink.on_data(bytes(parts), self._fragments_binary, frame.last_in_buffer)
+            return True
+        return False
 
     def on_ws_disconnected(self, transport: Any) -> None:
         self._closed = True
