@@ -130,9 +130,13 @@ class Transport(Protocol):
 
 
 def get_transport(name: str) -> Transport:
-    """The transport registered under ``name`` (``"picows"``)."""
+    """The transport registered under ``name``: ``"picows"`` or ``"websockets"``."""
     if name == "picows":
         from ._picows import PicowsTransport
 
         return PicowsTransport()
+    if name == "websockets":
+        from ._websockets import WebsocketsTransport
+
+        return WebsocketsTransport()
     raise ValueError(f"unknown transport {name!r}")
