@@ -19,6 +19,7 @@ from bgws.config import DEFAULT_STORAGE_KEYS, Config, parse_duration
 from bgws.errors import ConfigError, InsecureCredentials
 
 from .test_config_delivery import DELIVERY_BAD_VALUES, DELIVERY_ENV_SAMPLES
+from .test_config_notify import NOTIFY_BAD_VALUES, NOTIFY_ENV_SAMPLES
 
 URL = "wss://example.com/ws"
 FIELD_NAMES = {f.name for f in dataclasses.fields(Config)}
@@ -316,9 +317,10 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("app_heartbeat", {"type": "ping", "at": object()}),
     ("app_heartbeat", {"nested": [{"bad": {1, 2}}]}),
     ("app_heartbeat_reply_type", "pong"),
-    ("transport", "websockets"),
+    ("transport", "aiohttp"),
     ("transport", None),
     *DELIVERY_BAD_VALUES,
+    *NOTIFY_BAD_VALUES,
 ]
 
 
@@ -799,6 +801,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "app_heartbeat_reply_type": ("pong", "pong"),
     "transport": ("picows", "picows"),
     **DELIVERY_ENV_SAMPLES,
+    **NOTIFY_ENV_SAMPLES,
 }
 
 

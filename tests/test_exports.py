@@ -10,7 +10,7 @@ import bgws.testing
 EXPECTED = {
     "AckPolicy", "AckTimeout", "MessageExpired", "RequestTimeout", "ResumePolicy",
     "SequenceGap", "StoreError", "ManagerThread", "ServiceManager", "ServiceStatus",
-    "ServiceThread", "start_in_thread",
+    "ServiceThread", "start_in_thread", "DesktopNotifier", "LogNotifier",
     "AuthHandler", "AuthRejected", "Backoff", "BearerAuth", "BgwsError", "Config",
     "ConfigError", "ConnectTimeout", "ConnectionClosed", "DeadLink", "DecodeError",
     "ErrorHandler", "Handler", "HandlerError", "HandshakeRejected", "HeartbeatHandler",

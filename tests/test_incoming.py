@@ -315,3 +315,30 @@ async def test_taps_see_every_message_and_can_be_removed(
         await got.wait(2)
         await errors.wait_for(bgws.HandlerError, count=2)
     assert tapped == ["a", "end"]
+
+
+async def test_counts_are_exact_with_async_handlers(
+    bgws_server: Server, make_service: ServiceFactory
+) -> None:
+    """received and dispatched count each message once, however it was dispatched."""
+    done = asyncio.Event()
+    seen: list[int] = []
+    service = make_service(bgws_server.url)
+
+    @service.on("n")
+    async def slow(message: bgws.Message) -> None:
+        await asyncio.sleep(0)
+        seen.append(message.data["n"])
+        if len(seen) == 50:
+            done.set()
+
+    async with service:
+        await connected(service)
+        for n in range(50):  # some alone in their read, some in bursts
+            bgws_server.push({"type": "n", "n": n})
+            if n % 10 == 0:
+                await bgws_server.wait_until(lambda: True)
+        await asyncio.wait_for(done.wait(), 5)
+        stats = service.stats
+    assert seen == list(range(50))
+    assert stats.received == stats.dispatched == 50

@@ -22,6 +22,8 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "max_queue_size": 500,
         "foreground": True,
         "min_uptime": 10.0,
+        "notify_types": ["chat_message"],
+        "notify_body": "{text}",
     },
     "gaming": {
         "heartbeat_interval": 5.0,
@@ -78,7 +80,8 @@ def test_profile_builds_config(name: str) -> None:
     assert isinstance(config, Config)
     assert (config.url, config.app_name, config.service_tag) == (URL, "App", "app")
     for field, value in EXPECTED[name].items():
-        assert getattr(config, field) == value, field
+        expected = tuple(value) if isinstance(value, list) else value  # lists are kept as tuples
+        assert getattr(config, field) == expected, field
     assert config.close_timeout == 5.0
     assert config.overflow == "raise"
 
@@ -113,6 +116,18 @@ def test_profile_functions_ignore_environment(monkeypatch: pytest.MonkeyPatch) -
     """Profile functions build from their arguments only, not from BGWS_ variables."""
     monkeypatch.setenv("BGWS_MAX_QUEUE_SIZE", "7")
     assert chat(url=URL, app_name="App").max_queue_size == 500
+
+
+def test_chat_notifies_for_chat_messages_in_foreground() -> None:
+    """The chat preset notifies for chat_message with its text, keeps foreground, and yields."""
+    config = chat(url=URL, app_name="App")
+    assert config.notify_types == ("chat_message",)
+    assert (config.notify_title, config.notify_body) == ("{app_name}", "{text}")
+    assert config.foreground is True
+    assert chat(url=URL, app_name="App", notify_types=[]).notify_types == ()
+    values = profile_values("chat")
+    values["notify_types"].append("mutated")
+    assert profile_values("chat")["notify_types"] == ["chat_message"]
 
 
 def test_trading_notices_dead_feed_quickly() -> None:

@@ -56,6 +56,7 @@ from .handlers import (
 from .machine import State
 from .manager import ManagerThread, ServiceManager, ServiceStatus
 from .message import Message
+from .notify import DesktopNotifier, LogNotifier
 from .plugins import Plugin
 from .policies import AckPolicy, ResumePolicy
 from .runner import ServiceThread, start_in_thread
@@ -79,6 +80,7 @@ __all__ = [
     "ConnectionClosed",
     "DeadLink",
     "DecodeError",
+    "DesktopNotifier",
     "ErrorHandler",
     "Handler",
     "HandlerError",
@@ -88,6 +90,7 @@ __all__ = [
     "InvalidTransition",
     "LifecycleHandler",
     "LinkError",
+    "LogNotifier",
     "ManagerThread",
     "MemoryStorage",
     "Message",

@@ -14,13 +14,14 @@ import json
 import math
 import os
 import re
+import string
 import types
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from bgws._redact import is_sensitive_name, redact_url
+from bgws._redact import is_credential_name, is_sensitive_name, redact_url
 from bgws.errors import ConfigError
 from bgws.policies import AckPolicy, ResumePolicy
 
@@ -40,6 +41,7 @@ __all__ = [
     "check_storage_path",
     "check_str",
     "check_strings",
+    "check_template",
     "check_url",
     "freeze_json",
     "parse_duration",
@@ -176,6 +178,50 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
         allowed = ", ".join(repr(c) for c in choices)
         raise ConfigError(name, f"must be one of {allowed}, not {value!r}")
     assert isinstance(value, str)
+    return value
+
+
+# -- templates --
+
+
+def check_template(name: str, value: object, *, allow_empty: bool = False) -> str:
+    """A notification template: text with ``{field}`` placeholders, as ``str.format`` reads it.
+
+    A placeholder names one top-level field of a message (or ``app_name``, ``type``): no
+    positional ``{}`` or ``{0}``, no ``.attribute`` or ``[index]``, no nested ``{...}`` in a
+    format spec, conversions ``!s``, ``!r``, ``!a`` only, and never a credential-like name
+    (``token``, ``password``...), so a notification cannot show a secret. ``{{`` and ``}}``
+    are literal braces.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(name, f"expected a string, got {type_name(value)}")
+    if not allow_empty and not value.strip():
+        raise ConfigError(name, "must not be empty")
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        raise ConfigError(name, f"{value!r} is not a valid template: {exc}") from None
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if not field or field.isdigit():
+            raise ConfigError(name, "placeholders need a field name, like {text}, not {} or {0}")
+        if field != field.strip():
+            raise ConfigError(name, f"the placeholder {{{field}}} has spaces around its name")
+        if "." in field or "[" in field:
+            raise ConfigError(
+                name, f"{{{field}}}: only top-level fields can be used, not .attributes or [keys]"
+            )
+        if is_credential_name(field):
+            raise ConfigError(
+                name, f"{{{field}}} looks like a secret; a notification must not show it"
+            )
+        if conversion is not None and conversion not in ("s", "r", "a"):
+            raise ConfigError(
+                name, f"{{{field}!{conversion}}}: the conversion must be !s, !r or !a"
+            )
+        if spec and "{" in spec:
+            raise ConfigError(name, f"{{{field}}}: a format spec cannot hold another placeholder")
     return value
 
 

@@ -39,6 +39,7 @@ from bgws._config_checks import (
     check_storage_path,
     check_str,
     check_strings,
+    check_template,
     check_url,
     freeze_json,
     parse_duration,
@@ -63,6 +64,7 @@ __all__ = [
     "Codec",
     "Config",
     "DEFAULT_STORAGE_KEYS",
+    "NotifyBackend",
     "Overflow",
     "StorageName",
     "StorageSync",
@@ -76,12 +78,14 @@ Overflow = Literal["raise", "drop_oldest", "wait"]
 """What ``send()`` does when the outbox holds ``max_queue_size`` messages."""
 AuthMode = Literal["headers", "query", "message"]
 """Where the auth handler's credentials go: handshake headers, URL query, or a first message."""
-TransportName = Literal["picows"]
+TransportName = Literal["picows", "websockets"]
 """The WebSocket library behind the transport seam."""
 StorageName = Literal["sqlite", "memory"]
 """Where the outbox, subscriptions and resume position live: a SQLite file, or memory only."""
 StorageSync = Literal["normal", "full"]
 """SQLite's ``synchronous`` level (in WAL mode): survive a process crash, or a power loss too."""
+NotifyBackend = Literal["log", "desktop", "none"]
+"""Where notifications go when the program gives no ``notification_handler``."""
 
 DEFAULT_STORAGE_KEYS: Mapping[str, str] = types.MappingProxyType(
     {
@@ -172,6 +176,11 @@ class Config:
     reply_id_field: str | None = None
     resume: ResumePolicy | None = None
     priority_types: tuple[str, ...] = ()
+    # Notifications.
+    notifications: NotifyBackend = "log"
+    notify_types: tuple[str, ...] = ()
+    notify_title: str = "{app_name}"
+    notify_body: str = "{text}"
 
     def __post_init__(self) -> None:
         """Validate every field in order and store the normalised values."""
@@ -255,6 +264,7 @@ class Config:
             raise ConfigError("app_heartbeat_reply_type", "needs app_heartbeat to be set")
         v["transport"] = check_choice("transport", self.transport, get_args(TransportName))
         v.update(self._validated_delivery())
+        v.update(self._validated_notify())
         return v
 
     def _validated_delivery(self) -> dict[str, object]:
@@ -270,6 +280,16 @@ class Config:
         v["reply_id_field"] = check_str("reply_id_field", self.reply_id_field, optional=True)
         v["resume"] = check_resume(self.resume)
         v["priority_types"] = check_strings("priority_types", self.priority_types)
+        return v
+
+    def _validated_notify(self) -> dict[str, object]:
+        v: dict[str, object] = {}
+        v["notifications"] = check_choice(
+            "notifications", self.notifications, get_args(NotifyBackend)
+        )
+        v["notify_types"] = check_strings("notify_types", self.notify_types)
+        v["notify_title"] = check_template("notify_title", self.notify_title)
+        v["notify_body"] = check_template("notify_body", self.notify_body, allow_empty=True)
         return v
 
     def _check_credentials(self) -> None:

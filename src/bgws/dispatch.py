@@ -187,7 +187,6 @@ class Dispatcher:
         if stamp is None:
             stamp = time.time()
             if last and self._direct and not self._count and not self._busy:
-                self.frames += 1
                 self._dispatch_now(payload, binary, stamp)
                 return
             self._stamp = stamp
@@ -215,6 +214,7 @@ class Dispatcher:
                 data = codec.json_decode(payload)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 self.decode_errors += 1
+                self.frames += 1
                 self._defer(DecodeError(f"text frame is not valid JSON: {exc}", payload))
                 return
             if type(data) is dict:
@@ -231,6 +231,7 @@ class Dispatcher:
                 message = codec.decode(payload, binary, stamp)
             except DecodeError as exc:
                 self.decode_errors += 1
+                self.frames += 1
                 self._defer(exc)
                 return
         self.dispatched += 1
@@ -254,11 +255,13 @@ class Dispatcher:
                         func(message)
                     except Exception as exc:
                         self._fail_soon(exc, _name(func), message)
-            else:  # an async handler: the dispatcher task awaits it, in order
+            else:  # an async handler: the dispatcher task awaits it (and counts it), in order
                 self._items.append((message, steps))
                 self._count += 1
                 self._ready.set()
                 self._idle.clear()
+                return
+        self.frames += 1
         if self._failures:
             self._ready.set()
 

@@ -3,7 +3,9 @@
 A preset is a set of option values chosen for a workload; each function below says why its
 values. Every preset leaves the other options at their defaults, and the caller's overrides win
 over the preset. Presets stay protocol-neutral: they set no ``ack``, ``resume`` or
-``priority_types``, whose values depend on the server's messages::
+``priority_types``, whose values depend on the server's messages. The one message type a preset
+names is the chat preset's ``notify_types = ["chat_message"]``, the type the original design's
+chat example uses; a server with other type names overrides it::
 
     config = bgws.profiles.chat(url="wss://chat.example/ws", app_name="MyChat", max_queue_size=50)
 
@@ -33,6 +35,8 @@ _VALUES: Mapping[str, Mapping[str, Any]] = types.MappingProxyType(
                 "max_queue_size": 500,
                 "foreground": True,
                 "min_uptime": 10.0,
+                "notify_types": ("chat_message",),
+                "notify_body": "{text}",
             }
         ),
         "gaming": types.MappingProxyType(
@@ -81,21 +85,21 @@ def profile_values(name: str) -> dict[str, Any]:
         name: ``"chat"``, ``"gaming"``, ``"iot"`` or ``"trading"``.
 
     Returns:
-        A new dict of option names to values; durations are in seconds.
+        A new dict of option names to values; durations are in seconds and lists are lists
+        (as in a TOML file or JSON), so the dict can be printed as JSON or changed freely.
 
     Raises:
         ConfigError: ``name`` is not a known profile (``field`` is ``"profile"``).
     """
-    try:
-        return dict(_VALUES[name])
-    except (KeyError, TypeError):
-        pass
-    reason = f"unknown profile {name!r}; choose one of {', '.join(_VALUES)}"
-    if isinstance(name, str):
-        close = difflib.get_close_matches(name.lower(), list(_VALUES), n=1, cutoff=0.6)
-        if close:
-            reason += f" (did you mean {close[0]!r}?)"
-    raise ConfigError("profile", reason)
+    values = _VALUES.get(name) if isinstance(name, str) else None
+    if values is None:
+        reason = f"unknown profile {name!r}; choose one of {', '.join(_VALUES)}"
+        if isinstance(name, str):
+            close = difflib.get_close_matches(name.lower(), list(_VALUES), n=1, cutoff=0.6)
+            if close:
+                reason += f" (did you mean {close[0]!r}?)"
+        raise ConfigError("profile", reason)
+    return {key: list(v) if isinstance(v, tuple) else v for key, v in values.items()}
 
 
 def _build(name: str, url: str, app_name: str, overrides: Mapping[str, Any]) -> Config:
@@ -116,7 +120,14 @@ def chat(*, url: str, app_name: str, **overrides: Any) -> Config:
     - backoff ``1s`` to ``30s``: a person is waiting, so retries start fast, and half a minute
       is the longest a user should wait for a server that came back.
     - ``max_queue_size=500``: far more messages than anyone types while offline.
-    - ``foreground=True``: chat is what notifications are for.
+    - ``foreground=True``: chat is what notifications are for; the person should see at a
+      glance whether the conversation is live, so one "connected / reconnecting / failed"
+      notice is kept current while the service runs.
+    - ``notify_types=["chat_message"]``, ``notify_body="{text}"``: a chat message that arrives
+      while the person looks elsewhere is worth a notification, and its text is the body (the
+      title stays ``"{app_name}"``); presence, typing and receipts are not. ``chat_message`` is
+      the original design's type name: override ``notify_types`` for a server that uses
+      another, or set it to ``[]`` for none.
     - ``min_uptime=10s``: a link that drops within seconds of each connect keeps backing off.
 
     Args:

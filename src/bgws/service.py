@@ -49,6 +49,7 @@ from .handlers import (
 )
 from .machine import Decision, Machine, State, Verdict, classify_error
 from .message import Codec, Message
+from .notify import build_notifications
 from .plugins import Plugin, PluginChain
 from .stats import ServiceStats, StateChange
 from .storage import MemoryStorage, StorageBackend
@@ -112,6 +113,8 @@ class Service:
         self.log = logging.getLogger(f"bgws.{config.service_tag}")
         self._message_handler = message_handler
         self._storage = storage if storage is not None else MemoryStorage()
+        # Notification rules come first, so a plugin that claims a message cannot hide it.
+        notification_handler, rule_plugins = build_notifications(config, notification_handler)
         self._notifier = notification_handler
         self._auth = auth_handler
         self._lifecycle = lifecycle_handler
@@ -121,7 +124,7 @@ class Service:
                 config.app_heartbeat_message() or {}, config.app_heartbeat_reply_type
             )
         self._heartbeat = heartbeat_handler
-        self._plugin_list: list[Plugin] = list(plugins)
+        self._plugin_list: list[Plugin] = [*rule_plugins, *plugins]
         self._plugins = PluginChain(())
         self._transport = transport if transport is not None else get_transport(config.transport)
         self._classify = classify if classify is not None else classify_error
