@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -170,3 +171,46 @@ async def test_stop_flushes_the_outbox_first(
             await service.send({"n": n})
     await bgws_server.wait_for_messages(500)
     assert service.stats.sent == 500
+
+
+async def test_send_many_keeps_order_and_returns_ids(
+    bgws_server: Server, make_service: ServiceFactory
+) -> None:
+    """send_many accepts a batch in order, offline or online, and returns the ids."""
+    await bgws_server.stop()
+    service = make_service(bgws_server.url)
+    async with service:
+        first = await service.send_many([{"n": n} for n in range(5)])
+        assert service.stats.queued == 5
+        await bgws_server.start()
+        await bgws_server.wait_for_messages(5)
+        second = await service.send_many([{"n": n} for n in range(5, 8)] + ["raw"])
+        await bgws_server.wait_for_messages(9)
+    got = [m.json() for m in bgws_server.messages[:8]]
+    assert bgws_server.messages[8].data == "raw"
+    assert [m["n"] for m in got] == list(range(8))
+    assert [m["id"] for m in got] == first + second[:3]
+    assert second[3] is None
+
+
+async def test_send_many_refuses_the_whole_batch_on_a_bad_message(
+    make_service: ServiceFactory,
+) -> None:
+    """One unencodable message refuses the batch before anything is queued."""
+    service = make_service("ws://127.0.0.1:9/")
+    with pytest.raises(TypeError):
+        await service.send_many([{"n": 1}, {"bad": object()}])
+    assert service.stats.queued == 0
+
+
+async def test_send_many_durable(tmp_path: Any, make_service: ServiceFactory) -> None:
+    """With the SQLite store, a batch survives a restart."""
+    path = str(tmp_path / "many.sqlite3")
+    first = make_service("ws://127.0.0.1:9/", storage="sqlite", storage_path=path)
+    await first.start()
+    await first.send_many([{"n": n} for n in range(100)])
+    await first.stop(timeout=0.01)
+    second = make_service("ws://127.0.0.1:9/", storage="sqlite", storage_path=path)
+    await second.start()
+    assert second.stats.queued == 100
+    await second.stop(timeout=0.01)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import msgspec
@@ -104,9 +104,18 @@ class Delivery:
         Raises:
             StoreError: the store is corrupt, locked by another process, or unwritable.
         """
+        opening = self._opening
+        if opening is not None and opening.done() and opening.exception() is None:
+            return
         if self._opening is None:
             self._opening = asyncio.ensure_future(self._open())
         await asyncio.shield(self._opening)
+
+    @property
+    def opened(self) -> bool:
+        """Whether :meth:`open` has finished without error."""
+        opening = self._opening
+        return opening is not None and opening.done() and opening.exception() is None
 
     async def _open(self) -> None:
         loaded = await self.store.open()
@@ -157,8 +166,43 @@ class Delivery:
         durable: bool = True,
     ) -> Any:
         """Accept one message (see :meth:`bgws.Service.send`)."""
+        msg_id, entry = self.submit(message, priority, ttl, wait_for_ack, durable)
+        if entry is not None:
+            await self.enqueue(entry, timeout)
+        return msg_id
+
+    def submit(
+        self,
+        message: Mapping[str, Any] | str | bytes,
+        priority: int = 0,
+        ttl: float | None = None,
+        wait_for_ack: bool = False,
+        durable: bool = True,
+        direct: bool = True,
+    ) -> tuple[Any, Entry | None]:
+        """Encode and check a message, and send it at once when nothing stands in the way.
+
+        Returns:
+            ``(message id, entry)``; ``entry`` is ``None`` when the message already went out,
+            else it must be passed to :meth:`enqueue`.
+        """
         payload, binary, msg_id = self._codec.encode(message)
-        entry = Entry(payload, binary, msg_id, priority=priority, durable=durable and self.durable)
+        durable = durable and self.durable
+        link = self._link
+        if (
+            direct
+            and link is not None
+            and ttl is None
+            and not durable
+            and self._ack is None
+            and not self.outbox.queued
+            and not link.write_paused
+            and not link.closed
+        ):
+            link.send(payload, binary)
+            self.sent += 1
+            return msg_id, None
+        entry = Entry(payload, binary, msg_id, priority=priority, durable=durable)
         if ttl is not None:
             if not ttl > 0:
                 raise ValueError("ttl must be > 0 seconds")
@@ -169,20 +213,13 @@ class Delivery:
             if msg_id is None:
                 raise ServiceError("wait_for_ack needs a message id (a mapping with id_field)")
             entry.waiter = asyncio.get_running_loop().create_future()
-        link = self._link
+        return msg_id, entry
+
+    async def enqueue(self, entry: Entry, timeout: float | None = None) -> None:
+        """Queue an entry from :meth:`submit`: on disk first when durable, then the outbox."""
         outbox = self.outbox
-        if (
-            link is not None
-            and not link.closed
-            and not entry.durable
-            and self._ack is None
-            and not outbox.queued
-            and not link.write_paused
-        ):
-            link.send(payload, binary)
-            self.sent += 1
-            return msg_id
-        await outbox.reserve()
+        if not outbox.try_reserve():
+            await outbox.reserve()
         if entry.durable:
             outbox.number(entry)
             try:
@@ -192,12 +229,54 @@ class Delivery:
                 raise
         else:
             outbox.add(entry)
-        if ttl is not None:
+        if entry.expires_at is not None:
             self._start_housekeeping()
             self._wake.set()
         if entry.waiter is not None:
             await self._wait_ack(entry, timeout)
-        return msg_id
+
+    async def send_many(
+        self,
+        messages: Iterable[Mapping[str, Any] | str | bytes],
+        *,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> list[Any]:
+        """Accept many messages at once: one reservation pass and one commit for all."""
+        entries: list[Entry] = []
+        ids: list[Any] = []
+        for message in messages:
+            msg_id, entry = self.submit(message, priority, ttl, direct=False)
+            assert entry is not None
+            ids.append(msg_id)
+            entries.append(entry)
+        if not entries:
+            return ids
+        outbox = self.outbox
+        reserved = 0
+        try:
+            for _ in entries:
+                if not outbox.try_reserve():
+                    await outbox.reserve()
+                reserved += 1
+            durable = [e for e in entries if e.durable]
+            for entry in entries:
+                if entry.durable:
+                    outbox.number(entry)
+                else:
+                    outbox.add(entry)
+                    reserved -= 1
+            if durable:
+                await self.store.stage(durable, self._committed)
+                reserved = 0
+        except BaseException:
+            for _ in range(reserved):
+                outbox.release()
+            raise
+        if ttl is not None:
+            self._start_housekeeping()
+            self._wake.set()
+        return ids
 
     def _committed(self, entries: list[Entry]) -> None:
         add = self.outbox.add

@@ -164,6 +164,13 @@ class Outbox:
             await self._room.wait()
         self._reserved += 1
 
+    def try_reserve(self) -> bool:
+        """Reserve room for one message if there is some now, without waiting or dropping."""
+        if len(self) + self._reserved >= self._max:
+            return False
+        self._reserved += 1
+        return True
+
     def release(self) -> None:
         """Give back a reservation that will not be used (the message was refused)."""
         self._reserved -= 1

@@ -470,10 +470,39 @@ class Service:
             ServiceClosed: the service is stopping, stopped or failed.
         """
         self._check_open("send")
-        await self._delivery.open()
-        return await self._delivery.send(
-            message, priority=priority, ttl=ttl, wait_for_ack=wait_for_ack, timeout=timeout
-        )
+        delivery = self._delivery
+        if not delivery.opened:
+            await delivery.open()
+        msg_id, entry = delivery.submit(message, priority, ttl, wait_for_ack)
+        if entry is not None:
+            await delivery.enqueue(entry, timeout)
+        return msg_id
+
+    async def send_many(
+        self,
+        messages: Iterable[Mapping[str, Any] | str | bytes],
+        *,
+        priority: int = 0,
+        ttl: float | None = None,
+    ) -> list[Any]:
+        """Accept many messages at once, in order: one commit to the store for all of them.
+
+        The way to write a burst (a batch of sensor readings, a basket of orders): with the
+        SQLite store, awaiting ``send()`` per message costs one commit each, while
+        ``send_many`` returns once all of them are on disk together.
+
+        Returns:
+            The message ids, in order.
+
+        Raises:
+            The errors of :meth:`send`; a message that fails to encode raises before any of
+            them is accepted.
+        """
+        self._check_open("send")
+        delivery = self._delivery
+        if not delivery.opened:
+            await delivery.open()
+        return await delivery.send_many(messages, priority=priority, ttl=ttl)
 
     async def request(
         self,

@@ -1,10 +1,12 @@
 """The store seam: where the outbox, subscriptions, resume position and connection info live.
 
 :class:`SqliteStore` is the embedded default: one SQLite file per service (WAL mode, file mode
-0600, a schema version with migrations), written by one thread of its own so the event loop
-never waits on the disk. Writes are *group-committed*: every message sent while a commit is
-running, or in the same turn of the event loop, joins the next transaction, so throughput stays
-high while ``send()`` still returns only once its message is on disk.
+0600, a schema version with migrations). Writes are *group-committed*: every message sent in
+the same turn of the event loop (or while a commit is running) joins one transaction, so
+throughput stays high while ``send()`` still returns only once its message is in the WAL.
+With ``sync="full"`` each commit is fsynced, on a thread of the store's own so the event loop
+never waits on the disk; with ``sync="normal"`` there is no fsync, and the commit (a write
+into the OS cache) runs on the loop's thread, which is faster than handing it over.
 
 :class:`MemoryStore` keeps the same things in memory, for services that need no durability.
 
@@ -155,7 +157,9 @@ class SqliteStore(StorageBackend):
         except OSError as exc:
             raise StoreError(f"cannot create the store {path}: {exc.strerror or exc}") from exc
         try:
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+            # Opened on the store thread; with sync="normal" written from the loop's thread
+            # afterwards (never both at once).
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
         self._db = db
@@ -290,10 +294,21 @@ class SqliteStore(StorageBackend):
             for e in inserts
         ]
         self._flushing = True
+        if self._sync == "normal":
+            # No fsync: the commit is a few WAL page writes into the OS cache (measured here
+            # about 23 us for one row, 6 us a row in a batch), cheaper than a hand-over to the
+            # store thread and back (about 300 us per round trip under load).
+            try:
+                self._write(rows, deletes, kv, subs)
+            except Exception as exc:
+                self._written(exc, batch, committed)
+            else:
+                self._written(None, batch, committed)
+            return
         work = asyncio.get_running_loop().run_in_executor(
             self._executor, self._write, rows, deletes, kv, subs
         )
-        work.add_done_callback(lambda done: self._written(done, batch, committed))
+        work.add_done_callback(lambda done: self._written(done.exception(), batch, committed))
 
     def _write(
         self,
@@ -344,12 +359,11 @@ class SqliteStore(StorageBackend):
 
     def _written(
         self,
-        done: asyncio.Future[None],
+        error: BaseException | None,
         batch: asyncio.Future[None],
         committed: list[tuple[list[Entry], Callable[[list[Entry]], None]]],
     ) -> None:
         self._flushing = False
-        error = done.exception()
         if error is not None:
             failure = StoreError(f"writing the store {self.path} failed: {error}")
             failure.__cause__ = error
@@ -406,6 +420,8 @@ class SqliteStore(StorageBackend):
     async def _run(self, func: Callable[..., Any], *args: Any) -> Any:
         if self._executor is None:
             raise StoreError("the store is not open")
+        if self._sync == "normal" and self._db is not None and func is not self._open_sync:
+            return func(*args)  # the loop's thread owns the connection once it is open
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     def __repr__(self) -> str:
