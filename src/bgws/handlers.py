@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from abc import ABC
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
@@ -162,14 +163,33 @@ class ErrorHandler(ABC):
     (:class:`bgws.DecodeError`), oversized messages, dropped and expired messages, sequence
     gaps, and the failure that ends a service in ``FAILED`` all arrive here. Failures that are
     retried are not errors: watch them as state changes (``BACKING_OFF`` with its reason).
-    The default logs at WARNING, with secrets redacted.
+    The default logs at WARNING, with secrets redacted, and at most ``log_burst`` lines per
+    error type every ``log_window`` seconds: a flood (thousands of messages dropped at once)
+    becomes a few lines and a count, not a log that buries everything else.
     """
 
+    log_burst = 10
+    log_window = 10.0
+
     async def on_error(self, error: BgwsError) -> None:
-        """Handle one reported error. The default logs it."""
+        """Handle one reported error. The default logs it (rate-limited per error type)."""
+        kind = type(error).__name__
+        now = time.monotonic()
+        windows: dict[str, list[float]] = self.__dict__.setdefault("_log_windows", {})
+        window = windows.setdefault(kind, [now, 0, 0])  # start, logged, held back
+        if now - window[0] >= self.log_window:
+            if window[2]:
+                _log.warning(
+                    "%s: %d more like it in the last %.0fs", kind, window[2], now - window[0]
+                )
+            window[:] = [now, 0, 0]
+        if window[1] >= self.log_burst:
+            window[2] += 1
+            return
+        window[1] += 1
         cause = error.__cause__
         detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
-        _log.warning("%s: %s%s", type(error).__name__, error, detail)
+        _log.warning("%s: %s%s", kind, error, detail)
 
 
 class HeartbeatHandler(ABC):
