@@ -11,6 +11,7 @@ EXPECTED = {
     "AckPolicy", "AckTimeout", "MessageExpired", "RequestTimeout", "ResumePolicy",
     "SequenceGap", "StoreError", "ManagerThread", "ServiceManager", "ServiceStatus",
     "ServiceThread", "start_in_thread", "DesktopNotifier", "LogNotifier",
+    "ControlError", "DaemonNotRunning", "LocalClient", "connect_local", "connect_local_sync",
     "AuthHandler", "AuthRejected", "Backoff", "BearerAuth", "BgwsError", "Config",
     "ConfigError", "ConnectTimeout", "ConnectionClosed", "DeadLink", "DecodeError",
     "ErrorHandler", "Handler", "HandlerError", "HandshakeRejected", "HeartbeatHandler",

@@ -53,6 +53,7 @@ from .handlers import (
     NotificationHandler,
     TemplateHeartbeat,
 )
+from .local import ControlError, DaemonNotRunning, LocalClient, connect_local, connect_local_sync
 from .machine import State
 from .manager import ManagerThread, ServiceManager, ServiceStatus
 from .message import Message
@@ -78,6 +79,8 @@ __all__ = [
     "ConfigError",
     "ConnectTimeout",
     "ConnectionClosed",
+    "ControlError",
+    "DaemonNotRunning",
     "DeadLink",
     "DecodeError",
     "DesktopNotifier",
@@ -90,6 +93,7 @@ __all__ = [
     "InvalidTransition",
     "LifecycleHandler",
     "LinkError",
+    "LocalClient",
     "LogNotifier",
     "ManagerThread",
     "MemoryStorage",
@@ -122,6 +126,8 @@ __all__ = [
     "create_custom_service",
     "create_gaming_service",
     "create_iot_service",
+    "connect_local",
+    "connect_local_sync",
     "create_trading_service",
     "parse_duration",
     "profiles",
