@@ -28,7 +28,7 @@ from ._redact import redact_url
 from .backoff import Backoff
 from .config import Config
 from .delivery import Delivery
-from .dispatch import Dispatcher, Handler, is_async
+from .dispatch import Dispatcher, Handler
 from .errors import (
     BgwsError,
     ConnectionClosed,
@@ -50,6 +50,7 @@ from .handlers import (
 from .machine import Decision, Machine, State, Verdict, classify_error
 from .message import Codec, Message
 from .notify import build_notifications
+from .observe import StateWatch, describe
 from .plugins import Plugin, PluginChain
 from .stats import ServiceStats, StateChange
 from .storage import MemoryStorage, StorageBackend
@@ -151,9 +152,7 @@ class Service:
         self._run_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
-        self._state_callbacks: list[tuple[Callable[[StateChange], Any], bool]] = []
-        self._watchers: list[_Watcher] = []
-        self._waiters: list[tuple[State, asyncio.Future[None]]] = []
+        self._watch = StateWatch()
         self._stats = _Counters()
         self._last_error: BaseException | None = None
         self._connected_since: float | None = None
@@ -203,31 +202,15 @@ class Service:
         Returns:
             A function that unregisters the callback.
         """
-        entry = (callback, is_async(callback))
-        self._state_callbacks.append(entry)
+        return self._watch.subscribe(callback)
 
-        def unsubscribe() -> None:
-            if entry in self._state_callbacks:
-                self._state_callbacks.remove(entry)
-
-        return unsubscribe
-
-    async def state_changes(self, *, buffer: int = 64) -> AsyncIterator[StateChange]:
+    def state_changes(self, *, buffer: int = 64) -> AsyncIterator[StateChange]:
         """Iterate over state changes from now on; ends after ``CLOSED``.
 
         Args:
             buffer: changes kept for a slow reader; the oldest are dropped past that.
         """
-        watcher = _Watcher(buffer)
-        self._watchers.append(watcher)
-        try:
-            while True:
-                change = await watcher.next()
-                yield change
-                if change.new is State.CLOSED:
-                    return
-        finally:
-            self._watchers.remove(watcher)
+        return self._watch.changes(buffer)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -263,7 +246,7 @@ class Service:
             decode_errors=d.decode_errors,
             dead_links=c.dead_links,
             errors=c.errors,
-            last_error=_describe(self._last_error),
+            last_error=describe(self._last_error),
         )
 
     async def wait_for(self, state: State, timeout: float | None = None) -> None:
@@ -274,25 +257,9 @@ class Service:
             ServiceClosed: the service reached ``CLOSED`` or ``FAILED`` instead (the error names
                 the reason).
         """
-        if self.state is state:
-            return
-        if self.state in (State.CLOSED, State.FAILED):
-            why = f": {_describe(self._last_error)}" if self._last_error is not None else ""
-            raise ServiceClosed(f"service is {self.state}{why}")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (state, future)
-        self._waiters.append(entry)
-        try:
-            async with asyncio.timeout(timeout):
-                await future
-        except TimeoutError:
-            raise TimeoutError(
-                f"service {self.config.service_tag!r} not {state} within {timeout}s "
-                f"(now {self.state})"
-            ) from None
-        finally:
-            if entry in self._waiters:
-                self._waiters.remove(entry)
+        await self._watch.wait(
+            self.state, state, timeout, self.config.service_tag or "", describe(self._last_error)
+        )
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -601,7 +568,7 @@ class Service:
                 "reconnecting in %.3fs (attempt %d): %s",
                 decision.delay,
                 decision.attempt,
-                _describe(decision.reason),
+                describe(decision.reason),
             )
             await asyncio.sleep(decision.delay)
             await self._transition(machine.retry, None)
@@ -654,7 +621,7 @@ class Service:
         decision = self._machine.failed(error, now, auth_refreshed=refreshed)
         await self._announce(old, error, decision.delay)
         if connected or decision.state is State.FAILED:
-            self.log.warning("link %s: %s", "lost" if connected else "failed", _describe(error))
+            self.log.warning("link %s: %s", "lost" if connected else "failed", describe(error))
         if decision.state is State.FAILED and isinstance(error, BgwsError):
             await self._report(error)
         return decision
@@ -699,21 +666,9 @@ class Service:
         change = StateChange(
             old, new, reason, time.time(), delay if new is State.BACKING_OFF else None
         )
-        self.log.info("%s -> %s%s", old, new, f" ({_describe(reason)})" if reason else "")
-        for state, future in list(self._waiters):
-            if future.done():
-                continue
-            if state is new:
-                future.set_result(None)
-            elif new in (State.CLOSED, State.FAILED):
-                why = f": {_describe(reason)}" if reason is not None else ""
-                future.set_exception(ServiceClosed(f"service is {new}{why}"))
-        for watcher in self._watchers:
-            watcher.put(change)
-        for callback, awaitable in self._state_callbacks:
-            await self._guarded(
-                functools.partial(_invoke, callback, awaitable, change), "state callback"
-            )
+        self.log.info("%s -> %s%s", old, new, f" ({describe(reason)})" if reason else "")
+        for callback in self._watch.publish(change):
+            await self._guarded(callback, "state callback")
         await self._hook(self._lifecycle, "on_state_changed", old, new)
         if self.config.foreground:
             await self._hook(self._notifier, "on_state_changed", new)
@@ -782,37 +737,11 @@ class _Counters:
         self.reconnects = self.dead_links = self.errors = 0
 
 
-class _Watcher:
-    """A bounded buffer of state changes for one ``state_changes()`` iterator."""
-
-    def __init__(self, size: int) -> None:
-        from collections import deque
-
-        self._items: deque[StateChange] = deque(maxlen=size)
-        self._event = asyncio.Event()
-
-    def put(self, change: StateChange) -> None:
-        self._items.append(change)
-        self._event.set()
-
-    async def next(self) -> StateChange:
-        while not self._items:
-            self._event.clear()
-            await self._event.wait()
-        return self._items.popleft()
-
-
 async def _call(func: Callable[[], Any]) -> Any:
     result = func()
     if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
         return await result
     return result
-
-
-async def _invoke(callback: Callable[[StateChange], Any], awaitable: bool, arg: Any) -> None:
-    result = callback(arg)
-    if awaitable:
-        await result
 
 
 def _bound(target: object | None, name: str) -> Callable[[], Any] | None:
@@ -825,7 +754,3 @@ def _wrap(exc: Exception, where: str) -> BgwsError:
     error = HandlerError(where)
     error.__cause__ = exc
     return error
-
-
-def _describe(error: BaseException | None) -> str | None:
-    return None if error is None else f"{type(error).__name__}: {error}"
