@@ -149,7 +149,13 @@ async def test_resume_sees_every_sequence_once_through_drops_and_a_restart(
                 consumer.send_signal(signal.SIGTERM)
                 await finish(consumer)
                 consumer = await spawn("consumer.py", *args)
-        await server.wait_until(lambda: feed.finished, timeout=30)
+        try:
+            await server.wait_until(lambda: feed.finished, timeout=30)
+        except TimeoutError:
+            consumer.kill()
+            _, err = await consumer.communicate()
+            report = "\n".join(str(r) for r in server.report())
+            raise AssertionError(f"consumer stuck:\n{err.decode()[-3000:]}\n{report}") from None
         consumer.send_signal(signal.SIGTERM)
         await finish(consumer)
     seen = [int(line) for line in log.read_text().splitlines()]

@@ -25,6 +25,7 @@ from .config import Config
 from .errors import (
     AckTimeout,
     BgwsError,
+    LinkError,
     MessageDropped,
     QueueFull,
     RequestTimeout,
@@ -199,9 +200,13 @@ class Delivery:
             and not link.write_paused
             and not link.closed
         ):
-            link.send(payload, binary)
-            self.sent += 1
-            return msg_id, None
+            try:
+                link.send(payload, binary)
+            except Exception:  # the link is breaking: queue it like any offline send
+                pass
+            else:
+                self.sent += 1
+                return msg_id, None
         entry = Entry(payload, binary, msg_id, priority=priority, durable=durable)
         if ttl is not None:
             if not ttl > 0:
@@ -385,6 +390,17 @@ class Delivery:
         for entry in self._subscriptions.values():
             link.send(entry.payload, entry.binary)
         self._writer = asyncio.create_task(self._write(link), name="bgws-writer")
+        self._writer.add_done_callback(lambda task: self._writer_ended(task, link))
+
+    def _writer_ended(self, task: asyncio.Task[None], link: Link) -> None:
+        """A writer that stopped with an error drops its link, so the service reconnects."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        failure = LinkError(f"the writer stopped: {error!r}")
+        failure.__cause__ = error
+        self._report(failure)
+        link.abort()
 
     async def link_down(self) -> None:
         """The link is gone: stop writing; what was in flight will be sent again."""
@@ -406,8 +422,22 @@ class Delivery:
             if link.closed:  # the loop is about to hear of it; keep the messages queued
                 return
             batch = outbox.take(_WRITE_BATCH, time.time())
-            for entry in batch:
-                link.send(entry.payload, entry.binary)
+            done = 0
+            try:
+                for entry in batch:
+                    link.send(entry.payload, entry.binary)
+                    done += 1
+            except Exception as exc:
+                # The link broke under us: what was not written goes back, in order, and the
+                # link is dropped so the service reconnects (never a writer that died silently).
+                outbox.sent(batch[:done], time.monotonic())
+                outbox.put_back(batch[done:])
+                self.sent += done
+                failure = LinkError(f"writing to the connection failed: {exc}")
+                failure.__cause__ = exc
+                self._report(failure)
+                link.abort()
+                return
             outbox.sent(batch, time.monotonic())
             self.sent += len(batch)
             if acks:
