@@ -21,10 +21,26 @@ MAX_IN_FLIGHT = 32  # as in chaos/producer.py
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
 
+_SPAWNED: list[asyncio.subprocess.Process] = []
+
+
 async def spawn(script: str, *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+    process = await asyncio.create_subprocess_exec(
         sys.executable, str(CHAOS / script), *args, stderr=asyncio.subprocess.PIPE
     )
+    _SPAWNED.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+async def _no_stray_processes() -> Any:
+    """Whatever happens in a test, no producer or consumer outlives it."""
+    yield
+    while _SPAWNED:
+        process = _SPAWNED.pop()
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
 
 
 async def finish(process: asyncio.subprocess.Process, timeout: float = 60) -> None:
