@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bgws.testing import Connection, ReceivedMessage, Server
+from bgws.testing import AckReply, Connection, ReceivedMessage, Server
 
 CHAOS = Path(__file__).parent / "chaos"
 TOTAL = 10_000
@@ -148,7 +148,8 @@ async def test_resume_sees_every_sequence_once_through_drops_and_a_restart(
     feed = Feed()
     last = 3000
     store, log = str(tmp_path / "consumer.sqlite3"), tmp_path / "seen.log"
-    async with Server(on_message=feed, on_connect=feed.on_connect) as server:
+    # The consumer's own messages (progress, finished) are acked, so a drop cannot lose them.
+    async with Server(on_message=feed, on_connect=feed.on_connect, ack=AckReply()) as server:
         args = (server.url, store, str(log), str(last))
         consumer = await spawn("consumer.py", *args)
         drops = 0

@@ -23,6 +23,7 @@ async def main(url: str, store: str, log_path: str, last: int) -> int:
         storage="sqlite",
         storage_path=store,
         resume=bgws.ResumePolicy(seq_field="seq", request_type="resume", position_field="after"),
+        ack=bgws.AckPolicy(message_type="ack", id_field="id"),
         initial_reconnect_delay=0.02,
         max_reconnect_delay=0.1,
         min_uptime=0.05,
