@@ -80,6 +80,7 @@ class Delivery:
         self._writer: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._opening: asyncio.Future[None] | None = None
+        self._burst = False
         self._wake = asyncio.Event()
         self._pending: dict[Any, tuple[asyncio.Future[Message], bool]] = {}
         self._reply_field = config.reply_id_field or config.id_field
@@ -192,6 +193,7 @@ class Delivery:
         link = self._link
         if (
             direct
+            and not self._burst
             and link is not None
             and ttl is None
             and not durable
@@ -205,6 +207,10 @@ class Delivery:
             except Exception:  # the link is breaking: queue it like any offline send
                 pass
             else:
+                # One message per loop turn goes straight out (lowest latency); the rest of
+                # a burst waits for the writer, which sends it as one corked batch.
+                self._burst = True
+                asyncio.get_running_loop().call_soon(self._end_burst)
                 self.sent += 1
                 return msg_id, None
         entry = Entry(payload, binary, msg_id, priority=priority, durable=durable)
@@ -219,6 +225,9 @@ class Delivery:
                 raise ServiceError("wait_for_ack needs a message id (a mapping with id_field)")
             entry.waiter = asyncio.get_running_loop().create_future()
         return msg_id, entry
+
+    def _end_burst(self) -> None:
+        self._burst = False
 
     async def enqueue(self, entry: Entry, timeout: float | None = None) -> None:
         """Queue an entry from :meth:`submit`: on disk first when durable, then the outbox."""
@@ -424,9 +433,11 @@ class Delivery:
             batch = outbox.take(_WRITE_BATCH, time.time())
             done = 0
             try:
-                for entry in batch:
-                    link.send(entry.payload, entry.binary)
-                    done += 1
+                if len(batch) == 1:
+                    link.send(batch[0].payload, batch[0].binary)
+                    done = 1
+                else:
+                    done = link.send_many([(e.payload, e.binary) for e in batch])
             except Exception as exc:
                 # The link broke under us: what was not written goes back, in order, and the
                 # link is dropped so the service reconnects (never a writer that died silently).

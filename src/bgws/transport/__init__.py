@@ -89,6 +89,12 @@ class Link(Protocol):
     def send(self, payload: bytes | str, binary: bool) -> None:
         """Queue one message for the socket (never blocks)."""
 
+    def send_many(self, messages: list[tuple[bytes | str, bool]]) -> int:
+        """Send several messages as one burst; returns how many were written.
+
+        A transport may coalesce them into fewer TCP segments; stops at the first failure.
+        """
+
     def ping(self) -> None:
         """Send a protocol ping."""
 

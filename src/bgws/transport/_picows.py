@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import ssl
 from typing import Any
 
@@ -148,6 +149,21 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
     def send(self, payload: bytes | str, binary: bool) -> None:
         self._ws.send(_BINARY if binary else _TEXT, payload)
 
+    def send_many(self, messages: list[tuple[bytes | str, bool]]) -> int:
+        # TCP_CORK (Linux) holds the frames until the burst is complete, so a burst of small
+        # messages leaves in full segments instead of one send per message.
+        ws = self._ws
+        corked = len(messages) > 1 and _cork(ws, True)
+        done = 0
+        try:
+            for payload, binary in messages:
+                ws.send(_BINARY if binary else _TEXT, payload)
+                done += 1
+        finally:
+            if corked:
+                _cork(ws, False)
+        return done
+
     def ping(self) -> None:
         self._ws.send_ping()
 
@@ -180,6 +196,23 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+_TCP_CORK = getattr(socket, "TCP_CORK", None)
+
+
+def _cork(ws: Any, on: bool) -> bool:
+    """Set TCP_CORK on the link's socket; False where the platform has no such option."""
+    if _TCP_CORK is None:
+        return False
+    sock = ws.underlying_transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_CORK, 1 if on else 0)
+    except OSError:
+        return False
+    return True
 
 
 def _code(code: Any) -> int:

@@ -126,6 +126,13 @@ class _WebsocketsLink:
             protocol.send_text(data)
         ws.send_data()
 
+    def send_many(self, messages: list[tuple[bytes | str, bool]]) -> int:
+        done = 0
+        for payload, binary in messages:
+            self.send(payload, binary)
+            done += 1
+        return done
+
     def ping(self) -> None:
         waiter = asyncio.ensure_future(self._ping())
         self._pings.add(waiter)
