@@ -332,7 +332,9 @@ class Delivery:
         limit = timeout if timeout is not None else self._config.request_timeout
         try:
             async with asyncio.timeout(limit):
-                await self.send({**message, id_field: msg_id}, priority=priority, durable=False)
+                _, entry = self.submit({**message, id_field: msg_id}, priority, durable=False)
+                if entry is not None:
+                    await self.enqueue(entry)
                 return await future
         except TimeoutError:
             raise RequestTimeout(f"no reply to request {msg_id!r} within {limit:g}s") from None

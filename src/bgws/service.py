@@ -489,8 +489,10 @@ class Service:
             QueueFull: ``max_pending_requests`` requests are already waiting.
         """
         self._check_open("request")
-        await self._delivery.open()
-        return await self._delivery.request(
+        delivery = self._delivery
+        if not delivery.opened:
+            await delivery.open()
+        return await delivery.request(
             message, timeout=timeout, priority=priority, dispatch_reply=dispatch_reply
         )
 
