@@ -46,6 +46,8 @@ async def receive(job: Job) -> Metrics:
     options: dict[str, Any] = {}
     if job.variant == "resume":
         options = {**_store(job, "resume"), "resume": bgws.ResumePolicy(seq_field="seq")}
+    elif job.variant == "websockets":
+        options = {"transport": "websockets"}
     service = bgws.Service(_config(job, f"/firehose?n={n}", **options))
     done = asyncio.get_running_loop().create_future()
     count = 0

@@ -80,7 +80,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "receive firehose: JSON messages of ~100 bytes pushed as fast as possible, each decoded "
         "(msgspec) and, for bgws, dispatched to a registered handler",
         (_RATE, _CPU_MSG),
-        (("bgws", "memory"), ("bgws", "resume"), *_ALL),
+        (("bgws", "memory"), ("bgws", "resume"), ("bgws", "websockets"), *_ALL),
         uvloop=True,
     ),
     Workload(
@@ -163,6 +163,7 @@ _VARIANT_LABELS = {
     "sqlite": "sqlite, send_many",
     "sqlite-acks": "sqlite+acks, send_many",
     "sqlite-tasks": "sqlite, send() tasks",
+    "websockets": "websockets transport",
     "single": "1 service",
     "many": "many services",
 }
