@@ -9,7 +9,7 @@ service: there is no global instance.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from . import profiles
 from .config import Config
@@ -26,6 +26,7 @@ from .service import Service
 from .storage import StorageBackend
 
 __all__ = [
+    "ServiceParts",
     "create_chat_service",
     "create_custom_service",
     "create_gaming_service",
@@ -34,42 +35,34 @@ __all__ = [
 ]
 
 
-def create_custom_service(
-    *,
-    config: Config,
-    message_handler: MessageHandler | None = None,
-    storage: StorageBackend | None = None,
-    notification_handler: NotificationHandler | None = None,
-    auth_handler: AuthHandler | None = None,
-    lifecycle_handler: LifecycleHandler | None = None,
-    error_handler: ErrorHandler | None = None,
-    heartbeat_handler: HeartbeatHandler | None = None,
-    plugins: Iterable[Plugin] = (),
-) -> Service:
-    """A service from a full :class:`Config` and the handlers you give.
+class ServiceParts(TypedDict, total=False):
+    """The handlers and plugins every factory accepts (all optional).
 
-    Args:
-        config: the configuration (see :class:`Config` and :mod:`bgws.profiles`).
-        message_handler: sees every message no plugin claimed.
-        storage: keeps connection info (default: in memory).
-        notification_handler: shows notifications.
-        auth_handler: supplies credentials before every connect attempt.
-        lifecycle_handler: hears start, stop and state changes.
-        error_handler: hears every reported error (default: logs them).
-        heartbeat_handler: an application heartbeat for servers that ignore pings.
-        plugins: plugins, in the order they see messages.
+    ``message_handler`` sees every message no plugin claimed; ``storage`` keeps connection
+    info (default: the service's own store); ``notification_handler`` shows notifications;
+    ``auth_handler`` supplies credentials before every connect attempt;
+    ``lifecycle_handler`` hears start, stop and state changes; ``error_handler`` hears every
+    reported error (default: logs them); ``heartbeat_handler`` is an application heartbeat for
+    servers that ignore pings; ``plugins`` see messages first, in order.
     """
-    return Service(
-        config,
-        message_handler=message_handler,
-        storage=storage,
-        notification_handler=notification_handler,
-        auth_handler=auth_handler,
-        lifecycle_handler=lifecycle_handler,
-        error_handler=error_handler,
-        heartbeat_handler=heartbeat_handler,
-        plugins=plugins,
-    )
+
+    message_handler: MessageHandler | None
+    storage: StorageBackend | None
+    notification_handler: NotificationHandler | None
+    auth_handler: AuthHandler | None
+    lifecycle_handler: LifecycleHandler | None
+    error_handler: ErrorHandler | None
+    heartbeat_handler: HeartbeatHandler | None
+    plugins: Iterable[Plugin]
+
+
+_PART_NAMES = frozenset(ServiceParts.__annotations__)
+
+
+def create_custom_service(*, config: Config, **parts: Unpack[ServiceParts]) -> Service:
+    """A service from a full :class:`Config` and the handlers you give (see
+    :class:`ServiceParts`)."""
+    return Service(config, **parts)
 
 
 def _factory(profile: Callable[..., Config], name: str) -> Callable[..., Service]:
@@ -77,37 +70,22 @@ def _factory(profile: Callable[..., Config], name: str) -> Callable[..., Service
         *,
         app_name: str,
         url: str,
-        message_handler: MessageHandler | None = None,
         storage: StorageBackend | Literal["sqlite", "memory"] | None = None,
-        notification_handler: NotificationHandler | None = None,
-        auth_handler: AuthHandler | None = None,
-        lifecycle_handler: LifecycleHandler | None = None,
-        error_handler: ErrorHandler | None = None,
-        heartbeat_handler: HeartbeatHandler | None = None,
-        plugins: Iterable[Plugin] = (),
-        **overrides: Any,
+        **options: Any,
     ) -> Service:
+        parts: dict[str, Any] = {k: options.pop(k) for k in list(options) if k in _PART_NAMES}
         if isinstance(storage, str):  # the config option, not a StorageBackend
-            overrides["storage"] = storage
-            storage = None
-        return create_custom_service(
-            config=profile(url=url, app_name=app_name, **overrides),
-            message_handler=message_handler,
-            storage=storage,
-            notification_handler=notification_handler,
-            auth_handler=auth_handler,
-            lifecycle_handler=lifecycle_handler,
-            error_handler=error_handler,
-            heartbeat_handler=heartbeat_handler,
-            plugins=plugins,
-        )
+            options["storage"] = storage
+        else:
+            parts["storage"] = storage
+        return Service(profile(url=url, app_name=app_name, **options), **parts)
 
     create.__name__ = create.__qualname__ = f"create_{name}_service"
     create.__doc__ = (
         f"A service with the ``{name}`` profile (see :func:`bgws.profiles.{name}`).\n\n"
-        "Takes ``app_name=``, ``url=``, the handlers of :func:`create_custom_service`, and any\n"
-        "config field as a keyword to override the profile's value. ``storage`` is either a\n"
-        'StorageBackend (connection info, as in the seed) or the config option ``"sqlite"`` /\n'
+        "Takes ``app_name=``, ``url=``, the handlers and plugins of :class:`ServiceParts`, and\n"
+        "any config field as a keyword to override the profile's value. ``storage`` is either\n"
+        'a StorageBackend (connection info, as in the seed) or the config option ``"sqlite"`` /\n'
         '``"memory"``.'
     )
     return create
