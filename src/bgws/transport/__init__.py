@@ -32,6 +32,9 @@ class ConnectRequest:
         ssl_context: the TLS context for ``wss://`` (``None`` for ``ws://``).
         max_message_size: the largest message accepted, in bytes.
         timeout: the bound on TCP connect, TLS and handshake together, in seconds.
+        read_buffer_size: the initial read buffer (picows grows it for larger frames). 4 KiB
+            keeps an idle connection small (40.5 KiB per bgws service against 52.4 with
+            16 KiB) and measured no slower on the 100-byte firehose.
     """
 
     url: str
@@ -40,7 +43,7 @@ class ConnectRequest:
     ssl_context: ssl.SSLContext | None = None
     max_message_size: int = 1 << 20
     timeout: float = 10.0
-    read_buffer_size: int = field(default=16 * 1024)
+    read_buffer_size: int = field(default=4 * 1024)
 
     def __repr__(self) -> str:
         names = ", ".join(name for name, _ in self.headers)
