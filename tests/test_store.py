@@ -148,3 +148,25 @@ async def test_default_path_is_under_the_user_data_dir(
     assert path.name == "chat.sqlite3"
     if sys.platform.startswith("linux"):
         assert path.parent == tmp_path / "bgws"
+
+
+async def test_only_delivered_rows_are_deleted(
+    tmp_path: Path, bgws_server: Server, make_service: ServiceFactory
+) -> None:
+    """Messages sent in lanes (non-consecutive seqs) are deleted exactly; the rest stay."""
+    path = tmp_path / "lanes.sqlite3"
+    await bgws_server.stop()
+    first = sqlite_service(make_service, bgws_server.url, path, close_timeout=0.05)
+    async with first:
+        for n in range(10):
+            await first.send({"n": n}, priority=n % 2)
+    await bgws_server.start()
+    second = sqlite_service(make_service, bgws_server.url, path)
+    async with second:
+        await bgws_server.wait_for_messages(10)
+        await second.send({"n": 10})
+        await bgws_server.wait_for_messages(11)
+    third = sqlite_service(make_service, "ws://127.0.0.1:9/", path)
+    await third.start()
+    assert third.stats.queued == 0
+    await third.stop()
