@@ -201,3 +201,18 @@ async def test_state_change_carries_the_backoff_delay(
     assert isinstance(failed.reason, bgws.LinkError)
     assert "refused" in str(failed.reason).lower()
     assert changes.into(bgws.State.CONNECTED)[0].delay is None
+
+
+async def test_drop_then_stop_is_an_abrupt_loss(
+    bgws_server: Server, make_service: ServiceFactory
+) -> None:
+    """A server stopped right after a drop sends no close frame on the dropped link."""
+    service = make_service(bgws_server.url)
+    changes = Changes(service)
+    async with service:
+        await changes.wait(bgws.State.CONNECTED)
+        bgws_server.drop()
+        await bgws_server.stop()
+        lost = await changes.wait(bgws.State.BACKING_OFF)
+    assert isinstance(lost.reason, bgws.ConnectionClosed)
+    assert lost.reason.code == 1006

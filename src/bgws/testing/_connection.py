@@ -77,6 +77,7 @@ class Connection:
         self._transport: Any = None
         self._connected = False
         self._disconnected = False
+        self._dropped = False
         self._closing = False
         self._close_sent = False
         self._stalled = False
@@ -182,8 +183,9 @@ class Connection:
         Returns:
             ``True`` if the socket was still connected, else ``False``.
         """
-        if not self._connected or self._disconnected:
+        if not self._connected or self._disconnected or self._dropped:
             return False
+        self._dropped = True  # nothing more goes out, not even a CLOSE from a later stop()
         self._outbox.clear()
         self._transport.underlying_transport.abort()
         return True
@@ -269,7 +271,7 @@ class Connection:
 
     def _close_now(self, code: int, reason: str = "") -> None:
         """Send a CLOSE frame now; abort if the client has not closed in time."""
-        if self._close_sent or self._disconnected:
+        if self._close_sent or self._disconnected or self._dropped:
             return
         self._closing = self._close_sent = True
         self._outbox.clear()
