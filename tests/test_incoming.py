@@ -321,23 +321,24 @@ async def test_counts_are_exact_with_async_handlers(
     bgws_server: Server, make_service: ServiceFactory
 ) -> None:
     """received and dispatched count each message once, however it was dispatched."""
-    done = asyncio.Event()
+    first, done = asyncio.Event(), asyncio.Event()
     seen: list[int] = []
     service = make_service(bgws_server.url)
 
     @service.on("n")
     async def slow(message: bgws.Message) -> None:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # a real await: the handler is async, not just declared so
         seen.append(message.data["n"])
+        first.set()
         if len(seen) == 50:
             done.set()
 
     async with service:
         await connected(service)
-        for n in range(50):  # some alone in their read, some in bursts
+        bgws_server.push({"type": "n", "n": 0})  # alone in its read: routed in the callback
+        await asyncio.wait_for(first.wait(), 5)
+        for n in range(1, 50):  # a burst: through the inbox
             bgws_server.push({"type": "n", "n": n})
-            if n % 10 == 0:
-                await bgws_server.wait_until(lambda: True)
         await asyncio.wait_for(done.wait(), 5)
         stats = service.stats
     assert seen == list(range(50))

@@ -214,3 +214,55 @@ async def test_send_many_durable(tmp_path: Any, make_service: ServiceFactory) ->
     await second.start()
     assert second.stats.queued == 100
     await second.stop(timeout=0.01)
+
+
+class _HalfWritingLink:
+    """A real picows link whose first multi-message burst stops half way, as a breaking
+    socket would."""
+
+    def __init__(self, link: Any) -> None:
+        self._link = link
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._link, name)
+
+    def send_many(self, messages: list[tuple[bytes | str, bool]]) -> int:
+        if not self.failed and len(messages) > 1:
+            self.failed = True
+            return self._link.send_many(messages[: len(messages) // 2])  # type: ignore[no-any-return]
+        return self._link.send_many(messages)  # type: ignore[no-any-return]
+
+
+class _HalfWritingTransport:
+    def __init__(self) -> None:
+        from bgws.transport._picows import PicowsTransport
+
+        self._real = PicowsTransport()
+        self.links: list[_HalfWritingLink] = []
+
+    async def connect(self, request: Any, sink: Any) -> Any:
+        link = _HalfWritingLink(await self._real.connect(request, sink))
+        self.links.append(link)
+        return link
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        await self._real.aclose(timeout)
+
+
+async def test_a_burst_cut_short_is_resent_after_reconnect(
+    bgws_server: Server, make_service: ServiceFactory, errors: Errors
+) -> None:
+    """When the link takes only part of a burst, the rest is kept, the failure is reported,
+    and everything arrives in order after the reconnect."""
+    transport = _HalfWritingTransport()
+    service = make_service(bgws_server.url, transport=transport)
+    changes = Changes(service)
+    async with service:
+        await changes.wait(bgws.State.CONNECTED)
+        await service.send_many([{"n": n} for n in range(10)])
+        await errors.wait_for(bgws.LinkError)
+        await changes.wait(bgws.State.CONNECTED, count=2)
+        await bgws_server.wait_for_messages(10)
+    assert transport.links[0].failed
+    assert [m["n"] for m in bgws_server.received_json()] == list(range(10))

@@ -157,22 +157,6 @@ class Delivery:
 
     # -- sending ----------------------------------------------------------------------------
 
-    async def send(
-        self,
-        message: Mapping[str, Any] | str | bytes,
-        *,
-        priority: int = 0,
-        ttl: float | None = None,
-        wait_for_ack: bool = False,
-        timeout: float | None = None,
-        durable: bool = True,
-    ) -> Any:
-        """Accept one message (see :meth:`bgws.Service.send`)."""
-        msg_id, entry = self.submit(message, priority, ttl, wait_for_ack, durable)
-        if entry is not None:
-            await self.enqueue(entry, timeout)
-        return msg_id
-
     def submit(
         self,
         message: Mapping[str, Any] | str | bytes,
@@ -380,7 +364,9 @@ class Delivery:
         existed = self._subscriptions.pop(key, None) is not None
         await self.store.drop_subscription(key)
         if message is not None and self._link is not None:
-            await self.send(message, durable=False)
+            _, entry = self.submit(message, durable=False)
+            if entry is not None:
+                await self.enqueue(entry)
         return existed
 
     @property
@@ -433,22 +419,14 @@ class Delivery:
             if link.closed:  # the loop is about to hear of it; keep the messages queued
                 return
             batch = outbox.take(_WRITE_BATCH, time.time())
-            done = 0
-            try:
-                if len(batch) == 1:
-                    link.send(batch[0].payload, batch[0].binary)
-                    done = 1
-                else:
-                    done = link.send_many([(e.payload, e.binary) for e in batch])
-            except Exception as exc:
+            done = link.send_many([(e.payload, e.binary) for e in batch])
+            if done < len(batch):
                 # The link broke under us: what was not written goes back, in order, and the
                 # link is dropped so the service reconnects (never a writer that died silently).
                 outbox.sent(batch[:done], time.monotonic())
                 outbox.put_back(batch[done:])
                 self.sent += done
-                failure = LinkError(f"writing to the connection failed: {exc}")
-                failure.__cause__ = exc
-                self._report(failure)
+                self._report(LinkError("writing to the connection failed; reconnecting"))
                 link.abort()
                 return
             outbox.sent(batch, time.monotonic())

@@ -208,32 +208,13 @@ class Dispatcher:
         self._stamp = None
 
     def _dispatch_now(self, payload: bytes, binary: bool, stamp: float) -> None:
-        codec = self._codec
-        if not binary and codec.kind == "json":
-            try:
-                data = codec.json_decode(payload)
-            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                self.decode_errors += 1
-                self.frames += 1
-                self._defer(DecodeError(f"text frame is not valid JSON: {exc}", payload))
-                return
-            if type(data) is dict:
-                msg_type = data.get(codec.type_field)
-                if msg_type is not None and type(msg_type) is not str:
-                    msg_type = str(msg_type)
-                id_field = codec.id_field
-                msg_id = data.get(id_field) if id_field is not None else None
-                message = Message(msg_type, data, msg_id, payload, False, stamp)
-            else:
-                message = Message(None, data, None, payload, False, stamp)
-        else:
-            try:
-                message = codec.decode(payload, binary, stamp)
-            except DecodeError as exc:
-                self.decode_errors += 1
-                self.frames += 1
-                self._defer(exc)
-                return
+        try:
+            message = self._codec.decode(payload, binary, stamp)
+        except DecodeError as exc:
+            self.decode_errors += 1
+            self.frames += 1
+            self._defer(exc)
+            return
         self.dispatched += 1
         interceptor = self._interceptor
         if (

@@ -77,7 +77,6 @@ class Codec:
 
     __slots__ = (
         "_counter",
-        "_decode",
         "_encode",
         "_id_prefix",
         "id_field",
@@ -99,7 +98,7 @@ class Codec:
         self.type_field = type_field
         self.id_field = id_field
         self.max_message_size = max_message_size
-        self._decode = self.json_decode = msgspec.json.Decoder().decode
+        self.json_decode = msgspec.json.Decoder().decode
         self._encode = msgspec.json.Encoder().encode
         self._id_prefix = os.urandom(6).hex()
         self._counter = itertools.count(1)
@@ -166,7 +165,7 @@ class Codec:
                 raise DecodeError(f"text frame is not valid UTF-8: {exc}", payload) from exc
             return Message(None, text, None, text, False, received_at)
         try:
-            data = self._decode(payload)
+            data = self.json_decode(payload)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise DecodeError(f"text frame is not valid JSON: {exc}", payload) from exc
         if type(data) is dict:

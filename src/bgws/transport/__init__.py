@@ -95,7 +95,8 @@ class Link(Protocol):
     def send_many(self, messages: list[tuple[bytes | str, bool]]) -> int:
         """Send several messages as one burst; returns how many were written.
 
-        A transport may coalesce them into fewer TCP segments; stops at the first failure.
+        A transport may coalesce them into fewer TCP segments. It never raises: it stops at
+        the first failure, and a count below ``len(messages)`` means the link is broken.
         """
 
     def ping(self) -> None:

@@ -159,6 +159,8 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
             for payload, binary in messages:
                 ws.send(_BINARY if binary else _TEXT, payload)
                 done += 1
+        except Exception as exc:  # the caller sees done < len(messages)
+            _LOG.warning("send failed after %d of %d messages: %s", done, len(messages), exc)
         finally:
             if corked:
                 _cork(ws, False)

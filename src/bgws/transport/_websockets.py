@@ -128,9 +128,12 @@ class _WebsocketsLink:
 
     def send_many(self, messages: list[tuple[bytes | str, bool]]) -> int:
         done = 0
-        for payload, binary in messages:
-            self.send(payload, binary)
-            done += 1
+        try:
+            for payload, binary in messages:
+                self.send(payload, binary)
+                done += 1
+        except Exception as exc:  # the caller sees done < len(messages)
+            _LOG.warning("send failed after %d of %d messages: %s", done, len(messages), exc)
         return done
 
     def ping(self) -> None:
