@@ -343,3 +343,57 @@ async def test_counts_are_exact_with_async_handlers(
         stats = service.stats
     assert seen == list(range(50))
     assert stats.received == stats.dispatched == 50
+
+
+async def test_sync_and_async_handlers_share_one_order(
+    bgws_server: Server, make_service: ServiceFactory
+) -> None:
+    """Plain handlers run in the read callback, async ones in the dispatcher: one order still.
+
+    Once an async handler's message is waiting, every later message queues behind it.
+    """
+    order: list[int] = []
+    done = asyncio.Event()
+    service = make_service(bgws_server.url)
+
+    def record(message: bgws.Message) -> None:
+        order.append(message.data["n"])
+        if len(order) == 300:
+            done.set()
+
+    @service.on("slow")
+    async def slow(message: bgws.Message) -> None:
+        await asyncio.sleep(0)
+        record(message)
+
+    service.on("fast")(record)
+    async with service:
+        await connected(service)
+        for n in range(300):
+            bgws_server.push({"type": "slow" if n % 7 == 3 else "fast", "n": n})
+        await asyncio.wait_for(done.wait(), 10)
+        stats = service.stats
+    assert order == list(range(300))
+    assert stats.received == stats.dispatched == 300
+
+
+async def test_a_tap_added_while_running_sees_the_next_messages(
+    bgws_server: Server, make_service: ServiceFactory
+) -> None:
+    """Routing by one lookup stops as soon as a tap is added, and resumes when it is removed."""
+    got = Collect()
+    tapped: list[int] = []
+    service = make_service(bgws_server.url)
+    service.on("n")(got)
+    async with service:
+        await connected(service)
+        bgws_server.push({"type": "n", "n": 0})
+        await got.wait(1)
+        remove = service.tap(lambda m: tapped.append(m.data["n"]))
+        bgws_server.push({"type": "n", "n": 1})
+        await got.wait(2)
+        remove()
+        bgws_server.push({"type": "n", "n": 2})
+        await got.wait(3)
+    assert tapped == [1]
+    assert [m.data["n"] for m in got.items] == [0, 1, 2]

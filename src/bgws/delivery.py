@@ -88,6 +88,7 @@ class Delivery:
         self._resume = config.resume
         self.intercepts = config.ack is not None or config.resume is not None
         """Whether :meth:`intercept` may consume anything now (the dispatcher skips it if not)."""
+        self._intercepts_changed: Callable[[], None] = _nothing
         self._position: int | None = None
         self._checkpoint: asyncio.TimerHandle | None = None
         self._resume_key = config.storage_keys.get("resume_position", "resume_position")
@@ -312,7 +313,8 @@ class Delivery:
         msg_id = self._codec.new_id()
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = (future, dispatch_reply)
-        self.intercepts = True
+        if not self.intercepts:
+            self._set_intercepts(True)
         limit = timeout if timeout is not None else self._config.request_timeout
         try:
             async with asyncio.timeout(limit):
@@ -325,7 +327,7 @@ class Delivery:
         finally:
             self._pending.pop(msg_id, None)
             if not self._pending:
-                self.intercepts = self._ack is not None or self._resume is not None
+                self._set_intercepts(self._ack is not None or self._resume is not None)
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -460,6 +462,15 @@ class Delivery:
 
     # -- incoming ---------------------------------------------------------------------------
 
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` whenever :attr:`intercepts` changes (the dispatcher's fast path)."""
+        self._intercepts_changed = changed
+
+    def _set_intercepts(self, on: bool) -> None:
+        if on != self.intercepts:
+            self.intercepts = on
+            self._intercepts_changed()
+
     def intercept(self, message: Message) -> bool:
         """Look at an incoming message first; ``True`` means it was consumed here."""
         ack = self._ack
@@ -519,3 +530,7 @@ def _is_hashable(value: Any) -> bool:
 
 def _hashable(ids: list[Any]) -> list[Any]:
     return [i for i in ids if _is_hashable(i)]
+
+
+def _nothing() -> None:
+    return None

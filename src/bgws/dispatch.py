@@ -1,7 +1,10 @@
-"""The incoming path: a bounded inbox between the reader and one dispatcher task.
+"""The incoming path: routing in the read callback, a bounded inbox behind async handlers.
 
-The transport appends each frame's payload to the inbox from its read callback; the dispatcher
-takes the whole inbox at once, decodes each payload and routes the message:
+While nothing waits in the inbox, the transport's read callback decodes each frame and routes
+the message at once; plain handlers run right there, with no queue and no task switch (with
+nothing but type handlers in play, routing is one dict lookup). A message whose handlers are
+async goes to the inbox, and so does every message after it, until the dispatcher task has
+awaited them in order. Each message is routed to:
 
 1. plugins that list the message's type (one returning ``True`` claims the message);
 2. the handlers registered for the type with ``@service.on("type")``, in registration order;
@@ -43,8 +46,25 @@ class Interceptor(Protocol):
         """Whether ``message`` was consumed."""
         ...
 
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` whenever ``intercepts`` changes."""
+        ...
+
 
 _Route = tuple[tuple[Handler, bool], ...]
+
+
+class _NoInterceptor:
+    intercepts = False
+
+    def intercept(self, message: Message) -> bool:
+        return False
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        return None
+
+
+_NO_INTERCEPTOR = _NoInterceptor()
 
 
 class _Binary(bytes):
@@ -82,6 +102,10 @@ class Dispatcher:
         self._items: list[Any] = []
         self._count = 0
         self._stamp: float | None = None
+        self._queued_stamp: float | None = None
+        self._json_decode = codec.json_decode if codec.kind == "json" else None
+        self._type_field = codec.type_field
+        self._id_field = codec.id_field
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -89,16 +113,24 @@ class Dispatcher:
         self._catch_all: list[tuple[Handler, bool]] = []
         self._frozen_routes: dict[str, _Route] = {}
         self._plans: dict[str | None, tuple[_Route, bool]] = {}
+        # For types whose handlers are all plain functions: one callable that runs them all
+        # (the handler itself when there is one), so the read callback makes one call.
+        self._sync_plans: dict[str | None, Callable[[Message], None]] = {}
         self._frozen_catch_all: _Route = ()
         self._plugins = PluginChain(())
         self._message_handler: MessageHandler | None = None
         self._message_handler_async = False
         self._heartbeat: HeartbeatHandler | None = None
-        self._interceptor: Interceptor | None = None
+        self._interceptor: Interceptor = _NO_INTERCEPTOR
         self._taps: list[Callable[[Message], None]] = []
         self._failures: list[BgwsError] = []
-        self._busy = False
         self._direct = True
+        # Whether a new frame must go through the inbox: something is queued or being
+        # dispatched (order), or priority types need messages to pile up. One flag, because
+        # the read callback checks it for every frame.
+        self._queueing = False
+        # No heartbeat handler, taps, plugins or interceptor in play: routing is a dict lookup.
+        self._fast = True
         self._ranks: dict[str, int] = {}
         self._on_heartbeat_reply: Callable[[], None] = _nothing
         self._pause: Callable[[], None] | None = None
@@ -106,7 +138,6 @@ class Dispatcher:
         self.paused = False
         self.pauses = 0
         self.frames = 0
-        self.dispatched = 0
         self.handler_errors = 0
         self.decode_errors = 0
 
@@ -118,6 +149,7 @@ class Dispatcher:
             raise TypeError(f"handler {handler!r} is not callable")
         entry = (handler, is_async(handler))
         self._plans.clear()
+        self._sync_plans.clear()
         if msg_type is None:
             self._catch_all.append(entry)
             self._frozen_catch_all = tuple(self._catch_all)
@@ -147,13 +179,25 @@ class Dispatcher:
         """
         self._plugins = plugins
         self._plans.clear()
-        self._interceptor = interceptor
+        self._sync_plans.clear()
+        self._interceptor = interceptor if interceptor is not None else _NO_INTERCEPTOR
+        self._interceptor.watch(self._refresh)
         self._ranks = {t: i for i, t in enumerate(priority_types)}
         self._direct = not self._ranks  # reordering needs messages to pile up in the inbox
+        self._queueing = not self._direct
         self._message_handler = message_handler
         if message_handler is not None:
             self._message_handler_async = is_async(message_handler.handle_message)
         self._heartbeat = heartbeat
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._fast = (
+            self._heartbeat is None
+            and not self._taps
+            and not self._plugins
+            and not self._interceptor.intercepts
+        )
 
     def attach(
         self,
@@ -177,24 +221,64 @@ class Dispatcher:
     def push(self, payload: bytes, binary: bool, last: bool = True) -> None:
         """Take one message's payload from the reader.
 
-        A message that arrived alone in its network read (``last`` and the first of the read)
-        while nothing else is queued or being dispatched is decoded and routed right here, in
-        the read callback, and its plain handlers run at once: no task switch for a reply or
-        a trickle. A burst goes to the inbox and the dispatcher task takes it as one batch;
-        the inbox pauses reading when it holds ``size`` messages.
+        While nothing is queued or being dispatched, the message is decoded and routed right
+        here, in the read callback, and its plain handlers run at once: no task switch and no
+        queue, for a lone reply as for every frame of a burst (a read is bounded by the read
+        buffer, so a burst yields to the loop between reads). A message whose handlers are
+        async goes to the inbox, and so does every message after it until the dispatcher
+        task has caught up: order is kept. The inbox pauses reading when it holds ``size``
+        messages.
         """
         stamp = self._stamp
         if stamp is None:
             stamp = time.time()
-            if last and self._direct and not self._count and not self._busy:
-                self._dispatch_now(payload, binary, stamp)
-                return
-            self._stamp = stamp
-            self._items.append(stamp)
-        self._items.append(_Binary(payload) if binary else payload)
-        self._count += 1
-        if last:
+            if not last:
+                self._stamp = stamp
+        elif last:
             self._stamp = None
+        if self._queueing:
+            self._queue(payload, binary, stamp)
+            return
+        self.frames += 1
+        json_decode = self._json_decode
+        if json_decode is None or binary:
+            self._decode_and_route(payload, binary, stamp)
+            return
+        # The hot path, inlined (one call per message costs measurably here): the JSON branch
+        # of Codec.decode, then routing by one dict lookup when nothing else is in play.
+        try:
+            data = json_decode(payload)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            self._decode_failed_soon(DecodeError(f"text frame is not valid JSON: {exc}", payload))
+            return
+        if type(data) is dict:
+            msg_type = data.get(self._type_field)
+            if type(msg_type) is not str and msg_type is not None:
+                msg_type = str(msg_type)
+            id_field = self._id_field
+            msg_id = data.get(id_field) if id_field is not None else None
+            message = Message(msg_type, data, msg_id, payload, False, stamp)
+        else:
+            msg_type = None
+            message = Message(None, data, None, payload, False, stamp)
+        if self._fast:
+            run = self._sync_plans.get(msg_type)
+            if run is not None:
+                try:
+                    run(message)
+                except Exception as exc:  # a lone handler (a composed plan never raises)
+                    self._fail_soon(exc, _name(run), message)
+                return
+        self._route_now(message)
+
+    def _queue(self, payload: bytes, binary: bool, stamp: float) -> None:
+        items = self._items
+        if stamp != self._queued_stamp:
+            self._queued_stamp = stamp
+            items.append(stamp)
+        items.append(_Binary(payload) if binary else payload)
+        self._count += 1
+        self._queueing = True
         if not self._ready.is_set():
             self._ready.set()
             self._idle.clear()
@@ -207,51 +291,47 @@ class Dispatcher:
         """One network read is delivered; the next frame gets a fresh timestamp."""
         self._stamp = None
 
-    def _dispatch_now(self, payload: bytes, binary: bool, stamp: float) -> None:
+    def _decode_and_route(self, payload: bytes, binary: bool, stamp: float) -> None:
         try:
             message = self._codec.decode(payload, binary, stamp)
         except DecodeError as exc:
-            self.decode_errors += 1
-            self.frames += 1
-            self._defer(exc)
+            self._decode_failed_soon(exc)
             return
-        self.dispatched += 1
-        interceptor = self._interceptor
-        if (
-            self._heartbeat is None
-            and not self._taps
-            and not self._plugins
-            and (interceptor is None or not interceptor.intercepts)
-        ):
-            found = self._plans.get(message.type)
-            if found is None:
-                found = self._plans[message.type] = self._plan(message.type)
-        else:
-            found = self._steps(message)
-        if found is not None:
-            steps, all_sync = found
-            if all_sync:
-                for func, _ in steps:
-                    try:
-                        func(message)
-                    except Exception as exc:
-                        self._fail_soon(exc, _name(func), message)
-            else:  # an async handler: the dispatcher task awaits it (and counts it), in order
-                self._items.append((message, steps))
-                self._count += 1
-                self._ready.set()
-                self._idle.clear()
-                return
-        self.frames += 1
-        if self._failures:
-            self._ready.set()
+        self._route_now(message)
 
-    def _defer(self, error: BgwsError) -> None:
+    def _route_now(self, message: Message) -> None:
+        """Route a message in the read callback; async handlers go to the dispatcher task."""
+        found = self._steps(message)
+        if found is None:
+            return
+        steps, all_sync = found
+        if all_sync:
+            for func, _ in steps:
+                try:
+                    func(message)
+                except Exception as exc:
+                    self._fail_soon(exc, _name(func), message)
+            return
+        # An async handler: the dispatcher task awaits it, in order. The frame was counted.
+        self.frames -= 1
+        self._items.append((message, steps))
+        self._count += 1
+        self._queueing = True
+        self._ready.set()
+        self._idle.clear()
+
+    def _decode_failed_soon(self, error: DecodeError) -> None:
+        self.decode_errors += 1
         self._failures.append(error)
         self._ready.set()
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def dispatched(self) -> int:
+        """Messages decoded and routed (or being routed) so far."""
+        return self.frames - self.decode_errors
 
     @property
     def received(self) -> int:
@@ -275,14 +355,14 @@ class Dispatcher:
             self._items = []
             count = self._count
             self._count = 0
-            self._stamp = None
+            self._queued_stamp = None
             ready.clear()
             self.frames += count
-            self._busy = True
+            self._queueing = True
             try:
                 await self._dispatch_batch(batch)
             finally:
-                self._busy = False
+                self._queueing = bool(self._count) or not self._direct
             if self.paused and self._resume is not None:
                 self.paused = False
                 self._resume()
@@ -290,69 +370,34 @@ class Dispatcher:
                 self._idle.set()
 
     async def _dispatch_batch(self, batch: list[Any]) -> None:
-        # The hot path. Per message: one decode, one Message, the sync checks of _steps, and
-        # a direct call of each sync handler; no coroutine unless a handler is async.
+        # Only what piled up behind an async handler (or for priority types) comes here: the
+        # read callback routes everything else itself. Still no coroutine per message unless
+        # a handler is async.
         if self._ranks and len(batch) > 2:
             await self._dispatch_by_priority(batch)
             return
-        codec = self._codec
-        json_decode = codec.json_decode if codec.kind == "json" else None
-        type_field, id_field = codec.type_field, codec.id_field
-        steps_for = self._steps
-        plans = self._plans
-        # With no heartbeat, interceptor, taps or plugins in play, routing is one dict lookup.
-        simple = (
-            self._heartbeat is None
-            and not self._taps
-            and not self._plugins
-            and (self._interceptor is None or not self._interceptor.intercepts)
-        )
+        decode = self._codec.decode
         stamp = 0.0
-        count = 0
         for item in batch:
             kind = type(item)
             if kind is float:
                 stamp = item
                 continue
-            if kind is tuple:  # routed at once by the reader; an async handler still to run
-                await self._run(item[1], item[0])
-                if self._failures:
-                    await self._report_failures()
-                continue
-            count += 1
-            if kind is bytes and json_decode is not None:
-                try:
-                    data = json_decode(item)
-                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-                    await self._decode_failed(
-                        DecodeError(f"text frame is not valid JSON: {exc}", item)
-                    )
-                    continue
-                if type(data) is dict:
-                    msg_type = data.get(type_field)
-                    if msg_type is not None and type(msg_type) is not str:
-                        msg_type = str(msg_type)
-                    msg_id = data.get(id_field) if id_field is not None else None
-                    message = Message(msg_type, data, msg_id, item, False, stamp)
-                else:
-                    message = Message(None, data, None, item, False, stamp)
+            if kind is tuple:  # routed by the reader; an async handler still to run
+                message, steps = item
+                all_sync = False
             else:
                 try:
-                    message = codec.decode(item, kind is _Binary, stamp)
+                    message = decode(item, kind is _Binary, stamp)
                 except DecodeError as exc:
                     await self._decode_failed(exc)
                     continue
-            if simple:
-                found = plans.get(message.type)
-                if found is None:
-                    found = plans[message.type] = self._plan(message.type)
-            else:
-                found = steps_for(message)
+                found = self._steps(message)
                 if self._failures:
                     await self._report_failures()
                 if found is None:
                     continue
-            steps, all_sync = found
+                steps, all_sync = found
             if all_sync:
                 for func, _ in steps:
                     try:
@@ -361,7 +406,8 @@ class Dispatcher:
                         await self._handler_failed(exc, _name(func), message)
             else:
                 await self._run(steps, message)
-        self.dispatched += count
+            if self._failures:
+                await self._report_failures()
 
     async def _decode_failed(self, error: DecodeError) -> None:
         self.decode_errors += 1
@@ -386,7 +432,6 @@ class Dispatcher:
         messages.sort(key=lambda m: ranks.get(m.type, last) if m.type is not None else last)
         for message in messages:
             await self.dispatch(message)
-        self.dispatched += len(messages)
 
     async def dispatch(self, message: Message) -> None:
         """Route one decoded message through plugins and handlers."""
@@ -408,7 +453,7 @@ class Dispatcher:
             self._on_heartbeat_reply()
             return None
         interceptor = self._interceptor
-        if interceptor is not None and interceptor.intercepts and interceptor.intercept(message):
+        if interceptor.intercepts and interceptor.intercept(message):
             return None
         if self._taps:
             self._tap(message)
@@ -426,7 +471,24 @@ class Dispatcher:
         plan = self._plans.get(msg_type)
         if plan is None:
             plan = self._plans[msg_type] = self._plan(msg_type)
+            if plan[1]:
+                self._sync_plans[msg_type] = self._sync_runner(plan[0])
         return plan
+
+    def _sync_runner(self, steps: _Route) -> Callable[[Message], None]:
+        """One callable for plain handlers: the handler itself, or all of them in order."""
+        if len(steps) == 1:
+            return steps[0][0]  # type: ignore[return-value]
+        fail_soon = self._fail_soon
+
+        def run_all(message: Message) -> None:
+            for func, _ in steps:
+                try:
+                    func(message)
+                except Exception as exc:
+                    fail_soon(exc, _name(func), message)
+
+        return run_all
 
     def _plan(self, msg_type: str | None) -> tuple[_Route, bool]:
         """Type handlers, then the class handler, then (when no type handler) the catch-alls."""
@@ -446,10 +508,12 @@ class Dispatcher:
             A function that removes the tap.
         """
         self._taps.append(tap)
+        self._fast = False
 
         def remove() -> None:
             if tap in self._taps:
                 self._taps.remove(tap)
+                self._refresh()
 
         return remove
 
@@ -481,6 +545,7 @@ class Dispatcher:
         error = HandlerError(where, message)
         error.__cause__ = exc
         self._failures.append(error)
+        self._ready.set()
 
     async def _report_failures(self) -> None:
         failures, self._failures = self._failures, []

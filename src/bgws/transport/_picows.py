@@ -70,11 +70,12 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
         msg_type = frame.msg_type
+        if msg_type is _TEXT and frame.fin:  # the common case first
+            self._sink.on_data(frame.get_payload_as_bytes(), False, frame.last_in_buffer)
+            return
         if msg_type is _TEXT or msg_type is _BINARY:
             if frame.fin:
-                self._sink.on_data(
-                    frame.get_payload_as_bytes(), msg_type is _BINARY, frame.last_in_buffer
-                )
+                self._sink.on_data(frame.get_payload_as_bytes(), True, frame.last_in_buffer)
                 return
             self._fragments = bytearray(frame.get_payload_as_memoryview())
             self._fragments_binary = msg_type is _BINARY
