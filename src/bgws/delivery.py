@@ -80,6 +80,8 @@ class Delivery:
         self._writer: asyncio.Task[None] | None = None
         self._keeper: asyncio.Task[None] | None = None
         self._opening: asyncio.Future[None] | None = None
+        self.opened = False
+        """Whether :meth:`open` has finished without error (checked on every send)."""
         self._burst = False
         self._wake = asyncio.Event()
         self._pending: dict[Any, tuple[asyncio.Future[Message], bool]] = {}
@@ -107,22 +109,16 @@ class Delivery:
         Raises:
             StoreError: the store is corrupt, locked by another process, or unwritable.
         """
-        opening = self._opening
-        if opening is not None and opening.done() and opening.exception() is None:
+        if self.opened:
             return
         if self._opening is None:
             self._opening = asyncio.ensure_future(self._open())
         await asyncio.shield(self._opening)
 
-    @property
-    def opened(self) -> bool:
-        """Whether :meth:`open` has finished without error."""
-        opening = self._opening
-        return opening is not None and opening.done() and opening.exception() is None
-
     async def _open(self) -> None:
         loaded = await self.store.open()
         self.outbox.restore(loaded.entries)
+        self.opened = True
         self._subscriptions = dict(loaded.subscriptions)
         position = loaded.kv.get(self._resume_key)
         if position is not None:
@@ -213,6 +209,17 @@ class Delivery:
 
     def _end_burst(self) -> None:
         self._burst = False
+
+    def enqueue_now(self, entry: Entry) -> bool:
+        """Queue an entry at once when that needs no wait (no disk, no room to wait for, no
+        ack to wait for, no deadline); ``False``: :meth:`enqueue` must do it."""
+        if entry.durable or entry.waiter is not None or entry.expires_at is not None:
+            return False
+        outbox = self.outbox
+        if not outbox.try_reserve():
+            return False
+        outbox.add(entry)
+        return True
 
     async def enqueue(self, entry: Entry, timeout: float | None = None) -> None:
         """Queue an entry from :meth:`submit`: on disk first when durable, then the outbox."""

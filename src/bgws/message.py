@@ -127,7 +127,7 @@ class Codec:
         msg_id: Any = None
         binary = False
         payload: bytes | str
-        if isinstance(message, Mapping):
+        if type(message) is dict or isinstance(message, Mapping):  # the exact check is fast
             id_field = self.id_field
             if id_field is not None and assign_id:
                 msg_id = message.get(id_field)

@@ -63,6 +63,7 @@ __all__ = ["Service"]
 
 _F = TypeVar("_F", bound=Handler)
 _CLEAN_CLOSE = frozenset({1000, 1001})
+_CLOSING, _CLOSED, _FAILED = State.CLOSING, State.CLOSED, State.FAILED
 
 
 class Service:
@@ -441,7 +442,7 @@ class Service:
         if not delivery.opened:
             await delivery.open()
         msg_id, entry = delivery.submit(message, priority, ttl, wait_for_ack)
-        if entry is not None:
+        if entry is not None and not delivery.enqueue_now(entry):
             await delivery.enqueue(entry, timeout)
         return msg_id
 
@@ -536,8 +537,8 @@ class Service:
 
     def _check_open(self, what: str) -> None:
         state = self._machine.state
-        if state is State.CLOSING or state is State.CLOSED or state is State.FAILED:
-            raise ServiceClosed(f"cannot {what}: the service is {state}")
+        if state is _CLOSING or state is _CLOSED or state is _FAILED:  # on every send: no
+            raise ServiceClosed(f"cannot {what}: the service is {state}")  # enum lookups
 
     # -- the connect loop -------------------------------------------------------------------
 
