@@ -170,3 +170,27 @@ async def test_only_delivered_rows_are_deleted(
     await third.start()
     assert third.stats.queued == 0
     await third.stop()
+
+
+@pytest.mark.parametrize("sync", ["normal", "full"])
+async def test_deletes_in_one_run_or_with_gaps_remove_exactly_those_rows(
+    tmp_path: Path, sync: str
+) -> None:
+    """A run of delivered seqs is deleted as one range; a set with gaps row by row."""
+    from bgws.outbox import Entry
+
+    path = tmp_path / "runs.sqlite3"
+    store = SqliteStore(path, sync=sync)  # type: ignore[arg-type]
+    await store.open()
+    entries = [Entry(f"m{n}", seq=n, durable=True) for n in range(1, 11)]
+    await store.stage(entries, lambda done: None)
+    store.forget([entries[n - 1] for n in (5, 3, 2, 4)])  # one run, out of order
+    await store.set("first", "yes")  # joins the same commit as the deletes
+    store.forget([entries[n - 1] for n in (9, 7)])  # a gap: 8 is still wanted
+    await store.set("second", "yes")
+    await store.close()
+    reopened = SqliteStore(path, sync=sync)  # type: ignore[arg-type]
+    loaded = await reopened.open()
+    await reopened.close()
+    assert [e.seq for e in loaded.entries] == [1, 6, 8, 10]
+    assert [e.payload for e in loaded.entries] == ["m1", "m6", "m8", "m10"]

@@ -329,7 +329,12 @@ class SqliteStore(StorageBackend):
                     rows,
                 )
             if deletes:
-                db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in deletes])
+                deletes.sort()
+                first, last = deletes[0], deletes[-1]
+                if deletes == list(range(first, last + 1)):  # one run: one range delete
+                    db.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
+                else:
+                    db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in deletes])
             for key, value in kv.items():
                 if value is None:
                     db.execute("DELETE FROM kv WHERE key = ?", (key,))
