@@ -110,3 +110,40 @@ async def test_custom_reply_id_field(make_service: ServiceFactory) -> None:
         async with service:
             got = await service.request({"type": "q"}, timeout=5)
     assert got.data["in_reply_to"] == server.received_json()[0]["id"]
+
+
+async def test_each_request_keeps_its_own_deadline(make_service: ServiceFactory) -> None:
+    """One timer serves every deadline: a short request made after a long one still times
+    out on time, and the long one still gets its late reply."""
+    held: list[tuple[Connection, str]] = []
+    arrived = asyncio.Event()
+
+    def hold(connection: Connection, message: ReceivedMessage) -> None:
+        held.append((connection, message.json()["id"]))
+        arrived.set()
+
+    async with Server(on_message=hold) as server:
+        service = make_service(server.url)
+        async with service:
+            await service.wait_for(bgws.State.CONNECTED, timeout=5)
+            long = asyncio.ensure_future(service.request({"type": "slow"}, timeout=5))
+            await asyncio.wait_for(arrived.wait(), 5)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(bgws.RequestTimeout):
+                await service.request({"type": "quick"}, timeout=50 * MS)
+            assert loop.time() - started < 2.5  # not held until the long deadline
+            connection, long_id = held[0]
+            connection.send({"type": "answer", "id": long_id})
+            reply = await asyncio.wait_for(long, 5)
+    assert reply.type == "answer"
+
+
+async def test_request_on_a_stopped_service_is_refused(make_service: ServiceFactory) -> None:
+    """request() on a stopped service raises ServiceClosed (at the call)."""
+    async with Server() as server:
+        service = make_service(server.url)
+        async with service:
+            await service.wait_for(bgws.State.CONNECTED, timeout=5)
+        with pytest.raises(bgws.ServiceClosed, match="cannot request"):
+            await service.request({"type": "q"}, timeout=1)

@@ -82,9 +82,14 @@ class Delivery:
         self._opening: asyncio.Future[None] | None = None
         self.opened = False
         """Whether :meth:`open` has finished without error (checked on every send)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._burst = False
         self._wake = asyncio.Event()
-        self._pending: dict[Any, tuple[asyncio.Future[Message], bool]] = {}
+        # Pending requests: id -> (reply future, dispatch the reply too, deadline). One timer
+        # sweeps the deadlines (a timer per request cost a tenth of an echo round trip).
+        self._pending: dict[Any, tuple[asyncio.Future[Message], bool, float]] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0
         self._reply_field = config.reply_id_field or config.id_field
         self._subscriptions: dict[str, Entry] = {}
         self._resume = config.resume
@@ -111,6 +116,9 @@ class Delivery:
         """
         if self.opened:
             return
+        # The loop, kept: asyncio.get_running_loop() costs a getpid() system call per call on
+        # Python 3.11 (about 1 us here), and the send path needs the loop every time.
+        self._loop = asyncio.get_running_loop()
         if self._opening is None:
             self._opening = asyncio.ensure_future(self._open())
         await asyncio.shield(self._opening)
@@ -141,13 +149,16 @@ class Delivery:
                 await asyncio.gather(task, return_exceptions=True)
         if self._checkpoint is not None:
             self._checkpoint.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         if self._resume is not None and self._position is not None:
             await self.store.set(self._resume_key, str(self._position))
         for entry in self.outbox.drain_volatile():
             self._count_and_report(
                 MessageDropped("service stopped before it could be sent", entry.payload)
             )
-        for future, _ in self._pending.values():
+        for future, _, _ in self._pending.values():
             if not future.done():
                 future.set_exception(ServiceClosed("the service stopped before the reply came"))
         await self.store.close()
@@ -191,7 +202,7 @@ class Delivery:
                 # One message per loop turn goes straight out (lowest latency); the rest of
                 # a burst waits for the writer, which sends it as one corked batch.
                 self._burst = True
-                asyncio.get_running_loop().call_soon(self._end_burst)
+                (self._loop or asyncio.get_running_loop()).call_soon(self._end_burst)
                 self.sent += 1
                 return msg_id, None
         entry = Entry(payload, binary, msg_id, priority=priority, durable=durable)
@@ -204,7 +215,7 @@ class Delivery:
                 raise ServiceError("wait_for_ack needs an ack policy (Config.ack)")
             if msg_id is None:
                 raise ServiceError("wait_for_ack needs a message id (a mapping with id_field)")
-            entry.waiter = asyncio.get_running_loop().create_future()
+            entry.waiter = (self._loop or asyncio.get_running_loop()).create_future()
         return msg_id, entry
 
     def _end_burst(self) -> None:
@@ -310,31 +321,59 @@ class Delivery:
         dispatch_reply: bool = False,
     ) -> Message:
         """Send ``message`` with a fresh id and return the reply carrying it."""
+        if not self.opened:
+            await self.open()
         id_field = self._codec.id_field
         if id_field is None or self._reply_field is None:
             raise ServiceError("request() needs id_field (or reply_id_field) in the config")
-        if not isinstance(message, Mapping):
+        if type(message) is not dict and not isinstance(message, Mapping):
             raise TypeError("request() takes a mapping")
         if len(self._pending) >= self._config.max_pending_requests:
             raise QueueFull(f"{len(self._pending)} requests are waiting (max_pending_requests)")
+        loop = self._loop or asyncio.get_running_loop()
+        limit = timeout if timeout is not None else self._config.request_timeout
+        deadline = loop.time() + limit
         msg_id = self._codec.new_id()
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[msg_id] = (future, dispatch_reply)
+        future: asyncio.Future[Message] = loop.create_future()
+        self._pending[msg_id] = (future, dispatch_reply, deadline)
         if not self.intercepts:
             self._set_intercepts(True)
-        limit = timeout if timeout is not None else self._config.request_timeout
+        if self._sweeper is None or deadline < self._sweep_at:
+            self._arm_sweeper(loop, deadline)
         try:
-            async with asyncio.timeout(limit):
-                _, entry = self.submit({**message, id_field: msg_id}, priority, durable=False)
-                if entry is not None:
+            _, entry = self.submit({**message, id_field: msg_id}, priority, durable=False)
+            if entry is not None and not self.enqueue_now(entry):
+                async with asyncio.timeout_at(deadline):  # waiting for room in the outbox
                     await self.enqueue(entry)
-                return await future
+            return await future
         except TimeoutError:
             raise RequestTimeout(f"no reply to request {msg_id!r} within {limit:g}s") from None
         finally:
+            # intercepts stays on: the next message that finds nothing to intercept turns it
+            # off, so back-to-back requests do not flip it twice each.
             self._pending.pop(msg_id, None)
-            if not self._pending:
-                self._set_intercepts(self._ack is not None or self._resume is not None)
+
+    def _arm_sweeper(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self._sweep_at = when
+        self._sweeper = loop.call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        """Fail the requests whose deadline passed; wake again at the next deadline."""
+        self._sweeper = None
+        loop = self._loop or asyncio.get_running_loop()
+        now = loop.time()
+        soonest: float | None = None
+        for future, _, deadline in self._pending.values():
+            if future.done():
+                continue
+            if deadline <= now:
+                future.set_exception(TimeoutError())
+            elif soonest is None or deadline < soonest:
+                soonest = deadline
+        if soonest is not None:
+            self._arm_sweeper(loop, soonest)
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -486,16 +525,26 @@ class Delivery:
             if ids is not None:
                 self.outbox.ack(_hashable(ids))
                 return True
-        if self._pending:
-            reply_id = message.get(self._reply_field) if self._reply_field else None
-            waiting = self._pending.get(reply_id) if _is_hashable(reply_id) else None
-            if waiting is not None:
-                future, dispatch = waiting
-                if not future.done():
-                    future.set_result(message)
-                return not dispatch
+        pending = self._pending
+        if pending:
+            field = self._reply_field
+            data = message.data
+            if type(data) is dict:  # the usual case, without Message.get's checks
+                reply_id = data.get(field) if field else None
+            else:
+                reply_id = message.get(field) if field else None
+            if type(reply_id) is str or _is_hashable(reply_id):
+                waiting = pending.get(reply_id)
+                if waiting is not None:
+                    future, dispatch, _ = waiting
+                    if not future.done():
+                        future.set_result(message)
+                    return not dispatch
         resume = self._resume
-        if resume is not None:
+        if resume is None:
+            if ack is None and not pending:  # the last request is answered: stop looking
+                self._set_intercepts(False)
+        else:
             seq = message.get(resume.seq_field)
             if type(seq) is int:
                 last = self._position
@@ -508,7 +557,7 @@ class Delivery:
                         self._report(SequenceGap(last + 1, seq - 1))
                 self._position = seq
                 if self._checkpoint is None:
-                    self._checkpoint = asyncio.get_running_loop().call_later(
+                    self._checkpoint = (self._loop or asyncio.get_running_loop()).call_later(
                         _CHECKPOINT_DELAY, self._save_position
                     )
         return False

@@ -17,7 +17,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -472,14 +472,14 @@ class Service:
             await delivery.open()
         return await delivery.send_many(messages, priority=priority, ttl=ttl)
 
-    async def request(
+    def request(
         self,
         message: Mapping[str, Any],
         *,
         timeout: float | None = None,
         priority: int = 0,
         dispatch_reply: bool = False,
-    ) -> Message:
+    ) -> Coroutine[Any, Any, Message]:
         """Send ``message`` with a fresh id and return the reply that carries the same id.
 
         The reply is matched on ``reply_id_field`` (default ``id_field``) and, unless
@@ -488,12 +488,12 @@ class Service:
         Raises:
             RequestTimeout: no reply within ``timeout`` (default ``request_timeout``).
             QueueFull: ``max_pending_requests`` requests are already waiting.
+            ServiceClosed: the service is stopping, stopped or failed (raised at the call).
         """
+        # A plain method handing back the delivery layer's coroutine: one coroutine per
+        # request instead of two (``await service.request(...)`` is unchanged).
         self._check_open("request")
-        delivery = self._delivery
-        if not delivery.opened:
-            await delivery.open()
-        return await delivery.request(
+        return self._delivery.request(
             message, timeout=timeout, priority=priority, dispatch_reply=dispatch_reply
         )
 

@@ -53,7 +53,9 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
         self._writable = asyncio.Event()
         self._writable.set()
         self._subprotocol: str | None = None
-        self._closed = False
+        # Plain attributes, not properties: the send path reads both for every message.
+        self.closed = False
+        self.write_paused = False
         self._too_big_reported = False
         self._disconnected: asyncio.Future[None] | None = None
 
@@ -112,7 +114,8 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
         return False
 
     def on_ws_disconnected(self, transport: Any) -> None:
-        self._closed = True
+        self.closed = True
+        self.write_paused = False
         self._writable.set()
         handshake = transport.close_handshake
         code, reason = _ABNORMAL, ""
@@ -128,9 +131,11 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
         self._sink.on_closed(ConnectionClosed(code, reason))
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         self._writable.clear()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         self._writable.set()
 
     # -- Link -------------------------------------------------------------------------------
@@ -138,14 +143,6 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
     @property
     def subprotocol(self) -> str | None:
         return self._subprotocol
-
-    @property
-    def write_paused(self) -> bool:
-        return not self._writable.is_set()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def send(self, payload: bytes | str, binary: bool) -> None:
         self._ws.send(_BINARY if binary else _TEXT, payload)
@@ -172,14 +169,14 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         ws = self._ws
-        if self._closed or ws is None:
+        if self.closed or ws is None:
             return
         if not ws.is_close_frame_sent:
             ws.send_close(picows.WSCloseCode(code), reason.encode())
         ws.disconnect()
 
     def abort(self) -> None:
-        if self._ws is not None and not self._closed:
+        if self._ws is not None and not self.closed:
             self._ws.disconnect(graceful=False)
 
     def pause_reading(self) -> None:
