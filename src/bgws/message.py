@@ -132,7 +132,7 @@ class Codec:
             if id_field is not None and assign_id:
                 msg_id = message.get(id_field)
                 if msg_id is None:
-                    msg_id = self.new_id()
+                    msg_id = f"{self._id_prefix}-{next(self._counter)}"  # new_id(), inlined
                     message = {**message, id_field: msg_id}
             try:
                 payload = self._encode(message)

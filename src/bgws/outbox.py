@@ -108,6 +108,10 @@ class Outbox:
         self._room.set()
         self._empty = asyncio.Event()
         self._empty.set()
+        # Mirrors of _sendable and _empty, so add() (once per message) tests a bool instead
+        # of calling into the events.
+        self._can_send = False
+        self._is_empty = True
 
     # -- size -------------------------------------------------------------------------------
 
@@ -147,7 +151,7 @@ class Outbox:
 
     def try_reserve(self) -> bool:
         """Reserve room for one message if there is some now, without waiting or dropping."""
-        if len(self) + self._reserved >= self._max:
+        if self._queued + len(self._in_flight) + self._reserved >= self._max:  # len(self)
             return False
         self._reserved += 1
         return True
@@ -167,14 +171,21 @@ class Outbox:
         """Queue ``entry`` at the back of its lane (after :meth:`reserve`)."""
         if reserved:
             self._reserved -= 1
-        if not entry.seq:
-            self.number(entry)
-        elif entry.seq > self._seq:
-            self._seq = entry.seq
-        self._lane(entry.priority).append(entry)
+        seq = entry.seq
+        if not seq:
+            self._seq += 1
+            entry.seq = self._seq
+        elif seq > self._seq:
+            self._seq = seq
+        lane = self._lanes.get(entry.priority)
+        if lane is None:
+            lane = self._lane(entry.priority)
+        lane.append(entry)
         self._queued += 1
-        self._empty.clear()
-        self._update_sendable()
+        if self._is_empty:
+            self._set_empty(False)
+        if not self._can_send:
+            self._update_sendable()
 
     def restore(self, entries: Iterable[Entry]) -> None:
         """Load entries kept by a store (at start), in their original order."""
@@ -237,7 +248,7 @@ class Outbox:
             self._lane(entry.priority).appendleft(entry)
             self._queued += 1
         if batch:
-            self._empty.clear()
+            self._set_empty(False)
         self._update_sendable()
 
     # -- acknowledgements -------------------------------------------------------------------
@@ -314,7 +325,7 @@ class Outbox:
         self._fail_waiters(everything, "the service stopped before the message was acknowledged")
         self._update_sendable()
         if not len(self):
-            self._empty.set()
+            self._set_empty(True)
         return sorted(volatile, key=_by_seq)
 
     # -- internals --------------------------------------------------------------------------
@@ -358,7 +369,7 @@ class Outbox:
             self._fail_waiters(entries, "the message expired before it was acknowledged")
         self._room.set()
         if not len(self):
-            self._empty.set()
+            self._set_empty(True)
 
     def _fail_waiters(self, entries: list[Entry], why: str) -> None:
         for entry in entries:
@@ -369,10 +380,18 @@ class Outbox:
 
     def _update_sendable(self) -> None:
         ready = self._queued > 0 and (not self.acks or len(self._in_flight) < self._window)
+        self._can_send = ready
         if ready:
             self._sendable.set()
         else:
             self._sendable.clear()
+
+    def _set_empty(self, empty: bool) -> None:
+        self._is_empty = empty
+        if empty:
+            self._empty.set()
+        else:
+            self._empty.clear()
 
 
 def _by_seq(entry: Entry) -> int:
