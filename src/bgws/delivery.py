@@ -56,6 +56,42 @@ class Delivery:
         report: reports an error without waiting (the service's error path).
     """
 
+    # Slots: see Dispatcher (a full instance dict per service otherwise).
+    __slots__ = (
+        "_ack",
+        "_burst",
+        "_checkpoint",
+        "_codec",
+        "_config",
+        "_intercepts_changed",
+        "_keeper",
+        "_link",
+        "_loop",
+        "_opening",
+        "_pending",
+        "_position",
+        "_reply_field",
+        "_report",
+        "_resume",
+        "_resume_key",
+        "_subscriptions",
+        "_sweep_at",
+        "_sweeper",
+        "_wake",
+        "_writer",
+        "dropped",
+        "duplicates",
+        "durable",
+        "expired",
+        "gaps",
+        "intercepts",
+        "opened",
+        "outbox",
+        "resent",
+        "sent",
+        "store",
+    )
+
     def __init__(self, config: Config, codec: Codec, report: Callable[[BgwsError], None]) -> None:
         self._config = config
         self._codec = codec

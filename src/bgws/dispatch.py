@@ -90,6 +90,48 @@ class Dispatcher:
         report: called with every error to report (awaited).
     """
 
+    # Slots: over 30 attributes would give every service a full instance dict (about
+    # 1.5 KiB) instead of the compact shared-key layout.
+    __slots__ = (
+        "_catch_all",
+        "_codec",
+        "_count",
+        "_direct",
+        "_failures",
+        "_fast",
+        "_frozen_catch_all",
+        "_frozen_routes",
+        "_heartbeat",
+        "_id_field",
+        "_idle",
+        "_interceptor",
+        "_items",
+        "_json_decode",
+        "_message_handler",
+        "_message_handler_async",
+        "_on_heartbeat_reply",
+        "_pause",
+        "_plans",
+        "_plugins",
+        "_queued_stamp",
+        "_queueing",
+        "_ranks",
+        "_ready",
+        "_report",
+        "_resume",
+        "_routes",
+        "_size",
+        "_stamp",
+        "_sync_plans",
+        "_taps",
+        "_type_field",
+        "decode_errors",
+        "frames",
+        "handler_errors",
+        "paused",
+        "pauses",
+    )
+
     def __init__(
         self,
         codec: Codec,
