@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import bgws
 from bgws.testing import Server
 
@@ -82,3 +84,24 @@ async def test_priority_types_dispatched_first_under_load(
         ("tick", 1),
         ("tick", 2),
     ]
+
+
+async def test_send_many_gives_lanes_and_ttl_to_the_whole_batch(
+    bgws_server: Server, make_service: ServiceFactory, errors: Errors
+) -> None:
+    """A batch takes one priority and one TTL: an expired batch is reported message by
+    message, a batch in a higher lane overtakes an older one; ttl must be positive."""
+    await bgws_server.stop()
+    service = make_service(bgws_server.url, max_queue_size=8, overflow="wait")
+    async with service:
+        with pytest.raises(ValueError, match="ttl"):
+            await service.send_many([{"n": 0}], ttl=0)
+        stale = await service.send_many([{"n": n} for n in range(3)], ttl=50 * MS)
+        await errors.wait_for(bgws.MessageExpired, count=3, timeout=3)
+        low = await service.send_many([{"n": n} for n in range(3, 6)])
+        high = await service.send_many([{"n": n} for n in range(6, 8)], priority=5)
+        assert service.stats.expired == 3
+        assert len(stale) == 3
+        await bgws_server.start()
+        await bgws_server.wait_for_messages(5)
+    assert [m["id"] for m in bgws_server.received_json()] == high + low

@@ -296,32 +296,34 @@ class Delivery:
         ttl: float | None = None,
     ) -> list[Any]:
         """Accept many messages at once: one reservation pass and one commit for all."""
+        if ttl is not None and not ttl > 0:
+            raise ValueError("ttl must be > 0 seconds")
+        # submit() per message, without its checks for a direct write (a burst never writes
+        # directly): encode and wrap, in a loop of its own.
+        encode = self._codec.encode
+        durable = self.durable
+        expires_at = None if ttl is None else time.time() + ttl
         entries: list[Entry] = []
         ids: list[Any] = []
         for message in messages:
-            msg_id, entry = self.submit(message, priority, ttl, direct=False)
-            assert entry is not None
+            payload, binary, msg_id = encode(message)
             ids.append(msg_id)
-            entries.append(entry)
+            entries.append(Entry(payload, binary, msg_id, priority, expires_at, durable))
         if not entries:
             return ids
         outbox = self.outbox
-        reserved = 0
+        reserved = outbox.try_reserve_many(len(entries))
         try:
-            for _ in entries:
-                if not outbox.try_reserve():
-                    await outbox.reserve()
+            while reserved < len(entries):
+                await outbox.reserve()
                 reserved += 1
-            durable = [e for e in entries if e.durable]
-            for entry in entries:
-                if entry.durable:
-                    outbox.number(entry)
-                else:
-                    outbox.add(entry)
-                    reserved -= 1
             if durable:
-                await self.store.stage(durable, self._committed)
-                reserved = 0
+                outbox.number_many(entries)
+                await self.store.stage(entries, self._committed)
+            else:
+                for entry in entries:
+                    outbox.add(entry)
+            reserved = 0
         except BaseException:
             for _ in range(reserved):
                 outbox.release()

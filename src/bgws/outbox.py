@@ -156,6 +156,21 @@ class Outbox:
         self._reserved += 1
         return True
 
+    def try_reserve_many(self, count: int) -> int:
+        """Reserve room for up to ``count`` messages now; returns how many were reserved."""
+        free = self._max - (self._queued + len(self._in_flight) + self._reserved)
+        taken = min(count, max(free, 0))
+        self._reserved += taken
+        return taken
+
+    def number_many(self, entries: list[Entry]) -> None:
+        """:meth:`number` for each entry, in order."""
+        seq = self._seq
+        for entry in entries:
+            seq += 1
+            entry.seq = seq
+        self._seq = seq
+
     def release(self) -> None:
         """Give back a reservation that will not be used (the message was refused)."""
         self._reserved -= 1
