@@ -208,9 +208,13 @@ class Delivery:
         ttl: float | None = None,
         wait_for_ack: bool = False,
         durable: bool = True,
-        direct: bool = True,
+        request: bool = False,
     ) -> tuple[Any, Entry | None]:
         """Encode and check a message, and send it at once when nothing stands in the way.
+
+        A request (``request=True``) that goes out at once does not open a burst: requests
+        are latency-bound, each is written as it comes (like a raw socket write), and the
+        loop is spared a callback per round trip.
 
         Returns:
             ``(message id, entry)``; ``entry`` is ``None`` when the message already went out,
@@ -220,8 +224,7 @@ class Delivery:
         durable = durable and self.durable
         link = self._link
         if (
-            direct
-            and not self._burst
+            not self._burst
             and link is not None
             and ttl is None
             and not durable
@@ -237,8 +240,9 @@ class Delivery:
             else:
                 # One message per loop turn goes straight out (lowest latency); the rest of
                 # a burst waits for the writer, which sends it as one corked batch.
-                self._burst = True
-                (self._loop or asyncio.get_running_loop()).call_soon(self._end_burst)
+                if not request:
+                    self._burst = True
+                    (self._loop or asyncio.get_running_loop()).call_soon(self._end_burst)
                 self.sent += 1
                 return msg_id, None
         entry = Entry(payload, binary, msg_id, priority=priority, durable=durable)
@@ -379,7 +383,9 @@ class Delivery:
         if self._sweeper is None or deadline < self._sweep_at:
             self._arm_sweeper(loop, deadline)
         try:
-            _, entry = self.submit({**message, id_field: msg_id}, priority, durable=False)
+            _, entry = self.submit(
+                {**message, id_field: msg_id}, priority, durable=False, request=True
+            )
             if entry is not None and not self.enqueue_now(entry):
                 async with asyncio.timeout_at(deadline):  # waiting for room in the outbox
                     await self.enqueue(entry)
