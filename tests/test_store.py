@@ -182,7 +182,8 @@ async def test_deletes_in_one_run_or_with_gaps_remove_exactly_those_rows(
     path = tmp_path / "runs.sqlite3"
     store = SqliteStore(path, sync=sync)  # type: ignore[arg-type]
     await store.open()
-    entries = [Entry(f"m{n}", seq=n, durable=True) for n in range(1, 11)]
+    entries = [Entry(f"m{n}", seq=n, durable=True) for n in range(1, 10)]
+    entries.append(Entry(b"\x00m10", True, "id-10", seq=10, durable=True))  # binary, with id
     await store.stage(entries, lambda done: None)
     store.forget([entries[n - 1] for n in (5, 3, 2, 4)])  # one run, out of order
     await store.set("first", "yes")  # joins the same commit as the deletes
@@ -193,4 +194,6 @@ async def test_deletes_in_one_run_or_with_gaps_remove_exactly_those_rows(
     loaded = await reopened.open()
     await reopened.close()
     assert [e.seq for e in loaded.entries] == [1, 6, 8, 10]
-    assert [e.payload for e in loaded.entries] == ["m1", "m6", "m8", "m10"]
+    assert [e.payload for e in loaded.entries] == ["m1", "m6", "m8", b"\x00m10"]
+    assert [e.binary for e in loaded.entries] == [False, False, False, True]
+    assert loaded.entries[-1].id == "id-10"

@@ -281,18 +281,24 @@ class SqliteStore(StorageBackend):
         deletes, self._deletes = self._deletes, []
         kv, self._kv = self._kv, {}
         subs, self._subs = self._subs, {}
-        rows = [
-            (
-                e.seq,
-                e.priority,
-                None if e.id is None else _json_encode(e.id).decode(),
-                e.payload.encode() if isinstance(e.payload, str) else e.payload,
-                int(e.binary),
-                int(isinstance(e.payload, str)),
-                e.expires_at,
+        # Once per message on the hot path: no int() (sqlite3 stores a bool as 0/1), one type
+        # test (half the cost of the generic comprehension, measured).
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
+        for e in inserts:
+            payload, msg_id = e.payload, e.id
+            text = type(payload) is str
+            append(
+                (
+                    e.seq,
+                    e.priority,
+                    None if msg_id is None else _json_encode(msg_id).decode(),
+                    payload.encode() if text else payload,  # type: ignore[union-attr]
+                    e.binary,
+                    text,
+                    e.expires_at,
+                )
             )
-            for e in inserts
-        ]
         self._flushing = True
         if self._sync == "normal":
             # No fsync: the commit is a few WAL page writes into the OS cache (measured here
