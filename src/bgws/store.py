@@ -281,8 +281,8 @@ class SqliteStore(StorageBackend):
         deletes, self._deletes = self._deletes, []
         kv, self._kv = self._kv, {}
         subs, self._subs = self._subs, {}
-        # Once per message on the hot path: no int() (sqlite3 stores a bool as 0/1), one type
-        # test (half the cost of the generic comprehension, measured).
+        # Once per message on the hot path: one type test, no int() calls, and exact ints, not
+        # bools (sqlite3 sends a bool through its adapter lookup: about 1 us a row, measured).
         rows: list[tuple[Any, ...]] = []
         append = rows.append
         for e in inserts:
@@ -294,8 +294,8 @@ class SqliteStore(StorageBackend):
                     e.priority,
                     None if msg_id is None else _json_encode(msg_id).decode(),
                     payload.encode() if text else payload,  # type: ignore[union-attr]
-                    e.binary,
-                    text,
+                    1 if e.binary else 0,
+                    1 if text else 0,
                     e.expires_at,
                 )
             )
