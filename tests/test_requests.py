@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -147,3 +148,18 @@ async def test_request_on_a_stopped_service_is_refused(make_service: ServiceFact
             await service.wait_for(bgws.State.CONNECTED, timeout=5)
         with pytest.raises(bgws.ServiceClosed, match="cannot request"):
             await service.request({"type": "q"}, timeout=1)
+
+
+async def test_a_request_that_times_out_before_it_is_queued_leaves_no_noise(
+    bgws_server: Server, make_service: ServiceFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Timed out while waiting for room in a full outbox: RequestTimeout, and no
+    "exception was never retrieved" from the reply future afterwards."""
+    await bgws_server.stop()
+    service = make_service(bgws_server.url, max_queue_size=1, overflow="wait")
+    async with service:
+        await service.send({"type": "fills the outbox"})
+        with pytest.raises(bgws.RequestTimeout):
+            await service.request({"type": "q"}, timeout=50 * MS)
+        gc.collect()
+    assert "never retrieved" not in caplog.text

@@ -414,6 +414,7 @@ class Delivery:
                 continue
             if deadline <= now:
                 future.set_exception(TimeoutError())
+                future.exception()  # retrieved: a request cancelled meanwhile logs nothing
             elif soonest is None or deadline < soonest:
                 soonest = deadline
         if soonest is not None:
