@@ -96,6 +96,9 @@ async def test_send_many_gives_lanes_and_ttl_to_the_whole_batch(
     async with service:
         with pytest.raises(ValueError, match="ttl"):
             await service.send_many([{"n": 0}], ttl=0)
+        with pytest.raises(ValueError, match="ttl"):
+            await service.send({"n": 0}, ttl=-1)
+        assert service.stats.queued == 0  # refused messages take no room
         stale = await service.send_many([{"n": n} for n in range(3)], ttl=50 * MS)
         await errors.wait_for(bgws.MessageExpired, count=3, timeout=3)
         low = await service.send_many([{"n": n} for n in range(3, 6)])

@@ -245,11 +245,7 @@ class Delivery:
                     (self._loop or asyncio.get_running_loop()).call_soon(self._end_burst)
                 self.sent += 1
                 return msg_id, None
-        entry = Entry(payload, binary, msg_id, priority=priority, durable=durable)
-        if ttl is not None:
-            if not ttl > 0:
-                raise ValueError("ttl must be > 0 seconds")
-            entry.expires_at = time.time() + ttl
+        entry = Entry(payload, binary, msg_id, priority, _expires_at(ttl), durable)
         if wait_for_ack:
             if self._ack is None:
                 raise ServiceError("wait_for_ack needs an ack policy (Config.ack)")
@@ -300,13 +296,11 @@ class Delivery:
         ttl: float | None = None,
     ) -> list[Any]:
         """Accept many messages at once: one reservation pass and one commit for all."""
-        if ttl is not None and not ttl > 0:
-            raise ValueError("ttl must be > 0 seconds")
+        expires_at = _expires_at(ttl)
         # submit() per message, without its checks for a direct write (a burst never writes
         # directly): encode and wrap, in a loop of its own.
         encode = self._codec.encode
         durable = self.durable
-        expires_at = None if ttl is None else time.time() + ttl
         entries: list[Entry] = []
         ids: list[Any] = []
         for message in messages:
@@ -631,6 +625,15 @@ def _is_hashable(value: Any) -> bool:
 
 def _hashable(ids: list[Any]) -> list[Any]:
     return [i for i in ids if _is_hashable(i)]
+
+
+def _expires_at(ttl: float | None) -> float | None:
+    """When a message with this time-to-live expires (``time.time()``), or ``None``."""
+    if ttl is None:
+        return None
+    if not ttl > 0:
+        raise ValueError("ttl must be > 0 seconds")
+    return time.time() + ttl
 
 
 def _nothing() -> None:

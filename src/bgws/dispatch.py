@@ -19,6 +19,7 @@ that is the backpressure, and memory stays bounded. No task or future is made pe
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -96,7 +97,6 @@ class Dispatcher:
         "_catch_all",
         "_codec",
         "_count",
-        "_direct",
         "_failures",
         "_fast",
         "_frozen_catch_all",
@@ -166,7 +166,6 @@ class Dispatcher:
         self._interceptor: Interceptor = _NO_INTERCEPTOR
         self._taps: list[Callable[[Message], None]] = []
         self._failures: list[BgwsError] = []
-        self._direct = True
         # Whether a new frame must go through the inbox: something is queued or being
         # dispatched (order), or priority types need messages to pile up. One flag, because
         # the read callback checks it for every frame.
@@ -225,8 +224,7 @@ class Dispatcher:
         self._interceptor = interceptor if interceptor is not None else _NO_INTERCEPTOR
         self._interceptor.watch(self._refresh)
         self._ranks = {t: i for i, t in enumerate(priority_types)}
-        self._direct = not self._ranks  # reordering needs messages to pile up in the inbox
-        self._queueing = not self._direct
+        self._queueing = bool(self._ranks)  # reordering needs messages to pile up in the inbox
         self._message_handler = message_handler
         if message_handler is not None:
             self._message_handler_async = is_async(message_handler.handle_message)
@@ -287,7 +285,8 @@ class Dispatcher:
             self._decode_and_route(payload, binary, stamp)
             return
         # The hot path, inlined (one call per message costs measurably here): the JSON branch
-        # of Codec.decode, then routing by one dict lookup when nothing else is in play.
+        # of Codec.decode (keep the two in step), then routing by one dict lookup when
+        # nothing else is in play.
         try:
             data = json_decode(payload)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -348,11 +347,7 @@ class Dispatcher:
             return
         steps, all_sync = found
         if all_sync:
-            for func, _ in steps:
-                try:
-                    func(message)
-                except Exception as exc:
-                    self._fail_soon(exc, _name(func), message)
+            self._run_plain(steps, message)
             return
         # An async handler: the dispatcher task awaits it, in order. The frame was counted.
         self.frames -= 1
@@ -404,7 +399,7 @@ class Dispatcher:
             try:
                 await self._dispatch_batch(batch)
             finally:
-                self._queueing = bool(self._count) or not self._direct
+                self._queueing = bool(self._count or self._ranks)
             if self.paused and self._resume is not None:
                 self.paused = False
                 self._resume()
@@ -441,11 +436,7 @@ class Dispatcher:
                     continue
                 steps, all_sync = found
             if all_sync:
-                for func, _ in steps:
-                    try:
-                        func(message)
-                    except Exception as exc:
-                        await self._handler_failed(exc, _name(func), message)
+                self._run_plain(steps, message)  # its failures are reported just below
             else:
                 await self._run(steps, message)
             if self._failures:
@@ -521,16 +512,16 @@ class Dispatcher:
         """One callable for plain handlers: the handler itself, or all of them in order."""
         if len(steps) == 1:
             return steps[0][0]  # type: ignore[return-value]
-        fail_soon = self._fail_soon
+        return functools.partial(self._run_plain, steps)
 
-        def run_all(message: Message) -> None:
-            for func, _ in steps:
-                try:
-                    func(message)
-                except Exception as exc:
-                    fail_soon(exc, _name(func), message)
-
-        return run_all
+    def _run_plain(self, steps: _Route, message: Message) -> None:
+        """Run plain handlers in order; a failure is noted (reported by the dispatcher task)
+        and the next handler runs."""
+        for func, _ in steps:
+            try:
+                func(message)
+            except Exception as exc:
+                self._fail_soon(exc, _name(func), message)
 
     def _plan(self, msg_type: str | None) -> tuple[_Route, bool]:
         """Type handlers, then the class handler, then (when no type handler) the catch-alls."""

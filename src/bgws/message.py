@@ -132,7 +132,7 @@ class Codec:
             if id_field is not None and assign_id:
                 msg_id = message.get(id_field)
                 if msg_id is None:
-                    msg_id = f"{self._id_prefix}-{next(self._counter)}"  # new_id(), inlined
+                    msg_id = self.new_id()
                     message = {**message, id_field: msg_id}
             try:
                 payload = self._encode(message)
@@ -166,6 +166,7 @@ class Codec:
             except UnicodeDecodeError as exc:
                 raise DecodeError(f"text frame is not valid UTF-8: {exc}", payload) from exc
             return Message(None, text, None, text, False, received_at)
+        # Dispatcher.push has this JSON branch inlined for speed: keep the two in step.
         try:
             data = self.json_decode(payload)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:

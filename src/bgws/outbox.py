@@ -186,12 +186,10 @@ class Outbox:
         """Queue ``entry`` at the back of its lane (after :meth:`reserve`)."""
         if reserved:
             self._reserved -= 1
-        seq = entry.seq
-        if not seq:
-            self._seq += 1
-            entry.seq = self._seq
-        elif seq > self._seq:
-            self._seq = seq
+        if not entry.seq:
+            self.number(entry)
+        elif entry.seq > self._seq:
+            self._seq = entry.seq
         lane = self._lanes.get(entry.priority)
         if lane is None:
             lane = self._lane(entry.priority)
