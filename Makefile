@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.bgws-installed
 
-.PHONY: demo test lint typecheck unit bench wheel clean
+.PHONY: demo test lint typecheck unit fuzz node-deps bench wheel clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +24,27 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
+# Node's ws (v8) for the foreign-peer tests, without a lock file (lock files name registries).
+# Without node those tests are skipped, and say why.
+NODE_DIR := tests/foreign/servers
+node-deps:
+	@if ! command -v node >/dev/null 2>&1; then \
+		echo "node not found: the Node ws foreign-server tests will be skipped"; \
+	elif [ ! -f $(NODE_DIR)/node_modules/ws/package.json ]; then \
+		cd $(NODE_DIR) && npm install --no-package-lock --no-audit --no-fund --silent; \
+	fi
+
 # coverage starts before pytest, so modules imported by the bgws pytest plugin count too.
-unit: $(STAMP)
+unit: $(STAMP) node-deps
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage report
 
 test: lint typecheck unit
+
+# The fuzz tests with a large budget (CI runs them with a small one); prints the figures.
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP) node-deps
+	BGWS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -q -p no:cacheprovider --timeout=3600 -s
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -38,4 +53,4 @@ wheel: $(STAMP)
 	$(BIN)/python -m build --wheel --outdir dist .
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .coverage $(NODE_DIR)/node_modules
