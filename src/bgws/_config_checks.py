@@ -26,6 +26,7 @@ from bgws.errors import ConfigError
 from bgws.policies import AckPolicy, ResumePolicy
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "TOKEN",
     "check_ack",
     "check_bool",
@@ -49,6 +50,7 @@ __all__ = [
     "sensitive_strings",
     "slug",
     "thaw_json",
+    "toml_limit",
     "type_name",
 ]
 
@@ -70,6 +72,8 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 # Policy types written as a table (TOML) or a JSON object (environment).
 _TABLE_TYPES: tuple[type, ...] = (AckPolicy, ResumePolicy)
+MAX_JSON_DEPTH = 100
+"""How deeply a JSON value in a config (the application heartbeat) may nest."""
 
 
 def type_name(value: object) -> str:
@@ -232,7 +236,11 @@ def check_sequence(name: str, value: object) -> tuple[object, ...]:
     """A list or tuple without repeats, as a tuple."""
     if not isinstance(value, list | tuple):
         raise ConfigError(name, f"expected a list, got {type_name(value)}")
-    if len(set(map(repr, value))) != len(value):
+    try:
+        distinct = len(set(map(repr, value)))
+    except RecursionError:
+        raise ConfigError(name, "holds values nested too deeply") from None
+    if distinct != len(value):
         raise ConfigError(name, "lists the same value twice")
     return tuple(value)
 
@@ -398,8 +406,14 @@ def check_resume(value: object) -> ResumePolicy | None:
 # -- JSON values --
 
 
-def freeze_json(value: object, where: str) -> object:
-    """Check a JSON-like value and return a deep, immutable copy of it."""
+def freeze_json(value: object, where: str, depth: int = 0) -> object:
+    """Check a JSON-like value and return a deep, immutable copy of it.
+
+    Nesting deeper than :data:`MAX_JSON_DEPTH` is refused, so no later walk of the value can
+    exhaust the interpreter's stack.
+    """
+    if depth > MAX_JSON_DEPTH:
+        raise ConfigError("app_heartbeat", f"the message is nested more than {MAX_JSON_DEPTH} deep")
     if value is None or isinstance(value, str | bool | int):
         return value
     if isinstance(value, float):
@@ -411,10 +425,10 @@ def freeze_json(value: object, where: str) -> object:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ConfigError("app_heartbeat", f"{where} has a non-string key {key!r}")
-            frozen[key] = freeze_json(item, f"{where}.{key}")
+            frozen[key] = freeze_json(item, f"{where}.{key}", depth + 1)
         return types.MappingProxyType(frozen)
     if isinstance(value, list | tuple):
-        return tuple(freeze_json(item, f"{where}[{i}]") for i, item in enumerate(value))
+        return tuple(freeze_json(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
     raise ConfigError("app_heartbeat", f"{where} is a {type_name(value)}, not a JSON value")
 
 
@@ -438,6 +452,13 @@ def sensitive_strings(value: object) -> Iterator[str]:
     elif isinstance(value, tuple):
         for item in value:
             yield from sensitive_strings(item)
+
+
+def toml_limit(exc: ValueError | RecursionError) -> str:
+    """Why the TOML parser gave up on a file that is not a syntax error (a limit was hit)."""
+    if isinstance(exc, RecursionError):
+        return "its tables or arrays are nested too deeply"
+    return f"a value it holds is beyond what can be read: {exc}"
 
 
 def slug(name: str) -> str:
@@ -469,7 +490,10 @@ def parse_env(hint: Any, raw: str) -> Any:
     if hint is int:
         if not re.fullmatch(r"[+-]?\d+", text):
             raise ConfigError(None, f"{raw!r} is not an integer")
-        return int(text)
+        try:
+            return int(text)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            raise ConfigError(None, f"an integer of {len(text)} characters is too long") from None
     if hint is float:
         return parse_duration(text)
     origin = get_origin(hint)
@@ -483,7 +507,7 @@ def parse_env(hint: Any, raw: str) -> Any:
             return {}
         try:
             value = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ConfigError(None, f"{raw!r} is not a JSON object") from None
         if not isinstance(value, dict):
             raise ConfigError(None, f"{raw!r} is not a JSON object")

@@ -47,6 +47,7 @@ from bgws._config_checks import (
     sensitive_strings,
     slug,
     thaw_json,
+    toml_limit,
     type_name,
 )
 from bgws._redact import (
@@ -455,6 +456,8 @@ class Config:
             raise ConfigError(None, f"{shown}: invalid TOML: {exc}") from None
         except UnicodeDecodeError:
             raise ConfigError(None, f"{shown}: is not UTF-8 text") from None
+        except (ValueError, RecursionError) as exc:  # an integer too long, nesting too deep
+            raise ConfigError(None, f"{shown}: cannot be read: {toml_limit(exc)}") from None
         base = os.path.dirname(os.path.abspath(shown))
         for name in _PATH_FIELDS:
             value = data.get(name)

@@ -40,6 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ._config_checks import toml_limit
 from .config import _PATH_FIELDS, Config
 from .errors import ConfigError
 from .handlers import MessageHandler
@@ -160,6 +161,8 @@ def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) 
         raise ConfigError(None, f"{shown}: invalid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(None, f"{shown}: is not UTF-8 text") from None
+    except (ValueError, RecursionError) as exc:  # an integer too long, nesting too deep
+        raise ConfigError(None, f"{shown}: cannot be read: {toml_limit(exc)}") from None
     base = Path(shown).absolute().parent
     checked = load_mapping(data, base_dir=base, env=env)
     return ServiceFile(Path(shown).absolute(), checked.services)
