@@ -34,6 +34,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bgws.testing._connection import Connection
     from bgws.testing._delivery import AckFunction, AckReply, Feed, Reply
+    from bgws.testing._hostile import (
+        Answer,
+        HostileConnection,
+        HostileServer,
+        Script,
+        Steps,
+        UpgradeRequest,
+    )
     from bgws.testing._records import (
         DEFAULT_OVERSIZED_SIZE,
         ConnectionReport,
@@ -49,24 +57,36 @@ if TYPE_CHECKING:
         MessageHook,
         Server,
     )
+    from bgws.testing._wire import Frames, Opcode, ReceivedFrame, accept_key, frame
 
 __all__ = [
     "DEFAULT_OVERSIZED_SIZE",
     "DEFAULT_TIMEOUT",
     "AckFunction",
     "AckReply",
+    "Answer",
     "ConnectHook",
     "Connection",
     "ConnectionReport",
     "Feed",
+    "Frames",
     "HandshakeHook",
     "Handshake",
+    "HostileConnection",
+    "HostileServer",
     "MalformedKind",
     "Message",
     "MessageHook",
+    "Opcode",
+    "ReceivedFrame",
     "ReceivedMessage",
     "Reply",
+    "Script",
     "Server",
+    "Steps",
+    "UpgradeRequest",
+    "accept_key",
+    "frame",
 ]
 
 _HOMES: dict[str, str] = {
@@ -75,6 +95,17 @@ _HOMES: dict[str, str] = {
     "AckReply": "bgws.testing._delivery",
     "Feed": "bgws.testing._delivery",
     "Reply": "bgws.testing._delivery",
+    "Answer": "bgws.testing._hostile",
+    "HostileConnection": "bgws.testing._hostile",
+    "HostileServer": "bgws.testing._hostile",
+    "Script": "bgws.testing._hostile",
+    "Steps": "bgws.testing._hostile",
+    "UpgradeRequest": "bgws.testing._hostile",
+    "Frames": "bgws.testing._wire",
+    "Opcode": "bgws.testing._wire",
+    "ReceivedFrame": "bgws.testing._wire",
+    "accept_key": "bgws.testing._wire",
+    "frame": "bgws.testing._wire",
     "ConnectionReport": "bgws.testing._records",
     "DEFAULT_OVERSIZED_SIZE": "bgws.testing._records",
     "Handshake": "bgws.testing._records",
