@@ -33,6 +33,18 @@ def test_exported_names() -> None:
         "ReceivedMessage",
         "Reply",
         "Server",
+        # the hostile server (tests/testing/test_hostile.py)
+        "Answer",
+        "Frames",
+        "HostileConnection",
+        "HostileServer",
+        "Opcode",
+        "ReceivedFrame",
+        "Script",
+        "Steps",
+        "UpgradeRequest",
+        "accept_key",
+        "frame",
     }
     for name in bgws.testing.__all__:
         assert getattr(bgws.testing, name) is not None
