@@ -45,6 +45,12 @@ def test_exported_names() -> None:
         "UpgradeRequest",
         "accept_key",
         "frame",
+        # the transport conformance suite (tests/test_conformance.py)
+        "RULES",
+        "ConformanceReport",
+        "Rule",
+        "TransportFactory",
+        "check_transport",
     }
     for name in bgws.testing.__all__:
         assert getattr(bgws.testing, name) is not None
