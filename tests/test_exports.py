@@ -59,11 +59,12 @@ def test_errors_share_one_root() -> None:
 HOSTILE_KIT = {
     "Answer", "Frames", "HostileConnection", "HostileServer", "Opcode", "ReceivedFrame",
     "Script", "Steps", "UpgradeRequest", "accept_key", "frame",
+    "RULES", "ConformanceReport", "Rule", "TransportFactory", "check_transport",
 }  # fmt: skip
 
 
 def test_testing_kit_exports_hostile_server() -> None:
-    """The testing kit exports the hostile server and its frame builders."""
+    """The testing kit exports the hostile server, its frame builders and check_transport."""
     assert set(bgws.testing.__all__) >= HOSTILE_KIT
     for name in HOSTILE_KIT:
         obj = getattr(bgws.testing, name)

@@ -32,6 +32,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bgws.testing._conformance import (
+        RULES,
+        ConformanceReport,
+        Rule,
+        TransportFactory,
+        check_transport,
+    )
     from bgws.testing._connection import Connection
     from bgws.testing._delivery import AckFunction, AckReply, Feed, Reply
     from bgws.testing._hostile import (
@@ -62,9 +69,11 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_OVERSIZED_SIZE",
     "DEFAULT_TIMEOUT",
+    "RULES",
     "AckFunction",
     "AckReply",
     "Answer",
+    "ConformanceReport",
     "ConnectHook",
     "Connection",
     "ConnectionReport",
@@ -81,15 +90,23 @@ __all__ = [
     "ReceivedFrame",
     "ReceivedMessage",
     "Reply",
+    "Rule",
     "Script",
     "Server",
     "Steps",
+    "TransportFactory",
     "UpgradeRequest",
     "accept_key",
+    "check_transport",
     "frame",
 ]
 
 _HOMES: dict[str, str] = {
+    "RULES": "bgws.testing._conformance",
+    "ConformanceReport": "bgws.testing._conformance",
+    "Rule": "bgws.testing._conformance",
+    "TransportFactory": "bgws.testing._conformance",
+    "check_transport": "bgws.testing._conformance",
     "Connection": "bgws.testing._connection",
     "AckFunction": "bgws.testing._delivery",
     "AckReply": "bgws.testing._delivery",
