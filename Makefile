@@ -44,7 +44,7 @@ test: lint typecheck unit
 # The fuzz tests with a large budget (CI runs them with a small one); prints the figures.
 FUZZ_EXAMPLES ?= 2000
 fuzz: $(STAMP) node-deps
-	BGWS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -q -p no:cacheprovider --timeout=3600 -s
+	BGWS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -q -p no:cacheprovider --timeout=3600
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

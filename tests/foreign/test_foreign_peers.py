@@ -203,5 +203,7 @@ async def test_acks_nothing_lost_across_forced_close(
     assert (stats.queued, stats.in_flight) == (0, 0)
     closed = changes.into(bgws.State.BACKING_OFF)[0].reason
     assert isinstance(closed, bgws.ConnectionClosed)
-    assert closed.code == 1012
+    # 1006 too: a server that hangs up while the client is still sending may reset the TCP
+    # connection, and a reset discards its close frame before the client reads it.
+    assert closed.code in (1012, 1006)
     assert len(changes.into(CONNECTED)) >= 2

@@ -59,6 +59,8 @@ class Built:
 VIOLATIONS = frozenset(
     {
         "rsv",
+        "rsv_ping",
+        "rsv_pong",
         "opcode",
         "bad_utf8",
         "orphan",
@@ -96,8 +98,10 @@ _BROKEN = st.one_of(
     st.builds(
         lambda bits, op: Item("rsv", (bits, op)),
         st.integers(1, 7),
-        st.sampled_from([Opcode.TEXT, Opcode.BINARY, Opcode.PING]),
+        st.sampled_from([Opcode.TEXT, Opcode.BINARY]),
     ),
+    st.builds(lambda bits: Item("rsv_ping", (bits, Opcode.PING)), st.integers(1, 7)),
+    st.builds(lambda bits: Item("rsv_pong", (bits, Opcode.PONG)), st.integers(1, 7)),
     st.builds(
         lambda op: Item("opcode", (op,)), st.sampled_from([3, 4, 5, 6, 7, 11, 12, 13, 14, 15])
     ),
@@ -214,9 +218,9 @@ def _render_broken(item: Item, case: int, index: int) -> bytes:
     p = item.params
     kind = item.kind
     marker = json.dumps({"type": "m", "case": case, "i": index, "s": "after"}).encode()
-    if kind == "rsv":
+    if kind in ("rsv", "rsv_ping", "rsv_pong"):
         bits, opcode = p
-        body = b"" if opcode == Opcode.PING else marker
+        body = b"" if opcode >= Opcode.CLOSE else marker
         return frame(opcode, body, rsv1=bool(bits & 4), rsv2=bool(bits & 2), rsv3=bool(bits & 1))
     if kind == "opcode":
         return frame(p[0], b"" if p[0] >= 8 else marker)
