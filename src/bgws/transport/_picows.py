@@ -329,6 +329,9 @@ class PicowsTransport:
                 # attempt), and raises an SSLError without a message; asyncio's TLS does
                 # neither, so wss:// links use it.
                 use_aiofastnet=False if request.url.startswith("wss:") else None,
+                # Bounds the TLS handshake of an abandoned attempt too (asyncio's default is
+                # 60 s), so a wss:// attempt at a server that never answers TLS ends in time.
+                ssl_handshake_timeout=request.timeout if request.url.startswith("wss:") else None,
             )
         )
         try:
