@@ -67,3 +67,12 @@ def test_rules_have_unique_names_and_promises() -> None:
     assert len(set(names)) == len(names)
     assert all(rule.promise for rule in RULES)
     assert issubclass(LinkError, BgwsError)
+
+
+def test_every_rule_is_documented() -> None:
+    """docs/testing-kit.md lists every rule with its promise."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "testing-kit.md").read_text()
+    for rule in RULES:
+        assert f"| `{rule.name}` | {rule.promise[0].upper()}{rule.promise[1:]}. |" in text

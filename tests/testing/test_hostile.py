@@ -76,6 +76,7 @@ def test_frame_header_forms() -> None:
     assert frame(Opcode.BINARY, b"", length=1 << 20)[:2] == b"\x82\x7f"
     assert frame(Opcode.BINARY, b"", length=(1 << 63) - 1)[2:] == struct.pack("!Q", (1 << 63) - 1)
     assert frame(0x3, b"", fin=False, rsv1=True, rsv2=True, rsv3=True)[0] == 0x73
+    assert frame(Opcode.BINARY, length=1 << 63)[2] == 0x80  # the MSB RFC 6455 reserves
 
 
 def test_frame_refuses_impossible_fields() -> None:
@@ -83,7 +84,7 @@ def test_frame_refuses_impossible_fields() -> None:
     with pytest.raises(ValueError, match="opcode"):
         frame(16)
     with pytest.raises(ValueError, match="length"):
-        frame(Opcode.TEXT, length=1 << 63)
+        frame(Opcode.TEXT, length=1 << 64)
     with pytest.raises(ValueError, match="mask"):
         frame(Opcode.TEXT, b"x", mask=b"abc")
 

@@ -163,6 +163,27 @@ async def _nothing_after_close(factory: TransportFactory, timeout: float) -> Non
     assert sink.data == [], f"data reached the sink after the close: {sink.data[:2]!r}"
 
 
+async def _close_stops_delivery(factory: TransportFactory, timeout: float) -> None:
+    async def burst(connection: HostileConnection) -> None:
+        connection.answer()
+        await connection.wait_for_frames(1, timeout)  # the client's "go": its link is open
+        connection.send(*(Frames.text(f'{{"n": {n}}}') for n in range(5)))
+
+    async with HostileServer(burst) as server:
+        sink = _Recorder()
+        deliver = sink.on_data
+
+        def close_on_first(payload: bytes, binary: bool, last: bool) -> None:
+            deliver(payload, binary, last)
+            link.close()  # the rest of the burst is already read, or on its way
+
+        sink.on_data = close_on_first  # type: ignore[method-assign]
+        link = await _open(factory, server.url, sink, timeout)
+        link.send("go", False)
+        await _closed(sink, timeout)
+    assert sink.data == [(b'{"n": 0}', False)], f"delivered after close(): {sink.data[1:]!r}"
+
+
 def _refused_handshake(
     answer: Answer, offered: tuple[str, ...] = ()
 ) -> Callable[[TransportFactory, float], Awaitable[None]]:
@@ -377,6 +398,8 @@ def _rules() -> tuple[Rule, ...]:
              v(Frames.garbage(), 1002)),
         Rule("nothing-after-close", "once the client has sent a close, nothing more is "
              "delivered, even when the peer ignores the close", _nothing_after_close),
+        Rule("close-stops-delivery", "after Link.close(), no further message is delivered, "
+             "even one already received", _close_stops_delivery),
         Rule("unoffered-subprotocol", "a 101 naming a subprotocol never offered fails the "
              "connect", _refused_handshake(Answer.switch(subprotocol="x.evil"))),
         Rule("other-subprotocol", "a 101 naming a subprotocol other than those offered fails "

@@ -27,6 +27,7 @@ __all__ = [
 
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_DECLARED: Final = (1 << 63) - 1
+_MAX_ENCODABLE: Final = (1 << 64) - 1
 _NO_STATUS_RCVD: Final = 1005
 
 
@@ -67,20 +68,21 @@ def frame(
         rsv1: The RSV1 bit.
         rsv2: The RSV2 bit.
         rsv3: The RSV3 bit.
-        length: The payload length written in the header, up to ``2**63 - 1``; ``None``: the
-            real length. Only ``payload`` is sent, whatever the declared length.
+        length: The payload length written in the header; ``None``: the real length. Only
+            ``payload`` is sent, whatever the declared length. RFC 6455 allows up to
+            ``2**63 - 1``; up to ``2**64 - 1`` can be written (the most significant bit set).
         mask: A 4-byte masking key (a server must never mask); ``None``: unmasked.
 
     Raises:
-        ValueError: An opcode outside 0-15, a length outside 0..2**63-1, or a mask that is
+        ValueError: An opcode outside 0-15, a length outside 0..2**64-1, or a mask that is
             not 4 bytes.
     """
     if not 0 <= opcode <= 0xF:
         raise ValueError(f"an opcode is 0-15, not {opcode}")
     body = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
     declared = len(body) if length is None else length
-    if not 0 <= declared <= _MAX_DECLARED:
-        raise ValueError(f"a declared length is 0..2**63-1, not {declared}")
+    if not 0 <= declared <= _MAX_ENCODABLE:
+        raise ValueError(f"a declared length is 0..2**64-1, not {declared}")
     first = (fin << 7) | (rsv1 << 6) | (rsv2 << 5) | (rsv3 << 4) | opcode
     mask_bit = 0x80 if mask is not None else 0
     if declared < 126:

@@ -55,6 +55,7 @@ class _WebsocketsLink:
         self._sink = sink
         self._open = State.OPEN
         self._closed = False
+        self._closing = False  # set by close()/abort(): the engine wants nothing more
         self._reading = asyncio.Event()
         self._reading.set()
         self._pings: set[asyncio.Future[Any]] = set()
@@ -70,9 +71,11 @@ class _WebsocketsLink:
                 if not self._reading.is_set():
                     await self._reading.wait()
                 message = await ws.recv()
-                # Once this side has sent a close (bgws closing, or websockets failing the
-                # link for a protocol violation), nothing more reaches the engine.
-                if protocol.close_sent is not None and protocol.close_rcvd_then_sent is not True:
+                # Once this side has started to close (bgws closing, or websockets failing
+                # the link for a protocol violation), nothing more reaches the engine.
+                if self._closing or (
+                    protocol.close_sent is not None and protocol.close_rcvd_then_sent is not True
+                ):
                     break
                 if isinstance(message, str):
                     sink.on_data(message.encode(), False, True)
@@ -151,6 +154,7 @@ class _WebsocketsLink:
             self._sink.on_pong()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
+        self._closing = True
         if self._closed:
             return
         closing = asyncio.ensure_future(self._ws.close(code, reason))
@@ -158,6 +162,7 @@ class _WebsocketsLink:
         closing.add_done_callback(self._pings.discard)
 
     def abort(self) -> None:
+        self._closing = True
         if not self._closed:
             self._ws.transport.abort()
 
