@@ -150,12 +150,13 @@ async def test_close_code_and_reason_seen_then_reconnect(
 async def test_subprotocol_negotiated(
     foreign_server: ForeignServer, service_for: ServiceFor
 ) -> None:
-    """The peer sees the offered subprotocols in order and picks the one it supports."""
+    """The peer sees the offered subprotocols in order; its choice is Service.subprotocol."""
     service = service_for(foreign_server.url("/subprotocol"), subprotocols=("chat.v1", "chat.v2"))
     inbox = Inbox(service)
     async with service:
         (hello,) = await inbox.wait(1, "hello")
         assert service.state is CONNECTED
+        assert service.subprotocol == "chat.v2"
     assert hello.data["offered"] == ["chat.v1", "chat.v2"]
     assert hello.data["subprotocol"] == "chat.v2"
 

@@ -89,7 +89,7 @@ class Harness:
         config = bgws.Config(
             app_name="fuzz",
             url=self._server.url,
-            transport=transport,  # type: ignore[arg-type]
+            transport=transport,
             storage="sqlite",
             storage_path=str(folder / f"fuzz-{transport}.db"),
             ack=bgws.AckPolicy(),  # the server never acks: the queued messages stay
