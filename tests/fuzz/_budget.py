@@ -49,6 +49,8 @@ class Figures:
     """What one fuzz target saw over the session."""
 
     cases: int = 0
+    accepted: int = 0
+    """Config targets: the cases whose input was valid (a config was built)."""
     crashes: int = 0
     invalid_handler_calls: int = 0
     outbox_checked: int = 0
@@ -57,6 +59,8 @@ class Figures:
     def line(self, name: str) -> str:
         """One line of the end-of-session report."""
         text = f"{name}: {self.cases} cases, {self.crashes} crashes"
+        if self.accepted:
+            text += f", {self.accepted} accepted as valid"
         if self.outbox_checked:
             text += (
                 f", {self.invalid_handler_calls} handler calls with invalid data"

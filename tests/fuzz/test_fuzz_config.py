@@ -112,8 +112,42 @@ def deep_list(depth: int) -> Any:
     return value
 
 
-def field_value(name: str) -> st.SearchStrategy[Any]:
-    """Values for option ``name``: mostly plausible for its kind, sometimes anything."""
+DEFAULTS = bgws.Config(app_name="fuzz", url="ws://127.0.0.1/").to_dict(redact=False)
+# Valid values besides the defaults, so that many cases get past the first check.
+VALID: dict[str, list[Any]] = {
+    "profile": ["chat", "gaming", "iot", "trading"],
+    "app_name": ["Fuzz Chat ✓", "x"],
+    "url": ["ws://127.0.0.1:8765/ws?x=1", "wss://chat.example/ws", "ws://[::1]/"],
+    "heartbeat_interval": ["20s", 1.5, None],
+    "max_reconnect_attempts": [None, 0, 5],
+    "headers": [{"X-Client": "fuzz", "Authorization": "Bearer t"}],
+    "subprotocols": [["chat.v1", "chat.v2"]],
+    "app_heartbeat": [{"type": "hb", "n": [1, 2.5, None]}],
+    "app_heartbeat_reply_type": [None],
+    "ack": [{"message_type": "ack", "id_field": "id"}, {"message_type": None}],
+    "resume": [{"seq_field": "seq"}],
+    "codec": ["raw"],
+    "overflow": ["drop_oldest", "wait"],
+    "transport": ["websockets"],
+    "storage": ["memory"],
+    "storage_path": ["fuzz.sqlite3"],
+    "notify_types": [["alert"]],
+    "notify_title": ["{app_name}: {type}"],
+    "storage_keys": [{"subscriptions": "subs"}],
+    "service_tag": ["fuzz-1"],
+}
+
+
+@st.composite
+def field_value(draw: st.DrawFn, name: str) -> Any:
+    """A value for option ``name``: valid three times in four, else plausible or anything."""
+    if draw(st.integers(0, 3)) > 0:
+        return draw(st.sampled_from([*VALID.get(name, []), DEFAULTS.get(name, "chat")]))
+    return draw(_odd_value(name))
+
+
+def _odd_value(name: str) -> st.SearchStrategy[Any]:
+    """Values for option ``name`` that are mostly wrong: plausible for its kind, or anything."""
     if name == "url":
         return URLS
     if name.endswith(("_delay", "_interval", "_timeout", "_uptime")):
@@ -142,13 +176,13 @@ def option_maps(draw: st.DrawFn, *, any_keys: bool) -> dict[Any, Any]:
     """A mapping of option names to values; ``app_name`` and ``url`` usually present."""
     options: dict[Any, Any] = {}
     if draw(st.integers(0, 9)) > 0:
-        options["app_name"] = draw(st.one_of(st.just("fuzz"), st.text(max_size=10)))
+        options["app_name"] = draw(field_value("app_name"))
     if draw(st.integers(0, 9)) > 0:
-        options["url"] = draw(URLS)
+        options["url"] = draw(field_value("url"))
     names = draw(st.lists(st.sampled_from(NAMES), max_size=6, unique=True))
     for name in names:
         options[name] = draw(field_value(name))
-    if any_keys:
+    if any_keys and draw(st.integers(0, 3)) == 0:
         extra = draw(st.dictionaries(st.one_of(st.text(max_size=12), SCALARS), JSONISH, max_size=2))
         options.update(extra)
     return options
@@ -175,10 +209,11 @@ def attempt(target: str, build: Callable[[], object]) -> None:
     try:
         build()
     except bgws.ConfigError:
-        pass
+        return
     except BaseException:
         found.crashes += 1
         raise
+    found.accepted += 1
 
 
 @FUZZ
@@ -209,7 +244,7 @@ def test_config_env_overrides(env: dict[str, str]) -> None:
 def toml_key(key: object) -> str:
     """A TOML key: bare when it can be, else quoted."""
     text = str(key)
-    return text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else json.dumps(text)
+    return text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else json.dumps(text, ensure_ascii=False)
 
 
 def toml_value(value: object) -> str:
@@ -217,9 +252,9 @@ def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
-        return repr(value).replace("nan", "nan").replace("inf", "inf")
+        return repr(value)  # nan, inf and -inf are TOML too
     if isinstance(value, str):
-        return json.dumps(value)
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -325,7 +360,10 @@ def service_files(draw: st.DrawFn) -> bytes:
     parts: list[str] = []
     names = draw(
         st.lists(
-            st.one_of(st.sampled_from(["chat", "a.b", "x-1"]), st.text(max_size=6)),
+            st.integers(0, 3).flatmap(
+                lambda n: st.sampled_from(["chat", "a.b", "x-1"]) if n else st.text(max_size=6)
+            ),
+            min_size=draw(st.sampled_from([0, 1, 1, 1])),
             max_size=3,
             unique=True,
         )
