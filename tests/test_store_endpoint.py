@@ -177,3 +177,16 @@ def test_manager_tells_stores_apart_by_endpoint(data_dir: Path) -> None:
     manager.add("b", bgws.create_chat_service(app_name="MyChat", url="wss://b.example/ws"))
     with pytest.raises(bgws.ConfigError, match="share the store"):
         manager.add("c", bgws.create_chat_service(app_name="MyChat", url="wss://a.example/ws"))
+
+
+async def test_legacy_path_holding_a_foreign_database_stays(data_dir: Path) -> None:
+    """A file at the old path that is not a bgws store is never moved."""
+    legacy = legacy_store_path("mychat")
+    legacy.parent.mkdir(parents=True)
+    db = sqlite3.connect(legacy)
+    db.execute("CREATE TABLE notes (text TEXT)")
+    db.close()
+    store = SqliteStore(data_dir / "new.sqlite3", endpoint="t at ws://a:80/", legacy_path=legacy)
+    await store.open()
+    await store.close()
+    assert legacy.exists()

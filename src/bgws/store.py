@@ -273,24 +273,26 @@ class SqliteStore(StorageBackend):
         legacy = self._legacy
         if legacy is None or legacy == self.path or self.path.exists() or not legacy.exists():
             return
-        owner: str | None = None
+        movable = False
         try:
             db = sqlite3.connect(legacy, isolation_level=None)
             try:
                 db.execute("PRAGMA busy_timeout=0")
                 db.execute("BEGIN IMMEDIATE")  # fails while another process has it open
-                if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
-                    row = db.execute("SELECT value FROM meta WHERE key = 'endpoint'").fetchone()
-                    owner = None if row is None else str(row[0])
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                if 1 <= version <= SCHEMA_VERSION:  # a bgws store this bgws can read
+                    owner = None
+                    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                        row = db.execute("SELECT value FROM meta WHERE key = 'endpoint'").fetchone()
+                        owner = None if row is None else str(row[0])
+                    movable = owner in (None, self.endpoint)
                 db.execute("COMMIT")
             finally:
                 db.close()  # the last connection checkpoints the WAL into the file
         except sqlite3.Error:
             return
-        wal = legacy.with_name(legacy.name + "-wal")
-        if owner not in (None, self.endpoint) or wal.exists():
-            return
-        os.replace(legacy, self.path)
+        if movable and not legacy.with_name(legacy.name + "-wal").exists():
+            os.replace(legacy, self.path)
 
     def _load(self, db: sqlite3.Connection) -> Loaded:
         loaded = Loaded()
