@@ -50,7 +50,6 @@ from bgws._config_checks import (
     type_name,
 )
 from bgws._redact import (
-    is_credential_name,
     is_sensitive_name,
     redact_headers,
     redact_json,
@@ -293,21 +292,27 @@ class Config:
         return v
 
     def _check_credentials(self) -> None:
+        # One rule (is_sensitive_name) decides what secret_values() lists and what is refused.
         if self.allow_insecure_credentials or self.is_secure or self.is_loopback:
             return
         where = f"ws:// to {self.host}, a host that is not loopback"
         hint = "use wss://, or set allow_insecure_credentials = true if you must"
         for name in self.headers:
-            if is_credential_name(name):
+            if is_sensitive_name(name):
                 raise InsecureCredentials(
                     "headers", f"header {name!r} would travel in clear text over {where}; {hint}"
                 )
         parts = urlsplit(self.url)
         if "@" in parts.netloc or any(
-            is_credential_name(key) for key, _ in parse_qsl(parts.query, keep_blank_values=True)
+            is_sensitive_name(key) for key, _ in parse_qsl(parts.query, keep_blank_values=True)
         ):
             raise InsecureCredentials(
                 "url", f"the URL's credentials would travel in clear text over {where}; {hint}"
+            )
+        if self.app_heartbeat is not None and any(sensitive_strings(self.app_heartbeat)):
+            raise InsecureCredentials(
+                "app_heartbeat",
+                f"the heartbeat message's secrets would travel in clear text over {where}; {hint}",
             )
 
     # -- what the engine asks --

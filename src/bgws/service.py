@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from . import _connect
-from ._redact import redact_url
+from ._redact import redact_json, redact_url
 from .backoff import Backoff
 from .config import Config
 from .delivery import Delivery
@@ -86,6 +87,13 @@ class Service:
         transport: the WebSocket library seam (default: ``config.transport``).
         classify: maps a failure to ``"retry"``, ``"retry_now"``, ``"auth"`` or ``"fatal"``.
         backoff: the reconnect delay generator (default: from the config).
+        ssl_context: your own client TLS context for a ``wss://`` URL, used as given on every
+            attempt (instead of one built from the ``tls_*`` options).
+
+    Raises:
+        InsecureCredentials: ``auth_handler`` requires credentials and the URL is plain
+            ``ws://`` to a host that is not loopback (unless ``allow_insecure_credentials``).
+        ConfigError: ``ssl_context`` with a ``ws://`` URL or together with ``tls_*`` options.
     """
 
     def __init__(
@@ -103,9 +111,12 @@ class Service:
         transport: Transport | None = None,
         classify: Callable[[BaseException], Verdict] | None = None,
         backoff: Backoff | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not isinstance(config, Config):
             raise TypeError("config must be a bgws.Config")
+        _connect.check_link_options(config, auth_handler, ssl_context)
+        self._ssl_context = ssl_context
         if storage is not None and not isinstance(storage, StorageBackend):
             raise TypeError(
                 "storage must be a bgws.StorageBackend; to choose SQLite or memory set "
@@ -311,7 +322,9 @@ class Service:
 
         Args:
             connection_data: handed to the auth handler's ``get_auth_data`` on every attempt,
-                and kept in storage under ``storage_keys["connection_data"]``.
+                and kept in storage under ``storage_keys["connection_data"]`` with the values
+                of secret-looking keys (``password``, ``token``...) replaced by ``***``: secrets
+                stay in memory, never in the store.
 
         Raises:
             ServiceClosed: the service is stopping or stopped.
@@ -322,7 +335,8 @@ class Service:
             raise ServiceClosed("the service was stopped")
         if connection_data is not None:
             self._connection_data = dict(connection_data)
-            await self._store("connection_data", msgspec.json.encode(connection_data).decode())
+            kept = redact_json(connection_data)  # secrets stay in memory, never on disk
+            await self._store("connection_data", msgspec.json.encode(kept).decode())
         if self.state in (State.IDLE, State.FAILED):
             await self._transition(self._machine.connect, None)
             self._run_task = asyncio.create_task(
@@ -557,6 +571,7 @@ class Service:
                     self._auth,
                     self._connection_data,
                     self._codec,
+                    self._ssl_context,
                 )
             except Exception as exc:  # every failure is classified, none escapes
                 error = exc if isinstance(exc, BgwsError) else LinkError(str(exc))
