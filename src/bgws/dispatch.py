@@ -11,9 +11,14 @@ awaited them in order. Each message is routed to:
 3. the class-based :class:`bgws.MessageHandler` (every unclaimed message);
 4. the catch-all handlers (``@service.on()``), for messages that no type handler matched.
 
-A handler that raises is reported (as :class:`bgws.HandlerError`) and the next one runs. When
-the inbox holds ``inbox_size`` messages the reader is paused until the dispatcher catches up:
-that is the backpressure, and memory stays bounded. No task or future is made per message.
+A handler that raises is reported (as :class:`bgws.HandlerError`) and the next one runs. The
+inbox counts what it holds, queued or in the batch being dispatched, in messages and in payload
+bytes; when it holds ``inbox_size`` messages or ``inbox_max_bytes`` bytes the reader is paused,
+and it resumes once both have fallen to half: that is the backpressure, and memory stays
+bounded. No task or future is made per message.
+
+A binary frame is decoded when it is queued (there is nothing to decode: ``data`` is the
+payload, as ``bytes``), so every route hands handlers the same :class:`Message`.
 """
 
 from __future__ import annotations
@@ -68,12 +73,6 @@ class _NoInterceptor:
 _NO_INTERCEPTOR = _NoInterceptor()
 
 
-class _Binary(bytes):
-    """Marks a binary frame's payload in the inbox (text payloads are plain ``bytes``)."""
-
-    __slots__ = ()
-
-
 def is_async(func: Callable[..., Any]) -> bool:
     """Whether calling ``func`` returns a coroutine (checked once, at registration)."""
     if inspect.iscoroutinefunction(func):
@@ -89,11 +88,19 @@ class Dispatcher:
         codec: decodes payloads.
         size: the inbox bound (messages) at which reading pauses.
         report: called with every error to report (awaited).
+        max_bytes: the inbox bound (payload bytes) at which reading pauses.
+
+    Attributes:
+        peak: the most messages the inbox has held at once (queued or being dispatched).
+        peak_bytes: the most payload bytes the inbox has held at once.
+        late: the most messages that arrived in one pause (the rest of the network read that
+            crossed a bound; the reader stops after that read).
     """
 
     # Slots: over 30 attributes would give every service a full instance dict (about
     # 1.5 KiB) instead of the compact shared-key layout.
     __slots__ = (
+        "_bytes",
         "_catch_all",
         "_codec",
         "_count",
@@ -107,6 +114,8 @@ class Dispatcher:
         "_interceptor",
         "_items",
         "_json_decode",
+        "_late",
+        "_max_bytes",
         "_message_handler",
         "_message_handler_async",
         "_on_heartbeat_reply",
@@ -128,8 +137,11 @@ class Dispatcher:
         "decode_errors",
         "frames",
         "handler_errors",
+        "late",
         "paused",
         "pauses",
+        "peak",
+        "peak_bytes",
     )
 
     def __init__(
@@ -137,12 +149,24 @@ class Dispatcher:
         codec: Codec,
         size: int,
         report: Callable[[BgwsError], Awaitable[None]],
+        max_bytes: int = 64 << 20,
     ) -> None:
         self._codec = codec
         self._size = size
+        self._max_bytes = max_bytes
         self._report = report
+        # Queued: a float (the read stamp of the items after it), the payload of a text frame
+        # (bytes), or (message, steps, size) for a message decoded already (steps None: still
+        # to route; a binary frame) or routed by the reader (an async handler still to run).
         self._items: list[Any] = []
+        # What the inbox holds, queued or in the batch being dispatched: messages and payload
+        # bytes. Reading pauses at either bound.
         self._count = 0
+        self._bytes = 0
+        self._late = 0
+        self.late = 0
+        self.peak = 0
+        self.peak_bytes = 0
         self._stamp: float | None = None
         self._queued_stamp: float | None = None
         self._json_decode = codec.json_decode if codec.kind == "json" else None
@@ -267,7 +291,7 @@ class Dispatcher:
         buffer, so a burst yields to the loop between reads). A message whose handlers are
         async goes to the inbox, and so does every message after it until the dispatcher
         task has caught up: order is kept. The inbox pauses reading when it holds ``size``
-        messages.
+        messages or ``max_bytes`` payload bytes.
         """
         stamp = self._stamp
         if stamp is None:
@@ -310,23 +334,55 @@ class Dispatcher:
                 except Exception as exc:  # a lone handler (a composed plan never raises)
                     self._fail_soon(exc, _name(run), message)
                 return
-        self._route_now(message)
+        self._route_now(message, payload)
 
     def _queue(self, payload: bytes, binary: bool, stamp: float) -> None:
         items = self._items
         if stamp != self._queued_stamp:
             self._queued_stamp = stamp
             items.append(stamp)
-        items.append(_Binary(payload) if binary else payload)
-        self._count += 1
+        size = len(payload)
+        if binary:  # nothing to decode: the same Message (data is bytes) as on the fast route
+            items.append((self._codec.decode(payload, True, stamp), None, size))
+        else:
+            items.append(payload)
+        self._take(size)
+
+    def _take(self, size: int) -> None:
+        """Count one more message held; pause reading when a bound is reached."""
+        count = self._count = self._count + 1
+        held = self._bytes = self._bytes + size
         self._queueing = True
+        if count > self.peak:
+            self.peak = count
+        if held > self.peak_bytes:
+            self.peak_bytes = held
         if not self._ready.is_set():
             self._ready.set()
             self._idle.clear()
-        if self._count >= self._size and not self.paused and self._pause is not None:
+        if self.paused:  # the rest of the read that crossed a bound
+            self._late += 1
+            if self._late > self.late:
+                self.late = self._late
+        elif (count >= self._size or held >= self._max_bytes) and self._pause is not None:
             self.paused = True
             self.pauses += 1
+            self._late = 0
             self._pause()
+
+    def _done(self, size: int) -> None:
+        """One held message is dispatched; reading resumes once both bounds are half free."""
+        self.frames += 1
+        count = self._count = self._count - 1
+        held = self._bytes = self._bytes - size
+        if (
+            self.paused
+            and count <= self._size >> 1
+            and held <= self._max_bytes >> 1
+            and self._resume is not None
+        ):
+            self.paused = False
+            self._resume()
 
     def read_done(self) -> None:
         """One network read is delivered; the next frame gets a fresh timestamp."""
@@ -338,9 +394,9 @@ class Dispatcher:
         except DecodeError as exc:
             self._decode_failed_soon(exc)
             return
-        self._route_now(message)
+        self._route_now(message, payload)
 
-    def _route_now(self, message: Message) -> None:
+    def _route_now(self, message: Message, payload: bytes) -> None:
         """Route a message in the read callback; async handlers go to the dispatcher task."""
         found = self._steps(message)
         if found is None:
@@ -351,11 +407,9 @@ class Dispatcher:
             return
         # An async handler: the dispatcher task awaits it, in order. The frame was counted.
         self.frames -= 1
-        self._items.append((message, steps))
-        self._count += 1
-        self._queueing = True
-        self._ready.set()
-        self._idle.clear()
+        size = len(payload)
+        self._items.append((message, steps, size))
+        self._take(size)
 
     def _decode_failed_soon(self, error: DecodeError) -> None:
         self.decode_errors += 1
@@ -363,16 +417,22 @@ class Dispatcher:
         self._ready.set()
 
     def __len__(self) -> int:
+        """Messages held: queued, or in the batch being dispatched."""
         return self._count
 
     @property
+    def held_bytes(self) -> int:
+        """Payload bytes held: queued, or in the batch being dispatched."""
+        return self._bytes
+
+    @property
     def dispatched(self) -> int:
-        """Messages decoded and routed (or being routed) so far."""
+        """Messages decoded and routed so far."""
         return self.frames - self.decode_errors
 
     @property
     def received(self) -> int:
-        """Frames received so far (dispatched or waiting)."""
+        """Frames received so far (dispatched or held)."""
         return self.frames + self._count
 
     async def wait_idle(self) -> None:
@@ -390,19 +450,13 @@ class Dispatcher:
                 await self._report_failures()
             batch = self._items
             self._items = []
-            count = self._count
-            self._count = 0
             self._queued_stamp = None
             ready.clear()
-            self.frames += count
             self._queueing = True
             try:
                 await self._dispatch_batch(batch)
             finally:
                 self._queueing = bool(self._count or self._ranks)
-            if self.paused and self._resume is not None:
-                self.paused = False
-                self._resume()
             if not ready.is_set():
                 self._idle.set()
 
@@ -413,34 +467,43 @@ class Dispatcher:
         if self._ranks and len(batch) > 2:
             await self._dispatch_by_priority(batch)
             return
+        # Each message stays counted as held until its handlers are done.
         decode = self._codec.decode
+        done = self._done
         stamp = 0.0
         for item in batch:
             kind = type(item)
             if kind is float:
                 stamp = item
                 continue
-            if kind is tuple:  # routed by the reader; an async handler still to run
-                message, steps = item
-                all_sync = False
-            else:
-                try:
-                    message = decode(item, kind is _Binary, stamp)
-                except DecodeError as exc:
-                    await self._decode_failed(exc)
-                    continue
-                found = self._steps(message)
+            try:
+                if kind is tuple:
+                    message, steps, size = item
+                else:
+                    size = len(item)
+                    try:
+                        message = decode(item, False, stamp)
+                    except DecodeError as exc:
+                        await self._decode_failed(exc)
+                        continue
+                    steps = None
+                if steps is None:  # not routed yet
+                    found = self._steps(message)
+                    if self._failures:
+                        await self._report_failures()
+                    if found is None:
+                        continue
+                    steps, all_sync = found
+                else:  # routed by the reader; an async handler still to run
+                    all_sync = False
+                if all_sync:
+                    self._run_plain(steps, message)  # its failures are reported just below
+                else:
+                    await self._run(steps, message)
                 if self._failures:
                     await self._report_failures()
-                if found is None:
-                    continue
-                steps, all_sync = found
-            if all_sync:
-                self._run_plain(steps, message)  # its failures are reported just below
-            else:
-                await self._run(steps, message)
-            if self._failures:
-                await self._report_failures()
+            finally:
+                done(size)
 
     async def _decode_failed(self, error: DecodeError) -> None:
         self.decode_errors += 1
@@ -450,21 +513,28 @@ class Dispatcher:
         """Decode the whole batch, then dispatch priority types first (stable within a type)."""
         decode = self._codec.decode
         stamp = 0.0
-        messages: list[Message] = []
+        messages: list[tuple[Message, int]] = []
         for item in batch:
             kind = type(item)
             if kind is float:
                 stamp = item
                 continue
+            if kind is tuple:  # decoded when queued (a binary frame)
+                messages.append((item[0], item[2]))
+                continue
             try:
-                messages.append(decode(item, kind is _Binary, stamp))
+                messages.append((decode(item, False, stamp), len(item)))
             except DecodeError as exc:
+                self._done(len(item))
                 await self._decode_failed(exc)
         ranks = self._ranks
         last = len(ranks)
-        messages.sort(key=lambda m: ranks.get(m.type, last) if m.type is not None else last)
-        for message in messages:
-            await self.dispatch(message)
+        messages.sort(key=lambda m: ranks.get(m[0].type, last) if m[0].type is not None else last)
+        for message, size in messages:
+            try:
+                await self.dispatch(message)
+            finally:
+                self._done(size)
 
     async def dispatch(self, message: Message) -> None:
         """Route one decoded message through plugins and handlers."""
