@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import bgws
+from bgws.message import Codec
 from bgws.testing import Server
 from bgws.transport import Transport
 from bgws.transport._picows import PicowsTransport
@@ -167,3 +168,15 @@ async def test_binary_data_is_bytes_on_every_route(
         bgws_server.push(b"end")
         await asyncio.wait_for(done.wait(), timeout=5)
     assert seen == {where: {bytes} for where in ("plugin", "class", "catch-all", "tap")}
+
+
+@pytest.mark.parametrize(
+    "payload", [bytearray(b"\x00\x01"), type("Sub", (bytes,), {})(b"\x00\x01")]
+)
+def test_codec_gives_plain_bytes_for_any_binary_payload(payload: bytes) -> None:
+    """A transport handing over a bytearray or a bytes subclass still yields ``bytes`` data."""
+    for kind in ("json", "raw"):
+        message = Codec(kind).decode(payload, True, 0.0)
+        assert type(message.data) is bytes
+        assert message.data == b"\x00\x01"
+        assert message.raw == b"\x00\x01"
