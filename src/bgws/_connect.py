@@ -157,7 +157,8 @@ class Connection:
                 if left < backlog:  # the bytes ahead of the probe are still draining
                     backlog = left
                     continue
-                self.fail(DeadLink(f"no {what} within ping_timeout ({timeout:g}s)"))
+                stuck = f", {left} bytes not draining" if left else ""
+                self.fail(DeadLink(f"no {what} within ping_timeout ({timeout:g}s){stuck}"))
                 return
             if self.on_data == self._first_after_probe:
                 self.on_data = self._deliver
