@@ -136,7 +136,7 @@ class Connection:
         if interval is None or link is None:
             return
         timeout = config.ping_timeout
-        inbox = self._dispatcher
+        load = self._dispatcher.load
         heard = self._heard
         what = "pong" if heartbeat is None else "heartbeat reply"
         while True:
@@ -149,9 +149,9 @@ class Connection:
             else:
                 payload, binary, _ = codec.encode(heartbeat.heartbeat_message(), assign_id=False)
                 link.send(payload, binary)
-            pauses = inbox.pauses
+            pauses = load.pauses
             while not await _within(heard, timeout):
-                if inbox.paused or inbox.pauses != pauses:
+                if load.paused or load.pauses != pauses:
                     break
                 left = link.write_backlog
                 if left < backlog:  # the bytes ahead of the probe are still draining

@@ -11,14 +11,10 @@ awaited them in order. Each message is routed to:
 3. the class-based :class:`bgws.MessageHandler` (every unclaimed message);
 4. the catch-all handlers (``@service.on()``), for messages that no type handler matched.
 
-A handler that raises is reported (as :class:`bgws.HandlerError`) and the next one runs. The
-inbox counts what it holds, queued or in the batch being dispatched, in messages and in payload
-bytes; when it holds ``inbox_size`` messages or ``inbox_max_bytes`` bytes the reader is paused,
-and it resumes once both have fallen to half: that is the backpressure, and memory stays
-bounded. No task or future is made per message.
-
-A binary frame is decoded when it is queued (there is nothing to decode: ``data`` is the
-payload, as ``bytes``), so every route hands handlers the same :class:`Message`.
+A handler that raises is reported (as :class:`bgws.HandlerError`) and the next one runs. What
+the inbox holds, queued or being dispatched, is bounded in messages and bytes
+(:class:`~bgws._inbox.InboxLoad` pauses the reader): memory stays bounded. No task or future is
+made per message. A binary frame is decoded when queued (``data`` is the payload, ``bytes``).
 """
 
 from __future__ import annotations
@@ -32,6 +28,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ._inbox import InboxLoad
 from .errors import BgwsError, DecodeError, HandlerError
 from .handlers import HeartbeatHandler, MessageHandler
 from .message import Codec, Message
@@ -91,19 +88,14 @@ class Dispatcher:
         max_bytes: the inbox bound (payload bytes) at which reading pauses.
 
     Attributes:
-        peak: the most messages the inbox has held at once (queued or being dispatched).
-        peak_bytes: the most payload bytes the inbox has held at once.
-        late: the most messages that arrived in one pause (the rest of the network read that
-            crossed a bound; the reader stops after that read).
+        load: what the inbox holds, and the reader's flow control.
     """
 
     # Slots: over 30 attributes would give every service a full instance dict (about
     # 1.5 KiB) instead of the compact shared-key layout.
     __slots__ = (
-        "_bytes",
         "_catch_all",
         "_codec",
-        "_count",
         "_failures",
         "_fast",
         "_frozen_catch_all",
@@ -114,12 +106,9 @@ class Dispatcher:
         "_interceptor",
         "_items",
         "_json_decode",
-        "_late",
-        "_max_bytes",
         "_message_handler",
         "_message_handler_async",
         "_on_heartbeat_reply",
-        "_pause",
         "_plans",
         "_plugins",
         "_queued_stamp",
@@ -127,9 +116,7 @@ class Dispatcher:
         "_ranks",
         "_ready",
         "_report",
-        "_resume",
         "_routes",
-        "_size",
         "_stamp",
         "_sync_plans",
         "_taps",
@@ -137,11 +124,7 @@ class Dispatcher:
         "decode_errors",
         "frames",
         "handler_errors",
-        "late",
-        "paused",
-        "pauses",
-        "peak",
-        "peak_bytes",
+        "load",
     )
 
     def __init__(
@@ -152,21 +135,11 @@ class Dispatcher:
         max_bytes: int = 64 << 20,
     ) -> None:
         self._codec = codec
-        self._size = size
-        self._max_bytes = max_bytes
         self._report = report
-        # Queued: a float (the read stamp of the items after it), the payload of a text frame
-        # (bytes), or (message, steps, size) for a message decoded already (steps None: still
-        # to route; a binary frame) or routed by the reader (an async handler still to run).
+        # Queued: a float (the read stamp of later items), a text frame's payload (bytes), or
+        # (message, steps, size): a binary frame (steps None) or one routed by the reader.
         self._items: list[Any] = []
-        # What the inbox holds, queued or in the batch being dispatched: messages and payload
-        # bytes. Reading pauses at either bound.
-        self._count = 0
-        self._bytes = 0
-        self._late = 0
-        self.late = 0
-        self.peak = 0
-        self.peak_bytes = 0
+        self.load = InboxLoad(size, max_bytes)
         self._stamp: float | None = None
         self._queued_stamp: float | None = None
         self._json_decode = codec.json_decode if codec.kind == "json" else None
@@ -198,10 +171,6 @@ class Dispatcher:
         self._fast = True
         self._ranks: dict[str, int] = {}
         self._on_heartbeat_reply: Callable[[], None] = _nothing
-        self._pause: Callable[[], None] | None = None
-        self._resume: Callable[[], None] | None = None
-        self.paused = False
-        self.pauses = 0
         self.frames = 0
         self.handler_errors = 0
         self.decode_errors = 0
@@ -270,15 +239,13 @@ class Dispatcher:
         on_heartbeat_reply: Callable[[], None],
     ) -> None:
         """Bind the inbox to a new link's flow control."""
-        self._pause, self._resume = pause, resume
+        self.load.attach(pause, resume)
         self._on_heartbeat_reply = on_heartbeat_reply
-        self.paused = False
 
     def detach(self) -> None:
         """The link is gone: stop flow control; queued messages are still dispatched."""
-        self._pause = self._resume = None
+        self.load.detach()
         self._on_heartbeat_reply = _nothing
-        self.paused = False
 
     # -- reader side (transport callbacks) --------------------------------------------------
 
@@ -342,47 +309,22 @@ class Dispatcher:
             self._queued_stamp = stamp
             items.append(stamp)
         size = len(payload)
-        if binary:  # nothing to decode: the same Message (data is bytes) as on the fast route
-            items.append((self._codec.decode(payload, True, stamp), None, size))
-        else:
-            items.append(payload)
+        # A binary frame has nothing to decode: the same Message as on the fast route.
+        items.append((self._codec.decode(payload, True, stamp), None, size) if binary else payload)
         self._take(size)
 
     def _take(self, size: int) -> None:
-        """Count one more message held; pause reading when a bound is reached."""
-        count = self._count = self._count + 1
-        held = self._bytes = self._bytes + size
+        """Hold one more message (the load may pause reading) and wake the dispatcher."""
+        self.load.take(size)
         self._queueing = True
-        if count > self.peak:
-            self.peak = count
-        if held > self.peak_bytes:
-            self.peak_bytes = held
         if not self._ready.is_set():
             self._ready.set()
             self._idle.clear()
-        if self.paused:  # the rest of the read that crossed a bound
-            self._late += 1
-            if self._late > self.late:
-                self.late = self._late
-        elif (count >= self._size or held >= self._max_bytes) and self._pause is not None:
-            self.paused = True
-            self.pauses += 1
-            self._late = 0
-            self._pause()
 
     def _done(self, size: int) -> None:
-        """One held message is dispatched; reading resumes once both bounds are half free."""
+        """One held message is dispatched (the load may resume reading)."""
         self.frames += 1
-        count = self._count = self._count - 1
-        held = self._bytes = self._bytes - size
-        if (
-            self.paused
-            and count <= self._size >> 1
-            and held <= self._max_bytes >> 1
-            and self._resume is not None
-        ):
-            self.paused = False
-            self._resume()
+        self.load.done(size)
 
     def read_done(self) -> None:
         """One network read is delivered; the next frame gets a fresh timestamp."""
@@ -418,12 +360,7 @@ class Dispatcher:
 
     def __len__(self) -> int:
         """Messages held: queued, or in the batch being dispatched."""
-        return self._count
-
-    @property
-    def held_bytes(self) -> int:
-        """Payload bytes held: queued, or in the batch being dispatched."""
-        return self._bytes
+        return self.load.count
 
     @property
     def dispatched(self) -> int:
@@ -433,7 +370,7 @@ class Dispatcher:
     @property
     def received(self) -> int:
         """Frames received so far (dispatched or held)."""
-        return self.frames + self._count
+        return self.frames + self.load.count
 
     async def wait_idle(self) -> None:
         """Return once every queued message has been dispatched."""
@@ -456,7 +393,7 @@ class Dispatcher:
             try:
                 await self._dispatch_batch(batch)
             finally:
-                self._queueing = bool(self._count or self._ranks)
+                self._queueing = bool(self.load.count or self._ranks)
             if not ready.is_set():
                 self._idle.set()
 
@@ -467,7 +404,6 @@ class Dispatcher:
         if self._ranks and len(batch) > 2:
             await self._dispatch_by_priority(batch)
             return
-        # Each message stays counted as held until its handlers are done.
         decode = self._codec.decode
         done = self._done
         stamp = 0.0
