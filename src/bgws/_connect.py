@@ -38,7 +38,8 @@ __all__ = ["Connection", "check_link_options", "open_link"]
 
 
 class Connection:
-    """The sink of one link: frames to the inbox, pongs to the keepalive, loss to the loop.
+    """The sink of one link: frames to the inbox, signs of life to the keepalive, loss to the
+    loop.
 
     Args:
         dispatcher: the service's inbox.
@@ -56,7 +57,9 @@ class Connection:
         self._auth_codes = auth_close_codes
         self._report = report
         self._link: Link | None = None
-        self._pong = asyncio.Event()
+        # Set by the first frame of any kind (a pong, a message) after a keepalive probe.
+        self._heard = asyncio.Event()
+        self._deliver: Callable[[bytes, bool, bool], None] = dispatcher.push
         self.lost: asyncio.Future[LinkError] = asyncio.get_running_loop().create_future()
         # Frames that arrive with the handshake wait until the service has moved to CONNECTED
         # (attach); from then on the hot path puts them straight into the inbox.
@@ -68,7 +71,17 @@ class Connection:
         self._early.append((payload, binary))
 
     def on_pong(self) -> None:
-        self._pong.set()
+        self._heard.set()
+
+    def _first_after_probe(self, payload: bytes, binary: bool, last: bool) -> None:
+        """Stand in for the inbox until one frame arrives: it is a sign of life.
+
+        Swapped in by the keepalive (and out by the first frame), so the frames of a busy
+        link pay nothing for it.
+        """
+        self.on_data = deliver = self._deliver
+        self._heard.set()
+        deliver(payload, binary, last)
 
     def on_problem(self, error: BgwsError) -> None:
         self._report(error)
@@ -94,7 +107,7 @@ class Connection:
         """The handshake finished: wire the inbox's flow control to ``link``."""
         self._link = link
         dispatcher = self._dispatcher
-        dispatcher.attach(link.pause_reading, link.resume_reading, self._pong.set)
+        dispatcher.attach(link.pause_reading, link.resume_reading, self._heard.set)
         self.on_data = dispatcher.push
         self.on_read_done = dispatcher.read_done
         early, self._early = self._early, []
@@ -107,37 +120,61 @@ class Connection:
     async def keepalive(
         self, config: Config, heartbeat: HeartbeatHandler | None, codec: Codec
     ) -> None:
-        """Ping every ``heartbeat_interval``; no answer within ``ping_timeout`` fails the link.
+        """Probe every ``heartbeat_interval``; no sign of life within ``ping_timeout`` fails it.
 
-        While the inbox has paused reading (a slow consumer), a missing pong proves nothing, so
-        it does not count. With an application heartbeat any incoming frame proves the link.
+        The probe is a protocol ping, or the application heartbeat. Any frame that arrives
+        after it is a sign of life (a pong, the heartbeat reply, any other message) and ends
+        the round at once, so a link that goes silent is declared dead within
+        ``heartbeat_interval + ping_timeout``, with or without ``app_heartbeat_reply_type``.
+
+        Two things extend a round instead of failing it. While the inbox has paused reading
+        (a slow consumer) a missing answer proves nothing, and the next round begins. While
+        the bytes written before the probe are still draining (a slow uplink: the probe
+        waits behind them) the wait goes on, one ``ping_timeout`` at a time, as long as the
+        link's write backlog shrank since the last look; once writes stop progressing the
+        link is declared dead within ``2 * ping_timeout``.
         """
         interval = config.heartbeat_interval
         link = self._link
         if interval is None or link is None:
             return
         timeout = config.ping_timeout
-        inbox = self._dispatcher
+        load = self._dispatcher.load
+        heard = self._heard
         what = "pong" if heartbeat is None else "heartbeat reply"
         while True:
             await asyncio.sleep(interval)
-            self._pong.clear()
-            received, pauses = inbox.received, inbox.pauses
+            heard.clear()
+            self.on_data = self._first_after_probe
+            backlog = link.write_backlog  # the bytes ahead of the probe
             if heartbeat is None:
                 link.ping()
             else:
                 payload, binary, _ = codec.encode(heartbeat.heartbeat_message(), assign_id=False)
                 link.send(payload, binary)
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._pong.wait()
-            except TimeoutError:
-                if inbox.paused or inbox.pauses != pauses:
+            pauses = load.pauses
+            while not await _within(heard, timeout):
+                if load.paused or load.pauses != pauses:
+                    break
+                left = link.write_backlog
+                if left < backlog:  # the bytes ahead of the probe are still draining
+                    backlog = left
                     continue
-                if heartbeat is not None and inbox.received != received:
-                    continue
-                self.fail(DeadLink(f"no {what} within ping_timeout ({timeout:g}s)"))
+                stuck = f", {left} bytes not draining" if left else ""
+                self.fail(DeadLink(f"no {what} within ping_timeout ({timeout:g}s){stuck}"))
                 return
+            if self.on_data == self._first_after_probe:
+                self.on_data = self._deliver
+
+
+async def _within(event: asyncio.Event, timeout: float) -> bool:
+    """Whether ``event`` is set within ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _nothing() -> None:

@@ -156,6 +156,7 @@ class Config:
     id_field: str | None = "id"
     codec: Codec = "json"
     inbox_size: int = 1024
+    inbox_max_bytes: int = 64 * 1024 * 1024
     overflow: Overflow = "raise"
     reconnect_on_close: bool = True
     auth_mode: AuthMode = "headers"
@@ -248,6 +249,7 @@ class Config:
         v["id_field"] = check_str("id_field", self.id_field, optional=True)
         v["codec"] = check_choice("codec", self.codec, get_args(Codec))
         v["inbox_size"] = check_int("inbox_size", self.inbox_size, 1)
+        v["inbox_max_bytes"] = check_int("inbox_max_bytes", self.inbox_max_bytes, 1)
         v["overflow"] = check_choice("overflow", self.overflow, get_args(Overflow))
         v["reconnect_on_close"] = check_bool("reconnect_on_close", self.reconnect_on_close)
         v["auth_mode"] = check_choice("auth_mode", self.auth_mode, get_args(AuthMode))

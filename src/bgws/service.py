@@ -157,7 +157,9 @@ class Service:
         self._shared_store = storage is None and isinstance(self._delivery.store, StorageBackend)
         if self._shared_store:
             self._storage = self._delivery.store  # type: ignore[assignment]  # same store
-        self._dispatcher = Dispatcher(self._codec, config.inbox_size, self._report)
+        self._dispatcher = Dispatcher(
+            self._codec, config.inbox_size, self._report, config.inbox_max_bytes
+        )
         self._connection_data: Mapping[str, Any] | None = None
         self._started = False
         self._link: Link | None = None

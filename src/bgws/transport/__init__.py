@@ -12,13 +12,14 @@ The default transport is picows. Another library plugs in by implementing these 
 from __future__ import annotations
 
 import ssl
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import BgwsError, LinkError
 
-__all__ = ["ConnectRequest", "Link", "Sink", "Transport", "get_transport"]
+__all__ = ["ConnectRequest", "Link", "Sink", "Transport", "get_transport", "send_queue_size"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,11 @@ class Link(Protocol):
     async def wait_closed(self) -> None:
         """Return once the connection is fully closed."""
 
+    @property
+    def write_backlog(self) -> int:
+        """Bytes written to the link that the peer's TCP has not yet taken: the transport's
+        write buffer plus, on Linux, the socket's send queue (the keepalive watches it drain)."""
+
 
 class Transport(Protocol):
     """Opens links.
@@ -150,3 +156,20 @@ def get_transport(name: str) -> Transport:
 
         return WebsocketsTransport()
     raise ValueError(f"unknown transport {name!r}")
+
+
+def send_queue_size(sock: Any) -> int:
+    """Bytes in a TCP socket's send queue that the peer has not acknowledged.
+
+    Linux only (the ``SIOCOUTQ`` ioctl); 0 elsewhere, for a closed socket, or for ``None``.
+    """
+    if sock is None:
+        return 0
+    try:
+        import fcntl
+        import termios
+
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # = SIOCOUTQ
+    except (ImportError, AttributeError, OSError, ValueError):
+        return 0
+    return max(0, int.from_bytes(raw, sys.byteorder, signed=True))

@@ -23,7 +23,7 @@ from ..errors import (
     LinkError,
     MessageTooBig,
 )
-from . import ConnectRequest, Sink
+from . import ConnectRequest, Sink, send_queue_size
 
 __all__ = ["PicowsTransport"]
 
@@ -191,6 +191,14 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
     async def wait_closed(self) -> None:
         if self._disconnected is not None:
             await asyncio.wait([self._disconnected])
+
+    @property
+    def write_backlog(self) -> int:
+        if self._ws is None or self.closed:
+            return 0
+        underlying = self._ws.underlying_transport
+        queued: int = underlying.get_write_buffer_size()
+        return queued + send_queue_size(underlying.get_extra_info("socket"))
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
