@@ -341,3 +341,20 @@ async def test_black_hole_while_draining_is_found_in_time(
             lost = await changes.wait(bgws.State.BACKING_OFF, timeout=5)
         assert isinstance(lost.reason, bgws.DeadLink)
         assert lost.at - stopped_at <= max(interval + timeout, 2 * timeout) + TOLERANCE
+
+
+async def test_closing_handshake_is_not_a_dead_link(
+    bgws_server: Server, make_service: ServiceFactory, transport: Transport
+) -> None:
+    """A graceful stop on a link that does not answer its close is not counted as a dead link."""
+    service = make_service(
+        bgws_server.url, transport=transport, heartbeat_interval=20 * MS, ping_timeout=20 * MS
+    )
+    changes = Changes(service)
+    await service.start()
+    await service.connect()
+    await changes.wait(bgws.State.CONNECTED)
+    bgws_server.stall()  # the close frame is never answered, nor are pings
+    await service.stop(timeout=300 * MS)
+    assert service.state is bgws.State.CLOSED
+    assert service.stats.dead_links == 0

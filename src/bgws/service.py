@@ -163,6 +163,7 @@ class Service:
         self._connection_data: Mapping[str, Any] | None = None
         self._started = False
         self._link: Link | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
@@ -362,6 +363,10 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(deadline):
                     await self._delivery.outbox.wait_empty()
+            # Closing is bounded by ``deadline``; an unanswered probe during the closing
+            # handshake proves nothing and must not count as a dead link.
+            if self._keepalive is not None:
+                self._keepalive.cancel()
             link.close(1000, "bye")
         if run_task is not None:
             if link is not None:  # let the loop see the close and run its hooks
@@ -605,11 +610,13 @@ class Service:
         await self._announce(old, None)
         self._delivery.link_up(link)
         keepalive = asyncio.create_task(conn.keepalive(self.config, self._heartbeat, self._codec))
+        self._keepalive = keepalive
         try:
             await self._on_connected()
             error = await conn.lost
         finally:
             self._link = None
+            self._keepalive = None
             self._connected_since = None
             conn.detach()
             keepalive.cancel()
