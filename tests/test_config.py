@@ -321,6 +321,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("app_heartbeat", {"nested": [{"bad": {1, 2}}]}),
     ("app_heartbeat_reply_type", "pong"),
     ("transport", "aiohttp"),
+    ("follow_redirects", "yes"),
     ("transport", None),
     *DELIVERY_BAD_VALUES,
     *NOTIFY_BAD_VALUES,
@@ -804,6 +805,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "app_heartbeat": ('{"type": "ping"}', CHECKED_APART),
     "app_heartbeat_reply_type": ("pong", "pong"),
     "transport": ("picows", "picows"),
+    "follow_redirects": ("true", True),
     **DELIVERY_ENV_SAMPLES,
     **NOTIFY_ENV_SAMPLES,
 }

@@ -54,3 +54,19 @@ def test_errors_share_one_root() -> None:
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, bgws.BgwsError), name
     assert issubclass(bgws.ConfigError, ValueError)
+
+
+HOSTILE_KIT = {
+    "Answer", "Frames", "HostileConnection", "HostileServer", "Opcode", "ReceivedFrame",
+    "Script", "Steps", "UpgradeRequest", "accept_key", "frame",
+    "RULES", "ConformanceReport", "Rule", "TransportFactory", "check_transport",
+}  # fmt: skip
+
+
+def test_testing_kit_exports_hostile_server() -> None:
+    """The testing kit exports the hostile server, its frame builders and check_transport."""
+    assert set(bgws.testing.__all__) >= HOSTILE_KIT
+    for name in HOSTILE_KIT:
+        obj = getattr(bgws.testing, name)
+        if isinstance(obj, type) or inspect.isfunction(obj):
+            assert obj.__doc__, name

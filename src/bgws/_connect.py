@@ -9,15 +9,16 @@ link and runs its keepalive. :func:`check_link_options` refuses, when a service 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import inspect
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Final
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._redact import is_sensitive_name
+from ._redact import is_sensitive_name, redact_url
 from .config import Config
 from .dispatch import Dispatcher
 from .errors import (
@@ -27,14 +28,19 @@ from .errors import (
     ConnectionClosed,
     DeadLink,
     HandlerError,
+    HandshakeRejected,
     InsecureCredentials,
     LinkError,
 )
 from .handlers import AuthHandler, HeartbeatHandler
 from .message import Codec
 from .transport import ConnectRequest, Link, Transport
+from .transport._policy import REDIRECT_STATUSES
 
-__all__ = ["Connection", "check_link_options", "open_link"]
+__all__ = ["MAX_REDIRECTS", "Connection", "check_link_options", "open_link"]
+
+MAX_REDIRECTS: Final = 5
+"""The most same-origin redirects one connect attempt follows (``follow_redirects``)."""
 
 
 class Connection:
@@ -249,6 +255,8 @@ async def open_link(
     Raises:
         InsecureCredentials: credentials over ``ws://`` to a non-loopback host (not allowed).
         HandlerError: the auth handler's ``get_auth_data`` raised.
+        HandshakeRejected: a status other than 101, a redirect included (followed only with
+            ``follow_redirects``, to the same origin, :data:`MAX_REDIRECTS` times at most).
         LinkError: the transport could not connect.
     """
     url = config.url
@@ -288,11 +296,100 @@ async def open_link(
         max_message_size=config.max_message_size,
         timeout=config.connect_timeout,
     )
-    link = await transport.connect(request, sink)
+    query = auth_data if auth_data and mode == "query" else None
+    link = await _connect(transport, request, sink, config.follow_redirects, query)
     if auth_data and mode == "message":
         payload, binary, _ = codec.encode(dict(auth_data), assign_id=False)
         link.send(payload, binary)
     return link
+
+
+async def _connect(
+    transport: Transport,
+    request: ConnectRequest,
+    sink: Connection,
+    follow: bool,
+    auth_query: Mapping[str, Any] | None,
+) -> Link:
+    """Connect, following same-origin redirects when ``follow`` (the one redirect policy).
+
+    The transports never follow a redirect; they raise :class:`HandshakeRejected` with its
+    ``location``. A redirect to another origin (scheme, host, port) is never followed, so
+    credentials and the outbox, which belong to one endpoint, never reach another host.
+
+    Raises:
+        HandshakeRejected: a redirect not followed, or more than :data:`MAX_REDIRECTS`.
+        LinkError: the transport could not connect.
+    """
+    for _ in range(MAX_REDIRECTS):
+        try:
+            return await transport.connect(request, sink)
+        except HandshakeRejected as exc:
+            target = _redirect_target(exc, request.url, follow)
+            if auth_query is not None:
+                target = _with_query(target, auth_query)
+            request = dataclasses.replace(request, url=target)
+    try:
+        return await transport.connect(request, sink)
+    except HandshakeRejected as exc:
+        if exc.status not in REDIRECT_STATUSES:
+            raise
+        raise HandshakeRejected(
+            exc.status, f"more than {MAX_REDIRECTS} redirects in a row", location=exc.location
+        ) from exc
+
+
+def _redirect_target(error: HandshakeRejected, url: str, follow: bool) -> str:
+    """Where a rejected handshake may be retried at once, or raise why not.
+
+    Raises:
+        HandshakeRejected: ``error`` itself if it is no redirect; else a redirect that is not
+            to be followed (``follow`` off, another origin, or no usable ``Location``).
+    """
+    status, location = error.status, error.location
+    if status not in REDIRECT_STATUSES:
+        raise error
+    shown = redact_url(location) if location else "nowhere (no Location)"
+    if not follow:
+        why = "redirects are not followed (set follow_redirects to follow same-origin ones)"
+    else:
+        target = _resolve(url, location) if location else None
+        if target is not None and _origin(urlsplit(target)) == _origin(urlsplit(url)):
+            return target
+        why = "not followed: only same-origin redirects are"
+    raise HandshakeRejected(
+        status,
+        f"server redirected the handshake (HTTP {status}) to {shown}; {why}",
+        location=location,
+    ) from error
+
+
+_WS_SCHEMES: Final = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+_DEFAULT_PORTS: Final = {"ws": 80, "wss": 443}
+
+
+def _resolve(base: str, location: str) -> str | None:
+    """``location`` as an absolute ws(s) URL (relative to ``base``), or ``None`` if unusable."""
+    try:
+        parts = urlsplit(location)
+        if not parts.scheme and location.startswith("/") and not location.startswith("//"):
+            return urlunsplit(urlsplit(base)._replace(path=parts.path, query=parts.query))
+        scheme = _WS_SCHEMES.get(parts.scheme.lower())
+        if scheme is None or not parts.hostname:
+            return None
+        return urlunsplit(parts._replace(scheme=scheme, fragment=""))
+    except ValueError:
+        return None
+
+
+def _origin(parts: SplitResult) -> tuple[str, str, int | None]:
+    """Scheme, host and port of a URL, for the same-origin rule."""
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return (scheme, "", -1)
+    return (scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme))
 
 
 async def _get_auth_data(

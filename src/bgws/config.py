@@ -164,6 +164,7 @@ class Config:
     app_heartbeat: Mapping[str, Any] | None = None
     app_heartbeat_reply_type: str | None = None
     transport: TransportName = "picows"
+    follow_redirects: bool = False
     # Durable delivery.
     storage: StorageName = "sqlite"
     storage_path: str | None = None
@@ -264,6 +265,7 @@ class Config:
         if self.app_heartbeat_reply_type is not None and self.app_heartbeat is None:
             raise ConfigError("app_heartbeat_reply_type", "needs app_heartbeat to be set")
         v["transport"] = check_choice("transport", self.transport, get_args(TransportName))
+        v["follow_redirects"] = check_bool("follow_redirects", self.follow_redirects)
         v.update(self._validated_delivery())
         v.update(self._validated_notify())
         return v

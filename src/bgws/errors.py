@@ -135,14 +135,21 @@ class ConnectTimeout(LinkError):
 
 
 class HandshakeRejected(LinkError):
-    """The server answered the WebSocket upgrade with an HTTP error status.
+    """The server answered the WebSocket upgrade with an HTTP status other than 101.
+
+    A redirect (3xx) is one too, unless ``Config.follow_redirects`` allowed following it.
 
     Attributes:
         status: the HTTP status code the server sent.
+        location: the ``Location`` header of a redirect, exactly as sent (it may carry a
+            secret in its query: the message shows it redacted), else ``None``.
     """
 
-    def __init__(self, status: int, message: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str | None = None, *, location: str | None = None
+    ) -> None:
         self.status = status
+        self.location = location
         super().__init__(message or f"handshake rejected with HTTP {status}")
 
 

@@ -105,14 +105,19 @@ Verdict = Literal["retry", "retry_now", "auth", "fatal"]
 """How a failure is handled: back off and retry, retry at once, ask the auth handler, or stop."""
 
 _RETRYABLE_4XX = frozenset({408, 425, 429})
+# A permanent redirect that was not followed would only be repeated: the URL needs changing.
+# A temporary one (302, 303, 307) may end, like a 5xx, so it is retried with backoff.
+_PERMANENT_REDIRECTS = frozenset({301, 308})
 
 
 def classify_error(error: BaseException) -> Verdict:
     """The default error classification.
 
     Auth refusals go to the auth handler. Configuration mistakes, failed certificate checks and
-    HTTP 4xx answers (other than 408, 425 and 429) are fatal: retrying would only repeat them.
-    Everything else (refused connections, timeouts, 5xx, dropped links) is retried with backoff.
+    HTTP 4xx answers (other than 408, 425 and 429) and permanent redirects that were not
+    followed (301, 308) are fatal: retrying would only repeat them. Everything else (refused
+    connections, timeouts, 5xx, temporary redirects, dropped links, a peer's protocol
+    violation) is retried with backoff.
     """
     if isinstance(error, AuthRejected):
         return "auth"
@@ -123,6 +128,8 @@ def classify_error(error: BaseException) -> Verdict:
     if isinstance(error, HandshakeRejected):
         status = error.status
         if 400 <= status < 500 and status not in _RETRYABLE_4XX:
+            return "fatal"
+        if status in _PERMANENT_REDIRECTS:
             return "fatal"
     return "retry"
 

@@ -235,6 +235,15 @@ class Service:
         return self._machine.state
 
     @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol the server chose for the open link (one of ``config.subprotocols``).
+
+        ``None`` while not connected, or when the server chose none.
+        """
+        link = self._link
+        return None if link is None else link.subprotocol
+
+    @property
     def stats(self) -> ServiceStats:
         """A snapshot of the service's counters."""
         d = self._dispatcher

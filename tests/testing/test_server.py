@@ -33,6 +33,24 @@ def test_exported_names() -> None:
         "ReceivedMessage",
         "Reply",
         "Server",
+        # the hostile server (tests/testing/test_hostile.py)
+        "Answer",
+        "Frames",
+        "HostileConnection",
+        "HostileServer",
+        "Opcode",
+        "ReceivedFrame",
+        "Script",
+        "Steps",
+        "UpgradeRequest",
+        "accept_key",
+        "frame",
+        # the transport conformance suite (tests/test_conformance.py)
+        "RULES",
+        "ConformanceReport",
+        "Rule",
+        "TransportFactory",
+        "check_transport",
     }
     for name in bgws.testing.__all__:
         assert getattr(bgws.testing, name) is not None

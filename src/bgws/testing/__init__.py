@@ -19,6 +19,11 @@ feed that resume requests replay, ``reply=Reply(...)`` answers requests and
 :meth:`Server.report` sums it all up per connection. ``python -m bgws.testing.serve`` runs the
 server in a process of its own.
 
+:class:`HostileServer` is the opposite of :class:`Server`: a raw TCP server that answers
+with any status line, headers and bytes a test scripts (see :func:`frame` and
+:class:`Frames`), to break every rule of RFC 6455; :func:`check_transport` runs the transport
+conformance suite against it.
+
 With pytest and pytest-asyncio, the ``bgws_server`` fixture (registered by the bgws pytest
 plugin) yields a started :class:`Server`. See ``docs/testing-kit.md``.
 
@@ -32,8 +37,23 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bgws.testing._conformance import (
+        RULES,
+        ConformanceReport,
+        Rule,
+        TransportFactory,
+        check_transport,
+    )
     from bgws.testing._connection import Connection
     from bgws.testing._delivery import AckFunction, AckReply, Feed, Reply
+    from bgws.testing._hostile import (
+        Answer,
+        HostileConnection,
+        HostileServer,
+        Script,
+        Steps,
+        UpgradeRequest,
+    )
     from bgws.testing._records import (
         DEFAULT_OVERSIZED_SIZE,
         ConnectionReport,
@@ -49,32 +69,65 @@ if TYPE_CHECKING:
         MessageHook,
         Server,
     )
+    from bgws.testing._wire import Frames, Opcode, ReceivedFrame, accept_key, frame
 
 __all__ = [
     "DEFAULT_OVERSIZED_SIZE",
     "DEFAULT_TIMEOUT",
+    "RULES",
     "AckFunction",
     "AckReply",
+    "Answer",
+    "ConformanceReport",
     "ConnectHook",
     "Connection",
     "ConnectionReport",
     "Feed",
+    "Frames",
     "HandshakeHook",
     "Handshake",
+    "HostileConnection",
+    "HostileServer",
     "MalformedKind",
     "Message",
     "MessageHook",
+    "Opcode",
+    "ReceivedFrame",
     "ReceivedMessage",
     "Reply",
+    "Rule",
+    "Script",
     "Server",
+    "Steps",
+    "TransportFactory",
+    "UpgradeRequest",
+    "accept_key",
+    "check_transport",
+    "frame",
 ]
 
 _HOMES: dict[str, str] = {
+    "RULES": "bgws.testing._conformance",
+    "ConformanceReport": "bgws.testing._conformance",
+    "Rule": "bgws.testing._conformance",
+    "TransportFactory": "bgws.testing._conformance",
+    "check_transport": "bgws.testing._conformance",
     "Connection": "bgws.testing._connection",
     "AckFunction": "bgws.testing._delivery",
     "AckReply": "bgws.testing._delivery",
     "Feed": "bgws.testing._delivery",
     "Reply": "bgws.testing._delivery",
+    "Answer": "bgws.testing._hostile",
+    "HostileConnection": "bgws.testing._hostile",
+    "HostileServer": "bgws.testing._hostile",
+    "Script": "bgws.testing._hostile",
+    "Steps": "bgws.testing._hostile",
+    "UpgradeRequest": "bgws.testing._hostile",
+    "Frames": "bgws.testing._wire",
+    "Opcode": "bgws.testing._wire",
+    "ReceivedFrame": "bgws.testing._wire",
+    "accept_key": "bgws.testing._wire",
+    "frame": "bgws.testing._wire",
     "ConnectionReport": "bgws.testing._records",
     "DEFAULT_OVERSIZED_SIZE": "bgws.testing._records",
     "Handshake": "bgws.testing._records",

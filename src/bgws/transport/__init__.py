@@ -6,7 +6,10 @@ async iterator: a queue between the library and the engine measured here halved 
 frames go straight into the engine's bounded inbox, and flow control is explicit
 (``pause_reading`` / ``resume_reading``).
 
-The default transport is picows. Another library plugs in by implementing these Protocols.
+The default transport is picows. Another library plugs in by implementing these Protocols;
+:func:`bgws.testing.check_transport` checks that it keeps the same rules as the bundled ones
+(RFC 6455 enforced with the right close codes, nothing delivered once the link has started to
+close, no redirect followed, errors translated by :mod:`bgws.transport._policy`).
 """
 
 from __future__ import annotations
@@ -137,9 +140,14 @@ class Transport(Protocol):
     async def connect(self, request: ConnectRequest, sink: Sink) -> Link:
         """Open one link; the sink hears its frames until ``on_closed``.
 
+        A transport never follows a redirect: it raises :class:`bgws.HandshakeRejected` with
+        the ``location``, and the engine decides (``Config.follow_redirects``).
+
         Raises:
-            LinkError: the connection could not be opened (with the OS error as the cause);
-                :class:`bgws.HandshakeRejected` / :class:`bgws.AuthRejected` for HTTP errors;
+            LinkError: the connection could not be opened (with the OS error as the cause),
+                or the server's answer named a subprotocol or extension never offered;
+                :class:`bgws.HandshakeRejected` / :class:`bgws.AuthRejected` for HTTP
+                statuses other than 101, redirects included;
                 :class:`bgws.ConnectTimeout` when ``request.timeout`` passed.
         """
         ...

@@ -2,28 +2,31 @@
 
 One object per connection is both the picows listener (frames in) and the :class:`Link`
 (frames out). Frames go straight to the engine's sink: no queue, no task, no future per frame.
+
+picows 2.3 enforces part of RFC 6455 itself (unknown opcodes, fragmented or long control
+frames, masked frames, close codes and reasons, the size limit); the link enforces the rest
+(reserved bits, UTF-8 in text messages, continuation order) and, once a close frame has been
+sent for any reason, hands nothing more to the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
 import socket
-import ssl
+from collections.abc import Sequence
 from typing import Any
 
 import picows
 
-from ..errors import (
-    AuthRejected,
-    ConnectionClosed,
-    ConnectTimeout,
-    HandshakeRejected,
-    LinkError,
-    MessageTooBig,
-)
+from ..errors import ConnectionClosed, LinkError, MessageTooBig
 from . import ConnectRequest, Sink, send_queue_size
+from ._policy import (
+    LibraryLog,
+    check_negotiation,
+    connect_failed,
+    connect_timed_out,
+    handshake_rejected,
+)
 
 __all__ = ["PicowsTransport"]
 
@@ -33,20 +36,20 @@ _CONTINUATION = picows.WSMsgType.CONTINUATION
 _PONG = picows.WSMsgType.PONG
 _CLOSE = picows.WSMsgType.CLOSE
 _ABNORMAL = 1006
-# picows reports every connect and disconnect at INFO; bgws logs those itself, in its own
-# words, so the library's own lines go to a child logger that shows warnings only by default.
-_LOG = logging.getLogger("bgws.transport.picows")
-if _LOG.level == logging.NOTSET:
-    _LOG.setLevel(logging.WARNING)
+_PROTOCOL_ERROR = 1002
+_INVALID_TEXT = 1007
+_LOG = LibraryLog("bgws.transport.picows")
 _TOO_BIG = 1009
 
 
 class _PicowsLink(picows.WSListener):  # type: ignore[misc]
     """A picows listener that is also a bgws :class:`~bgws.transport.Link`."""
 
-    def __init__(self, sink: Sink, max_message_size: int) -> None:
+    def __init__(self, sink: Sink, max_message_size: int, offered: Sequence[str] = ()) -> None:
         self._sink = sink
         self._max = max_message_size
+        self._offered = offered
+        self._refused: LinkError | None = None
         self._ws: Any = None
         self._fragments: bytearray | None = None
         self._fragments_binary = False
@@ -67,37 +70,92 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
         # retrieved; one watcher per link does that (and backs wait_closed).
         self._disconnected = asyncio.ensure_future(transport.wait_disconnected())
         self._disconnected.add_done_callback(_retrieve)
-        chosen = transport.response.headers.get("Sec-WebSocket-Protocol")
+        headers = transport.response.headers
+        chosen = headers.get("Sec-WebSocket-Protocol")
         self._subprotocol = chosen.strip() if chosen else None
+        try:  # picows negotiates no extension, so any named is one the client never offered
+            check_negotiation(self._offered, chosen, headers.get("Sec-WebSocket-Extensions"))
+        except LinkError as exc:
+            self._refused = exc
+            self.close(_PROTOCOL_ERROR, "unoffered subprotocol or extension")
+
+    def check_open(self) -> None:
+        """Raise unless the handshake ended with an open link.
+
+        Raises:
+            LinkError: the answer named what was not offered, or the server hung up
+                mid-handshake (picows's ``ws_connect`` then returns normally).
+        """
+        if self._refused is not None:
+            raise self._refused
+        if self._ws is None:
+            raise LinkError("the server closed the connection during the WebSocket handshake")
 
     def on_ws_frame(self, transport: Any, frame: Any) -> None:
+        # The common case (a whole text frame, no reserved bit, no close sent) costs five
+        # attribute reads and an ASCII scan more than before these checks. Measured on this
+        # callback alone (picows 2.3, CPython 3.11): a 96-byte JSON frame 254 -> 382 ns, a
+        # 98-byte accented one 256 -> 567 ns, a 16 KiB ASCII one 688 -> 1492 ns. For UTF-8:
+        # bytes.isascii() scans 100 bytes in ~15 ns, bytes.decode() validates them in ~35 ns
+        # (ASCII) to ~120 ns (accented), get_payload_as_utf8_text() in ~40-135 ns plus a
+        # second copy; so ASCII is checked first and only other text is decoded.
         msg_type = frame.msg_type
-        if msg_type is _TEXT and frame.fin:  # the common case first
-            self._sink.on_data(frame.get_payload_as_bytes(), False, frame.last_in_buffer)
-            return
-        if msg_type is _TEXT or msg_type is _BINARY:
-            if frame.fin:
-                self._sink.on_data(frame.get_payload_as_bytes(), True, frame.last_in_buffer)
+        if (
+            msg_type is _TEXT
+            and frame.fin
+            and self._fragments is None
+            and not (transport.is_close_frame_sent or frame.rsv1 or frame.rsv2 or frame.rsv3)
+        ):
+            payload = frame.get_payload_as_bytes()
+            if payload.isascii() or _is_utf8(payload):
+                self._sink.on_data(payload, False, frame.last_in_buffer)
                 return
+        if self._other_frame(transport, frame, msg_type):
+            return
+        if frame.last_in_buffer:
+            self._sink.on_read_done()
+
+    def _other_frame(self, transport: Any, frame: Any, msg_type: Any) -> bool:
+        """Every frame but a plain text one; returns whether it delivered a message."""
+        if transport.is_close_frame_sent:  # failing or closing: nothing more reaches the engine
+            if msg_type is _CLOSE:  # the peer's answer to our close: the handshake is done
+                transport.disconnect()
+            return True
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            return self._fail(_PROTOCOL_ERROR, "reserved bits set with no extension negotiated")
+        if msg_type is _TEXT or msg_type is _BINARY:
+            if self._fragments is not None:
+                return self._fail(_PROTOCOL_ERROR, "a new message inside a fragmented one")
+            if frame.fin:
+                return self._deliver(frame.get_payload_as_bytes(), msg_type is _BINARY, frame)
             self._fragments = bytearray(frame.get_payload_as_memoryview())
             self._fragments_binary = msg_type is _BINARY
         elif msg_type is _CONTINUATION:
-            if self._continue(frame):
-                return
+            return self._continue(frame)
         elif msg_type is _PONG:
             self._sink.on_pong()
         elif msg_type is _CLOSE:
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
-        if frame.last_in_buffer:
-            self._sink.on_read_done()
+        return False
+
+    def _deliver(self, payload: bytes, binary: bool, frame: Any) -> bool:
+        """Hand one whole message to the engine, if a text one is UTF-8 (else fail, 1007)."""
+        if not binary and not (payload.isascii() or _is_utf8(payload)):
+            return self._fail(_INVALID_TEXT, "invalid UTF-8 in a text message")
+        self._sink.on_data(payload, binary, frame.last_in_buffer)
+        return True
+
+    def _fail(self, code: int, reason: str) -> bool:
+        """Fail the link for a peer's protocol violation; the close code tells the peer why."""
+        self.close(code, reason)
+        return True
 
     def _continue(self, frame: Any) -> bool:
         """Add a continuation frame; returns whether it completed (and delivered) a message."""
         parts = self._fragments
         if parts is None:  # a continuation with nothing to continue: a protocol error
-            self.close(1002, "unexpected continuation frame")
-            return False
+            return self._fail(_PROTOCOL_ERROR, "unexpected continuation frame")
         parts += frame.get_payload_as_memoryview()
         if len(parts) > self._max:
             self._fragments = None
@@ -106,11 +164,10 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
                 MessageTooBig(f"fragmented message larger than max_message_size ({self._max})")
             )
             self.close(_TOO_BIG, "message too big")
-            return False
+            return True
         if frame.fin:
             self._fragments = None
-            self._sink.on_data(bytes(parts), self._fragments_binary, frame.last_in_buffer)
-            return True
+            return self._deliver(bytes(parts), self._fragments_binary, frame)
         return False
 
     def on_ws_disconnected(self, transport: Any) -> None:
@@ -227,21 +284,23 @@ def _code(code: Any) -> int:
     return int(getattr(code, "value", code))
 
 
-def _translate(exc: BaseException) -> LinkError:
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _translate(exc: BaseException, url: str) -> LinkError:
     """Map a picows or OS error to a bgws :class:`LinkError` (no URL or header in the text)."""
     if isinstance(exc, picows.WSHandshakeError):
         response = exc.response
         if response is not None and int(response.status) >= 300:
-            status = int(response.status)
-            if status in (401, 403):
-                return AuthRejected(status, f"server refused the credentials (HTTP {status})")
-            return HandshakeRejected(status)
+            return handshake_rejected(int(response.status), response.headers.get("Location"))
         return LinkError(f"WebSocket handshake failed: {exc}")
-    if isinstance(exc, ssl.SSLError):
-        return LinkError(f"TLS failed: {exc.reason or exc}")
     if isinstance(exc, OSError):
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        return LinkError(f"cannot connect: {reason}")
+        return connect_failed(exc, url)
     return LinkError(f"cannot connect: {type(exc).__name__}: {exc}")
 
 
@@ -258,7 +317,7 @@ class PicowsTransport:
         self._abandoned: set[asyncio.Future[Any]] = set()
 
     async def connect(self, request: ConnectRequest, sink: Sink) -> _PicowsLink:
-        link = _PicowsLink(sink, request.max_message_size)
+        link = _PicowsLink(sink, request.max_message_size, request.subprotocols)
         headers = list(request.headers)
         if request.subprotocols:
             headers.append(("Sec-WebSocket-Protocol", ", ".join(request.subprotocols)))
@@ -273,6 +332,15 @@ class PicowsTransport:
                 max_redirects=0,
                 read_buffer_init_size=request.read_buffer_size,
                 logger_name=_LOG,
+                # aiofastnet 1.2 (picows's TLS layer when installed) reports a server that
+                # does not speak TLS by handing the loop's exception handler an exception
+                # class, which logging cannot format ("--- Logging error ---" on every
+                # attempt), and raises an SSLError without a message; asyncio's TLS does
+                # neither, so wss:// links use it.
+                use_aiofastnet=False if request.url.startswith("wss:") else None,
+                # Bounds the TLS handshake of an abandoned attempt too (asyncio's default is
+                # 60 s), so a wss:// attempt at a server that never answers TLS ends in time.
+                ssl_handshake_timeout=request.timeout if request.url.startswith("wss:") else None,
             )
         )
         try:
@@ -280,14 +348,13 @@ class PicowsTransport:
                 await asyncio.shield(attempt)
         except TimeoutError as exc:
             self._abandon(attempt)
-            raise ConnectTimeout(
-                f"no connection within connect_timeout ({request.timeout:g}s)"
-            ) from exc
+            raise connect_timed_out(request.timeout, request.url) from exc
         except (picows.WSError, OSError) as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, request.url) from exc
         except BaseException:
             self._abandon(attempt)
             raise
+        link.check_open()
         return link
 
     def _abandon(self, attempt: asyncio.Future[Any]) -> None:

@@ -14,37 +14,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import ssl
+import functools
 from typing import Any
 
-from ..errors import (
-    AuthRejected,
-    ConnectionClosed,
-    ConnectTimeout,
-    HandshakeRejected,
-    LinkError,
-    MessageTooBig,
-)
+from ..errors import ConnectionClosed, LinkError, MessageTooBig
 from . import ConnectRequest, Sink, send_queue_size
+from ._policy import LibraryLog, connect_failed, connect_timed_out, handshake_rejected
 
 __all__ = ["WebsocketsTransport"]
 
 _ABNORMAL = 1006
 _TOO_BIG = 1009
-_LOG = logging.getLogger("bgws.transport.websockets")
-if _LOG.level == logging.NOTSET:
-    _LOG.setLevel(logging.WARNING)
+_LOG = LibraryLog("bgws.transport.websockets")
 
 
-def _library() -> Any:
+@functools.cache
+def _connector() -> Any:
+    """websockets' ``connect``, made never to follow a redirect (bgws decides that)."""
     try:
         import websockets.asyncio.client as client
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise LinkError(
             'the websockets transport needs the websockets package: pip install "bgws[websockets]"'
         ) from exc
-    return client
+
+    class Connect(client.connect):
+        def process_redirect(self, exc: Exception) -> Exception:
+            return exc  # raised as is: an InvalidStatus that _translate turns into an error
+
+    return Connect
 
 
 class _WebsocketsLink:
@@ -57,6 +55,7 @@ class _WebsocketsLink:
         self._sink = sink
         self._open = State.OPEN
         self._closed = False
+        self._closing = False  # set by close()/abort(): the engine wants nothing more
         self._reading = asyncio.Event()
         self._reading.set()
         self._pings: set[asyncio.Future[Any]] = set()
@@ -66,11 +65,18 @@ class _WebsocketsLink:
         from websockets.exceptions import ConnectionClosed as Closed
 
         ws, sink = self._ws, self._sink
+        protocol = ws.protocol
         try:
             while True:
                 if not self._reading.is_set():
                     await self._reading.wait()
                 message = await ws.recv()
+                # Once this side has started to close (bgws closing, or websockets failing
+                # the link for a protocol violation), nothing more reaches the engine.
+                if self._closing or (
+                    protocol.close_sent is not None and protocol.close_rcvd_then_sent is not True
+                ):
+                    break
                 if isinstance(message, str):
                     sink.on_data(message.encode(), False, True)
                 else:
@@ -148,6 +154,7 @@ class _WebsocketsLink:
             self._sink.on_pong()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
+        self._closing = True
         if self._closed:
             return
         closing = asyncio.ensure_future(self._ws.close(code, reason))
@@ -155,6 +162,7 @@ class _WebsocketsLink:
         closing.add_done_callback(self._pings.discard)
 
     def abort(self) -> None:
+        self._closing = True
         if not self._closed:
             self._ws.transport.abort()
 
@@ -182,25 +190,18 @@ class _WebsocketsLink:
         return queued + send_queue_size(underlying.get_extra_info("socket"))
 
 
-def _translate(exc: BaseException) -> LinkError:
+def _translate(exc: BaseException, url: str) -> LinkError:
     from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
     if isinstance(exc, InvalidStatus):
-        status = int(exc.response.status_code)
-        if status in (401, 403):
-            return AuthRejected(status, f"server refused the credentials (HTTP {status})")
-        return HandshakeRejected(status)
+        response = exc.response
+        return handshake_rejected(int(response.status_code), response.headers.get("Location"))
     if isinstance(exc, InvalidURI):
         return LinkError("the URL is not a valid WebSocket URL")
     if isinstance(exc, InvalidHandshake):
         return LinkError(f"WebSocket handshake failed: {exc}")
-    if isinstance(exc, ssl.SSLError):
-        return LinkError(f"TLS failed: {exc.reason or exc}")
     if isinstance(exc, OSError):
-        import os
-
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        return LinkError(f"cannot connect: {reason}")
+        return connect_failed(exc, url)
     return LinkError(f"cannot connect: {type(exc).__name__}: {exc}")
 
 
@@ -217,7 +218,7 @@ class WebsocketsTransport:
         self._proxy = proxy
 
     async def connect(self, request: ConnectRequest, sink: Sink) -> _WebsocketsLink:
-        client = _library()
+        connect = _connector()
         from websockets.exceptions import WebSocketException
 
         options: dict[str, Any] = {
@@ -233,11 +234,9 @@ class WebsocketsTransport:
         if request.url.startswith("wss:") and request.ssl_context is not None:
             options["ssl"] = request.ssl_context
         try:
-            ws = await client.connect(request.url, **options)
+            ws = await connect(request.url, **options)
         except TimeoutError as exc:
-            raise ConnectTimeout(
-                f"no connection within connect_timeout ({request.timeout:g}s)"
-            ) from exc
+            raise connect_timed_out(request.timeout, request.url) from exc
         except (WebSocketException, OSError) as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, request.url) from exc
         return _WebsocketsLink(ws, sink)
