@@ -87,6 +87,7 @@ async def make_service(errors: Errors) -> AsyncIterator[ServiceFactory]:
                 "classify",
                 "backoff",
                 "error_handler",
+                "ssl_context",
             )
         }
         handlers.setdefault("error_handler", errors)

@@ -176,16 +176,31 @@ async def test_bearer_auth_helper(bgws_server: Server, make_service: ServiceFact
     assert refreshed == [True]
 
 
-async def test_credentials_refused_over_plain_ws_to_remote_host(
-    make_service: ServiceFactory,
-) -> None:
-    """Credentials over ws:// to a non-loopback host fail before any connection is made."""
-    service = make_service("ws://chat.example.invalid/ws", auth_handler=Tokens())
-    changes = Changes(service)
-    async with service:
-        failed = await changes.wait(bgws.State.FAILED)
-    assert isinstance(failed.reason, bgws.InsecureCredentials)
-    assert "wss://" in str(failed.reason)
+def test_credentials_refused_over_plain_ws_to_remote_host(make_service: ServiceFactory) -> None:
+    """An auth handler that requires auth with a ws:// remote URL is refused at build time."""
+    with pytest.raises(bgws.InsecureCredentials) as info:
+        make_service("ws://chat.example.invalid/ws", auth_handler=Tokens())
+    assert info.value.field == "url"
+    assert "wss://" in str(info.value)
+    assert "allow_insecure_credentials" in str(info.value)
+
+
+def test_auth_handler_over_ws_allowed_when_not_required(make_service: ServiceFactory) -> None:
+    """A handler that does not require auth, or allow_insecure_credentials, builds fine."""
+
+    class Optional(bgws.AuthHandler):
+        @property
+        def requires_auth(self) -> bool:
+            return False
+
+    make_service("ws://chat.example.invalid/ws", auth_handler=Optional())
+    make_service(
+        "ws://chat.example.invalid/ws", auth_handler=Tokens(), allow_insecure_credentials=True
+    )
+    with pytest.raises(bgws.InsecureCredentials):
+        bgws.create_chat_service(
+            app_name="MyChat", url="ws://chat.example.invalid/ws", auth_handler=Tokens()
+        )
 
 
 async def test_failing_get_auth_data_is_retried_and_reported(

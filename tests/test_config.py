@@ -73,6 +73,7 @@ def test_defaults() -> None:
     assert config.id_field == "id"
     assert config.codec == "json"
     assert config.inbox_size == 1024
+    assert config.inbox_max_bytes == 64 * 1024 * 1024
     assert config.overflow == "raise"
     assert config.reconnect_on_close is True
     assert config.auth_mode == "headers"
@@ -301,6 +302,8 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("codec", None),
     ("inbox_size", 0),
     ("inbox_size", False),
+    ("inbox_max_bytes", 0),
+    ("inbox_max_bytes", 1.5),
     ("overflow", "block"),
     ("reconnect_on_close", None),
     ("auth_mode", "cookie"),
@@ -794,6 +797,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "id_field": ("", None),
     "codec": ("raw", "raw"),
     "inbox_size": ("16", 16),
+    "inbox_max_bytes": ("65536", 65536),
     "overflow": ("drop_oldest", "drop_oldest"),
     "reconnect_on_close": ("off", False),
     "auth_mode": ("query", "query"),

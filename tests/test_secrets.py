@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 import bgws
+from bgws.store import SqliteStore
 from bgws.testing import Server
 
 from .conftest import Changes, Errors, ServiceFactory
@@ -52,3 +54,69 @@ def test_connect_request_repr_hides_header_values() -> None:
     request = ConnectRequest(url="wss://x/", headers=[("Authorization", f"Bearer {TOKEN}")])
     assert TOKEN not in repr(request)
     assert "Authorization" in repr(request)
+
+
+REMOTE = "ws://chat.example.invalid/ws"
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"url": REMOTE + "?session=s-123456"}, "url"),
+        ({"url": REMOTE + "?auth=a-123456"}, "url"),
+        ({"url": REMOTE + "?key=k-123456"}, "url"),
+        ({"url": REMOTE + "?signature=g-123456"}, "url"),
+        ({"headers": {"X-Auth": "a-123456"}}, "headers"),
+        ({"headers": {"X-Signature": "g-123456"}}, "headers"),
+        ({"headers": {"X-Session-Id": "s-123456"}}, "headers"),
+        ({"headers": {"X-Access-Key": "k-123456"}}, "headers"),
+        ({"app_heartbeat": {"type": "ping", "token": "t-123456"}}, "app_heartbeat"),
+        ({"app_heartbeat": {"type": "ping", "auth": {"session": "t-123456"}}}, "app_heartbeat"),
+    ],
+)
+def test_one_rule_redacts_and_refuses(options: dict[str, object], field: str) -> None:
+    """What secret_values() hides is exactly what plain ws:// to a remote host refuses."""
+    values = {"app_name": "t", "url": REMOTE, **options}
+    with pytest.raises(bgws.InsecureCredentials) as info:
+        bgws.Config(**values)  # type: ignore[arg-type]
+    assert info.value.field == field
+    allowed = bgws.Config(**values, allow_insecure_credentials=True)  # type: ignore[arg-type]
+    secrets = allowed.secret_values()
+    assert secrets
+    assert all(s.endswith("-123456") for s in secrets)
+    assert all(s not in repr(allowed) for s in secrets)
+    loopback = {**values, "url": str(values["url"]).replace("chat.example.invalid", "127.0.0.1")}
+    assert bgws.Config(**loopback).secret_values() == secrets  # type: ignore[arg-type]
+
+
+async def test_connection_data_secrets_stay_out_of_the_store(
+    tmp_path: Path, bgws_server: Server, make_service: ServiceFactory
+) -> None:
+    """connection_data is stored with secret values as ***; the auth handler still gets them."""
+    path = tmp_path / "store.sqlite3"
+    service = make_service(
+        bgws_server.url,
+        storage="sqlite",
+        storage_path=str(path),
+        auth_handler=_PassThrough(),
+    )
+    changes = Changes(service)
+    async with service:
+        await service.connect(connection_data={"user": "ada", "password": TOKEN})
+        await changes.wait(bgws.State.CONNECTED)
+    assert bgws_server.handshakes[-1].headers["password"] == TOKEN  # used, from memory
+    assert TOKEN.encode() not in _files_content(tmp_path)
+    store = SqliteStore(path)
+    await store.open()
+    kept = await store.get_connection_info("connection_data")
+    await store.close()
+    assert kept == '{"user":"ada","password":"***"}'
+
+
+def _files_content(folder: Path) -> bytes:
+    """Every byte of every file in ``folder`` (the store, its WAL and shared memory)."""
+    return b"".join(p.read_bytes() for p in folder.iterdir() if p.is_file())
+
+
+class _PassThrough(bgws.AuthHandler):
+    """The default auth handler: connection_data travels as handshake headers."""

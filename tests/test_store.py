@@ -141,11 +141,13 @@ async def test_default_path_is_under_the_user_data_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without storage_path the file goes to the platform's user data folder."""
+    from bgws.storage import endpoint_digest, store_endpoint
     from bgws.store import default_store_path
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
-    path = default_store_path("chat")
-    assert path.name == "chat.sqlite3"
+    endpoint = store_endpoint("wss://chat.example/ws", "chat")
+    path = default_store_path("chat", endpoint)
+    assert path.name == f"chat-{endpoint_digest(endpoint)}.sqlite3"
     if sys.platform.startswith("linux"):
         assert path.parent == tmp_path / "bgws"
 

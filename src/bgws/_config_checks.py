@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
-from bgws._redact import is_credential_name, is_sensitive_name, redact_url
+from bgws._redact import is_sensitive_name, redact_url
 from bgws.errors import ConfigError
 from bgws.policies import AckPolicy, ResumePolicy
 
@@ -216,7 +216,7 @@ def check_template(name: str, value: object, *, allow_empty: bool = False) -> st
             raise ConfigError(
                 name, f"{{{field}}}: only top-level fields can be used, not .attributes or [keys]"
             )
-        if is_credential_name(field):
+        if is_sensitive_name(field):
             raise ConfigError(
                 name, f"{{{field}}} looks like a secret; a notification must not show it"
             )

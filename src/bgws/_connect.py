@@ -2,7 +2,8 @@
 
 :func:`open_link` turns the config and the auth handler's answer into a
 :class:`~bgws.transport.ConnectRequest`; :class:`Connection` is the transport's sink for one
-link and runs its keepalive.
+link and runs its keepalive. :func:`check_link_options` refuses, when a service is built, what
+``open_link`` would refuse on every attempt.
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import inspect
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._redact import is_credential_name, redact_url
+from ._redact import is_sensitive_name, redact_url
 from .config import Config
 from .dispatch import Dispatcher
 from .errors import (
     AuthRejected,
     BgwsError,
+    ConfigError,
     ConnectionClosed,
     DeadLink,
     HandlerError,
@@ -34,14 +37,15 @@ from .message import Codec
 from .transport import ConnectRequest, Link, Transport
 from .transport._policy import REDIRECT_STATUSES
 
-__all__ = ["MAX_REDIRECTS", "Connection", "open_link"]
+__all__ = ["MAX_REDIRECTS", "Connection", "check_link_options", "open_link"]
 
 MAX_REDIRECTS: Final = 5
 """The most same-origin redirects one connect attempt follows (``follow_redirects``)."""
 
 
 class Connection:
-    """The sink of one link: frames to the inbox, pongs to the keepalive, loss to the loop.
+    """The sink of one link: frames to the inbox, signs of life to the keepalive, loss to the
+    loop.
 
     Args:
         dispatcher: the service's inbox.
@@ -59,7 +63,9 @@ class Connection:
         self._auth_codes = auth_close_codes
         self._report = report
         self._link: Link | None = None
-        self._pong = asyncio.Event()
+        # Set by the first frame of any kind (a pong, a message) after a keepalive probe.
+        self._heard = asyncio.Event()
+        self._deliver: Callable[[bytes, bool, bool], None] = dispatcher.push
         self.lost: asyncio.Future[LinkError] = asyncio.get_running_loop().create_future()
         # Frames that arrive with the handshake wait until the service has moved to CONNECTED
         # (attach); from then on the hot path puts them straight into the inbox.
@@ -71,7 +77,17 @@ class Connection:
         self._early.append((payload, binary))
 
     def on_pong(self) -> None:
-        self._pong.set()
+        self._heard.set()
+
+    def _first_after_probe(self, payload: bytes, binary: bool, last: bool) -> None:
+        """Stand in for the inbox until one frame arrives: it is a sign of life.
+
+        Swapped in by the keepalive (and out by the first frame), so the frames of a busy
+        link pay nothing for it.
+        """
+        self.on_data = deliver = self._deliver
+        self._heard.set()
+        deliver(payload, binary, last)
 
     def on_problem(self, error: BgwsError) -> None:
         self._report(error)
@@ -97,7 +113,7 @@ class Connection:
         """The handshake finished: wire the inbox's flow control to ``link``."""
         self._link = link
         dispatcher = self._dispatcher
-        dispatcher.attach(link.pause_reading, link.resume_reading, self._pong.set)
+        dispatcher.attach(link.pause_reading, link.resume_reading, self._heard.set)
         self.on_data = dispatcher.push
         self.on_read_done = dispatcher.read_done
         early, self._early = self._early, []
@@ -110,41 +126,109 @@ class Connection:
     async def keepalive(
         self, config: Config, heartbeat: HeartbeatHandler | None, codec: Codec
     ) -> None:
-        """Ping every ``heartbeat_interval``; no answer within ``ping_timeout`` fails the link.
+        """Probe every ``heartbeat_interval``; no sign of life within ``ping_timeout`` fails it.
 
-        While the inbox has paused reading (a slow consumer), a missing pong proves nothing, so
-        it does not count. With an application heartbeat any incoming frame proves the link.
+        The probe is a protocol ping, or the application heartbeat. Any frame that arrives
+        after it is a sign of life (a pong, the heartbeat reply, any other message) and ends
+        the round at once, so a link that goes silent is declared dead within
+        ``heartbeat_interval + ping_timeout``, with or without ``app_heartbeat_reply_type``.
+
+        Two things extend a round instead of failing it. While the inbox has paused reading
+        (a slow consumer) a missing answer proves nothing, and the next round begins. While
+        the bytes written before the probe are still draining (a slow uplink: the probe
+        waits behind them) the wait goes on, one ``ping_timeout`` at a time, as long as the
+        link's write backlog shrank since the last look; once writes stop progressing the
+        link is declared dead within ``2 * ping_timeout``.
         """
         interval = config.heartbeat_interval
         link = self._link
         if interval is None or link is None:
             return
         timeout = config.ping_timeout
-        inbox = self._dispatcher
+        load = self._dispatcher.load
+        heard = self._heard
         what = "pong" if heartbeat is None else "heartbeat reply"
         while True:
             await asyncio.sleep(interval)
-            self._pong.clear()
-            received, pauses = inbox.received, inbox.pauses
+            heard.clear()
+            self.on_data = self._first_after_probe
+            backlog = link.write_backlog  # the bytes ahead of the probe
             if heartbeat is None:
                 link.ping()
             else:
                 payload, binary, _ = codec.encode(heartbeat.heartbeat_message(), assign_id=False)
                 link.send(payload, binary)
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._pong.wait()
-            except TimeoutError:
-                if inbox.paused or inbox.pauses != pauses:
+            pauses = load.pauses
+            while not await _within(heard, timeout):
+                if load.paused or load.pauses != pauses:
+                    break
+                left = link.write_backlog
+                if left < backlog:  # the bytes ahead of the probe are still draining
+                    backlog = left
                     continue
-                if heartbeat is not None and inbox.received != received:
-                    continue
-                self.fail(DeadLink(f"no {what} within ping_timeout ({timeout:g}s)"))
+                stuck = f", {left} bytes not draining" if left else ""
+                self.fail(DeadLink(f"no {what} within ping_timeout ({timeout:g}s){stuck}"))
                 return
+            if self.on_data == self._first_after_probe:
+                self.on_data = self._deliver
+
+
+async def _within(event: asyncio.Event, timeout: float) -> bool:
+    """Whether ``event`` is set within ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 def _nothing() -> None:
     return None
+
+
+def check_link_options(
+    config: Config, auth: AuthHandler | None, ssl_context: ssl.SSLContext | None
+) -> None:
+    """Refuse, when the service is built, link options that no attempt could use.
+
+    Args:
+        config: the service's config.
+        auth: the auth handler, if any.
+        ssl_context: the caller's own TLS context, if any.
+
+    Raises:
+        InsecureCredentials: ``auth`` requires credentials and they would travel over plain
+            ``ws://`` to a host that is not loopback (and the config does not allow it).
+        ConfigError: ``ssl_context`` with a ``ws://`` URL, or together with ``tls_*`` options.
+        TypeError: ``ssl_context`` is not an :class:`ssl.SSLContext`.
+    """
+    if (
+        auth is not None
+        and auth.requires_auth
+        and not config.is_secure
+        and not config.is_loopback
+        and not config.allow_insecure_credentials
+    ):
+        raise InsecureCredentials(
+            "url",
+            f"the auth handler's credentials would travel in clear text over ws:// to "
+            f"{config.host}, a host that is not loopback; use wss://, or set "
+            "allow_insecure_credentials = true if you must",
+        )
+    if ssl_context is None:
+        return
+    if not isinstance(ssl_context, ssl.SSLContext):
+        raise TypeError(f"ssl_context must be an ssl.SSLContext, not {type(ssl_context)}")
+    if not config.is_secure:
+        raise ConfigError("ssl_context", "is a TLS option, but the URL is ws://; use wss://")
+    given = [n for n in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(config, n)]
+    if not config.tls_verify:
+        given.append("tls_verify")
+    if given:
+        raise ConfigError(
+            given[0], "set it on your ssl_context instead: bgws uses that context as given"
+        )
 
 
 async def open_link(
@@ -154,8 +238,19 @@ async def open_link(
     auth: AuthHandler | None,
     connection_data: Mapping[str, Any] | None,
     codec: Codec,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Link:
     """Fetch fresh credentials, check they may travel, and open one link.
+
+    Args:
+        config: the service's config.
+        transport: the WebSocket library seam.
+        sink: receives the link's frames and events.
+        auth: the auth handler, asked for credentials before this attempt.
+        connection_data: what ``connect()`` got, handed to the auth handler.
+        codec: encodes an auth first message.
+        ssl_context: the caller's own TLS context; ``None`` builds one from the config's
+            ``tls_*`` options, reading their files again when they changed.
 
     Raises:
         InsecureCredentials: credentials over ``ws://`` to a non-loopback host (not allowed).
@@ -172,7 +267,7 @@ async def open_link(
             auth_data = await _get_auth_data(auth, connection_data)
         except Exception as exc:
             raise HandlerError("auth handler get_auth_data") from exc
-    carries_secrets = bool(auth_data) or any(is_credential_name(k) for k, _ in headers)
+    carries_secrets = bool(auth_data) or any(is_sensitive_name(k) for k, _ in headers)
     if (
         carries_secrets
         and not config.is_secure
@@ -190,15 +285,14 @@ async def open_link(
             headers.extend((str(k), str(v)) for k, v in auth_data.items())
         elif mode == "query":
             url = _with_query(url, auth_data)
+    tls = None
+    if config.is_secure:
+        tls = ssl_context if ssl_context is not None else _ssl_context(config)
     request = ConnectRequest(
         url=url,
         headers=headers,
         subprotocols=config.subprotocols,
-        ssl_context=_ssl_context(
-            config.tls_verify, config.tls_ca_file, config.tls_cert_file, config.tls_key_file
-        )
-        if config.is_secure
-        else None,
+        ssl_context=tls,
         max_message_size=config.max_message_size,
         timeout=config.connect_timeout,
     )
@@ -319,15 +413,46 @@ def _with_query(url: str, extra: Mapping[str, Any]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def _ssl_context(config: Config) -> ssl.SSLContext:
+    """The client TLS context for ``config``, built again when one of its files changed.
+
+    A CA bundle or client certificate rewritten in place (or replaced) is read on the next
+    attempt: the cache key holds a digest of each file's content, so a rewrite is seen even
+    when it keeps the size and lands within the file system's timestamp granularity. Hashing
+    costs about 0.15 ms for a 220 kB CA bundle, building a context from it about 20 ms
+    (measured here), so an unchanged set of files reuses the context already built.
+    """
+    return _build_ssl_context(
+        config.tls_verify,
+        _file_key(config.tls_ca_file),
+        _file_key(config.tls_cert_file),
+        _file_key(config.tls_key_file),
+    )
+
+
+_FileKey = tuple[str, bytes] | None
+
+
+def _file_key(path: str | None) -> _FileKey:
+    """A file's path with a digest of its content (empty when it cannot be read)."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            return (path, hashlib.sha256(file.read()).digest())
+    except OSError:
+        return (path, b"")  # building the context reports why the file cannot be read
+
+
 @functools.lru_cache(maxsize=16)
-def _ssl_context(
-    verify: bool, ca_file: str | None, cert_file: str | None, key_file: str | None
+def _build_ssl_context(
+    verify: bool, ca_file: _FileKey, cert_file: _FileKey, key_file: _FileKey
 ) -> ssl.SSLContext:
     """A client TLS context; verification is on unless the config turns it off."""
-    context = ssl.create_default_context(cafile=ca_file)
+    context = ssl.create_default_context(cafile=None if ca_file is None else ca_file[0])
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     if cert_file is not None:
-        context.load_cert_chain(cert_file, key_file)
+        context.load_cert_chain(cert_file[0], None if key_file is None else key_file[0])
     return context

@@ -9,8 +9,11 @@ Two kinds of help live here:
 - *by value*: :func:`redact_text` replaces every known secret value wherever it appears in a
   piece of text (an exception message, a close reason, a frame echoed in a log line).
 
-Guessing by name errs on the side of hiding: a false positive costs a ``***`` in a log line, a
-false negative leaks a credential.
+One rule decides what is a secret: the same :func:`is_sensitive_name` that hides a value in a
+log line also refuses to send it in clear text over plain ``ws://`` to a host that is not
+loopback (see :class:`bgws.Config`). Guessing by name errs on the side of hiding: a false
+positive costs a ``***`` in a log line (or asks for ``wss://``), a false negative leaks a
+credential.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 __all__ = [
     "REDACTED",
-    "is_credential_name",
     "is_sensitive_name",
     "redact_headers",
     "redact_json",
@@ -34,7 +36,8 @@ REDACTED = "***"
 """What a hidden value is shown as."""
 
 # Substrings of a normalised name (lower case, without "-", "_", "." and spaces) that mark it as
-# probably secret. Broad on purpose: "auth" also catches "author", which only costs a "***".
+# probably secret. Broad on purpose: a false positive costs a "***" (or a refusal over plain
+# ws://, which the config can lift), a false negative leaks a credential.
 _SENSITIVE_PARTS = (
     "token",
     "secret",
@@ -53,10 +56,9 @@ _SENSITIVE_PARTS = (
 # Short names that are secrets on their own but too short to match as substrings.
 _SENSITIVE_EXACT = frozenset({"sig", "code", "pass", "sid"})
 
-# Header names that carry credentials for the "credentials over plain ws://" check. Narrower
-# than _SENSITIVE_PARTS: a false positive here refuses a configuration.
-_CREDENTIAL_HEADERS = frozenset({"authorization", "proxyauthorization", "cookie"})
-_CREDENTIAL_PARTS = ("token", "secret", "apikey", "password")
+# Ordinary words that contain a sensitive part, taken out before the parts are looked for:
+# "author" (but not "authorization" / "authorisation"), "keyword", "keyboard", "monkey".
+_ORDINARY_WORDS = re.compile(r"author(?!i[sz])|keyword|keyboard|monkey")
 
 _MIN_SECRET_LENGTH = 4
 _NORMALISE = re.compile(r"[-_.\s]+")
@@ -69,37 +71,24 @@ def _normalise(name: str) -> str:
 def is_sensitive_name(name: str) -> bool:
     """Tell whether a header, query parameter or key name probably carries a secret.
 
+    This is the one rule for secrets: what it matches is hidden in logs, reprs and status,
+    listed by :meth:`bgws.Config.secret_values`, and refused over plain ``ws://`` to a host
+    that is not loopback.
+
     Args:
         name: the name, in any case; ``-``, ``_`` and ``.`` are ignored, so ``X-Api-Key``,
             ``api_key`` and ``apiKey`` are treated alike.
 
     Returns:
         ``True`` for names such as ``Authorization``, ``Cookie``, ``access_token``,
-        ``X-Api-Key``, ``password``, ``signature``, ``session_id``.
+        ``X-Api-Key``, ``password``, ``signature``, ``session_id``; ``False`` for ordinary
+        words that merely contain such a part (``author``, ``keyword``).
     """
     normalised = _normalise(name)
     if normalised in _SENSITIVE_EXACT:
         return True
+    normalised = _ORDINARY_WORDS.sub(" ", normalised)
     return any(part in normalised for part in _SENSITIVE_PARTS)
-
-
-def is_credential_name(name: str) -> bool:
-    """Tell whether a header or query parameter carries credentials (not to send in clear text).
-
-    This is the narrow test used to refuse credentials over plain ``ws://``: ``Authorization``,
-    ``Proxy-Authorization``, ``Cookie``, and any name containing ``token``, ``secret``,
-    ``api-key`` (or ``api_key``, ``apikey``) or ``password``.
-
-    Args:
-        name: the header or query parameter name, in any case.
-
-    Returns:
-        ``True`` when the name carries credentials.
-    """
-    normalised = _normalise(name)
-    if normalised in _CREDENTIAL_HEADERS:
-        return True
-    return any(part in normalised for part in _CREDENTIAL_PARTS)
 
 
 def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:

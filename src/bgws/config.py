@@ -51,7 +51,6 @@ from bgws._config_checks import (
     type_name,
 )
 from bgws._redact import (
-    is_credential_name,
     is_sensitive_name,
     redact_headers,
     redact_json,
@@ -158,6 +157,7 @@ class Config:
     id_field: str | None = "id"
     codec: Codec = "json"
     inbox_size: int = 1024
+    inbox_max_bytes: int = 64 * 1024 * 1024
     overflow: Overflow = "raise"
     reconnect_on_close: bool = True
     auth_mode: AuthMode = "headers"
@@ -251,6 +251,7 @@ class Config:
         v["id_field"] = check_str("id_field", self.id_field, optional=True)
         v["codec"] = check_choice("codec", self.codec, get_args(Codec))
         v["inbox_size"] = check_int("inbox_size", self.inbox_size, 1)
+        v["inbox_max_bytes"] = check_int("inbox_max_bytes", self.inbox_max_bytes, 1)
         v["overflow"] = check_choice("overflow", self.overflow, get_args(Overflow))
         v["reconnect_on_close"] = check_bool("reconnect_on_close", self.reconnect_on_close)
         v["auth_mode"] = check_choice("auth_mode", self.auth_mode, get_args(AuthMode))
@@ -296,21 +297,27 @@ class Config:
         return v
 
     def _check_credentials(self) -> None:
+        # One rule (is_sensitive_name) decides what secret_values() lists and what is refused.
         if self.allow_insecure_credentials or self.is_secure or self.is_loopback:
             return
         where = f"ws:// to {self.host}, a host that is not loopback"
         hint = "use wss://, or set allow_insecure_credentials = true if you must"
         for name in self.headers:
-            if is_credential_name(name):
+            if is_sensitive_name(name):
                 raise InsecureCredentials(
                     "headers", f"header {name!r} would travel in clear text over {where}; {hint}"
                 )
         parts = urlsplit(self.url)
         if "@" in parts.netloc or any(
-            is_credential_name(key) for key, _ in parse_qsl(parts.query, keep_blank_values=True)
+            is_sensitive_name(key) for key, _ in parse_qsl(parts.query, keep_blank_values=True)
         ):
             raise InsecureCredentials(
                 "url", f"the URL's credentials would travel in clear text over {where}; {hint}"
+            )
+        if self.app_heartbeat is not None and any(sensitive_strings(self.app_heartbeat)):
+            raise InsecureCredentials(
+                "app_heartbeat",
+                f"the heartbeat message's secrets would travel in clear text over {where}; {hint}",
             )
 
     # -- what the engine asks --

@@ -35,7 +35,8 @@ from .errors import (
 )
 from .message import Codec, Message
 from .outbox import Entry, Outbox
-from .store import DeliveryStore, MemoryStore, SqliteStore, default_store_path
+from .storage import legacy_store_path, store_endpoint, store_path
+from .store import DeliveryStore, MemoryStore, SqliteStore
 from .transport import Link
 
 __all__ = ["Delivery"]
@@ -98,8 +99,13 @@ class Delivery:
         self._report = report
         self.store: DeliveryStore
         if config.storage == "sqlite":
-            path = config.storage_path or default_store_path(config.service_tag or "bgws")
-            self.store = SqliteStore(path, sync=config.storage_sync)
+            tag = config.service_tag or "bgws"
+            self.store = SqliteStore(
+                store_path(config),
+                sync=config.storage_sync,
+                endpoint=store_endpoint(config.url, tag),
+                legacy_path=None if config.storage_path else legacy_store_path(tag),
+            )
         else:
             self.store = MemoryStore()
         self.durable = config.storage == "sqlite"

@@ -11,9 +11,10 @@ awaited them in order. Each message is routed to:
 3. the class-based :class:`bgws.MessageHandler` (every unclaimed message);
 4. the catch-all handlers (``@service.on()``), for messages that no type handler matched.
 
-A handler that raises is reported (as :class:`bgws.HandlerError`) and the next one runs. When
-the inbox holds ``inbox_size`` messages the reader is paused until the dispatcher catches up:
-that is the backpressure, and memory stays bounded. No task or future is made per message.
+A handler that raises is reported (as :class:`bgws.HandlerError`) and the next one runs. What
+the inbox holds, queued or being dispatched, is bounded in messages and bytes
+(:class:`~bgws._inbox.InboxLoad` pauses the reader): memory stays bounded. No task or future is
+made per message. A binary frame is decoded when queued (``data`` is the payload, ``bytes``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from ._inbox import InboxLoad
 from .errors import BgwsError, DecodeError, HandlerError
 from .handlers import HeartbeatHandler, MessageHandler
 from .message import Codec, Message
@@ -68,12 +70,6 @@ class _NoInterceptor:
 _NO_INTERCEPTOR = _NoInterceptor()
 
 
-class _Binary(bytes):
-    """Marks a binary frame's payload in the inbox (text payloads are plain ``bytes``)."""
-
-    __slots__ = ()
-
-
 def is_async(func: Callable[..., Any]) -> bool:
     """Whether calling ``func`` returns a coroutine (checked once, at registration)."""
     if inspect.iscoroutinefunction(func):
@@ -89,6 +85,10 @@ class Dispatcher:
         codec: decodes payloads.
         size: the inbox bound (messages) at which reading pauses.
         report: called with every error to report (awaited).
+        max_bytes: the inbox bound (payload bytes) at which reading pauses.
+
+    Attributes:
+        load: what the inbox holds, and the reader's flow control.
     """
 
     # Slots: over 30 attributes would give every service a full instance dict (about
@@ -96,7 +96,6 @@ class Dispatcher:
     __slots__ = (
         "_catch_all",
         "_codec",
-        "_count",
         "_failures",
         "_fast",
         "_frozen_catch_all",
@@ -110,7 +109,6 @@ class Dispatcher:
         "_message_handler",
         "_message_handler_async",
         "_on_heartbeat_reply",
-        "_pause",
         "_plans",
         "_plugins",
         "_queued_stamp",
@@ -118,9 +116,7 @@ class Dispatcher:
         "_ranks",
         "_ready",
         "_report",
-        "_resume",
         "_routes",
-        "_size",
         "_stamp",
         "_sync_plans",
         "_taps",
@@ -128,8 +124,7 @@ class Dispatcher:
         "decode_errors",
         "frames",
         "handler_errors",
-        "paused",
-        "pauses",
+        "load",
     )
 
     def __init__(
@@ -137,12 +132,14 @@ class Dispatcher:
         codec: Codec,
         size: int,
         report: Callable[[BgwsError], Awaitable[None]],
+        max_bytes: int = 64 << 20,
     ) -> None:
         self._codec = codec
-        self._size = size
         self._report = report
+        # Queued: a float (the read stamp of later items), a text frame's payload (bytes), or
+        # (message, steps, size): a binary frame (steps None) or one routed by the reader.
         self._items: list[Any] = []
-        self._count = 0
+        self.load = InboxLoad(size, max_bytes)
         self._stamp: float | None = None
         self._queued_stamp: float | None = None
         self._json_decode = codec.json_decode if codec.kind == "json" else None
@@ -174,10 +171,6 @@ class Dispatcher:
         self._fast = True
         self._ranks: dict[str, int] = {}
         self._on_heartbeat_reply: Callable[[], None] = _nothing
-        self._pause: Callable[[], None] | None = None
-        self._resume: Callable[[], None] | None = None
-        self.paused = False
-        self.pauses = 0
         self.frames = 0
         self.handler_errors = 0
         self.decode_errors = 0
@@ -246,15 +239,13 @@ class Dispatcher:
         on_heartbeat_reply: Callable[[], None],
     ) -> None:
         """Bind the inbox to a new link's flow control."""
-        self._pause, self._resume = pause, resume
+        self.load.attach(pause, resume)
         self._on_heartbeat_reply = on_heartbeat_reply
-        self.paused = False
 
     def detach(self) -> None:
         """The link is gone: stop flow control; queued messages are still dispatched."""
-        self._pause = self._resume = None
+        self.load.detach()
         self._on_heartbeat_reply = _nothing
-        self.paused = False
 
     # -- reader side (transport callbacks) --------------------------------------------------
 
@@ -267,7 +258,7 @@ class Dispatcher:
         buffer, so a burst yields to the loop between reads). A message whose handlers are
         async goes to the inbox, and so does every message after it until the dispatcher
         task has caught up: order is kept. The inbox pauses reading when it holds ``size``
-        messages.
+        messages or ``max_bytes`` payload bytes.
         """
         stamp = self._stamp
         if stamp is None:
@@ -310,23 +301,30 @@ class Dispatcher:
                 except Exception as exc:  # a lone handler (a composed plan never raises)
                     self._fail_soon(exc, _name(run), message)
                 return
-        self._route_now(message)
+        self._route_now(message, payload)
 
     def _queue(self, payload: bytes, binary: bool, stamp: float) -> None:
         items = self._items
         if stamp != self._queued_stamp:
             self._queued_stamp = stamp
             items.append(stamp)
-        items.append(_Binary(payload) if binary else payload)
-        self._count += 1
+        size = len(payload)
+        # A binary frame has nothing to decode: the same Message as on the fast route.
+        items.append((self._codec.decode(payload, True, stamp), None, size) if binary else payload)
+        self._take(size)
+
+    def _take(self, size: int) -> None:
+        """Hold one more message (the load may pause reading) and wake the dispatcher."""
+        self.load.take(size)
         self._queueing = True
         if not self._ready.is_set():
             self._ready.set()
             self._idle.clear()
-        if self._count >= self._size and not self.paused and self._pause is not None:
-            self.paused = True
-            self.pauses += 1
-            self._pause()
+
+    def _done(self, size: int) -> None:
+        """One held message is dispatched (the load may resume reading)."""
+        self.frames += 1
+        self.load.done(size)
 
     def read_done(self) -> None:
         """One network read is delivered; the next frame gets a fresh timestamp."""
@@ -338,9 +336,9 @@ class Dispatcher:
         except DecodeError as exc:
             self._decode_failed_soon(exc)
             return
-        self._route_now(message)
+        self._route_now(message, payload)
 
-    def _route_now(self, message: Message) -> None:
+    def _route_now(self, message: Message, payload: bytes) -> None:
         """Route a message in the read callback; async handlers go to the dispatcher task."""
         found = self._steps(message)
         if found is None:
@@ -351,11 +349,9 @@ class Dispatcher:
             return
         # An async handler: the dispatcher task awaits it, in order. The frame was counted.
         self.frames -= 1
-        self._items.append((message, steps))
-        self._count += 1
-        self._queueing = True
-        self._ready.set()
-        self._idle.clear()
+        size = len(payload)
+        self._items.append((message, steps, size))
+        self._take(size)
 
     def _decode_failed_soon(self, error: DecodeError) -> None:
         self.decode_errors += 1
@@ -363,17 +359,18 @@ class Dispatcher:
         self._ready.set()
 
     def __len__(self) -> int:
-        return self._count
+        """Messages held: queued, or in the batch being dispatched."""
+        return self.load.count
 
     @property
     def dispatched(self) -> int:
-        """Messages decoded and routed (or being routed) so far."""
+        """Messages decoded and routed so far."""
         return self.frames - self.decode_errors
 
     @property
     def received(self) -> int:
-        """Frames received so far (dispatched or waiting)."""
-        return self.frames + self._count
+        """Frames received so far (dispatched or held)."""
+        return self.frames + self.load.count
 
     async def wait_idle(self) -> None:
         """Return once every queued message has been dispatched."""
@@ -390,19 +387,13 @@ class Dispatcher:
                 await self._report_failures()
             batch = self._items
             self._items = []
-            count = self._count
-            self._count = 0
             self._queued_stamp = None
             ready.clear()
-            self.frames += count
             self._queueing = True
             try:
                 await self._dispatch_batch(batch)
             finally:
-                self._queueing = bool(self._count or self._ranks)
-            if self.paused and self._resume is not None:
-                self.paused = False
-                self._resume()
+                self._queueing = bool(self.load.count or self._ranks)
             if not ready.is_set():
                 self._idle.set()
 
@@ -414,33 +405,41 @@ class Dispatcher:
             await self._dispatch_by_priority(batch)
             return
         decode = self._codec.decode
+        done = self._done
         stamp = 0.0
         for item in batch:
             kind = type(item)
             if kind is float:
                 stamp = item
                 continue
-            if kind is tuple:  # routed by the reader; an async handler still to run
-                message, steps = item
-                all_sync = False
-            else:
-                try:
-                    message = decode(item, kind is _Binary, stamp)
-                except DecodeError as exc:
-                    await self._decode_failed(exc)
-                    continue
-                found = self._steps(message)
+            try:
+                if kind is tuple:
+                    message, steps, size = item
+                else:
+                    size = len(item)
+                    try:
+                        message = decode(item, False, stamp)
+                    except DecodeError as exc:
+                        await self._decode_failed(exc)
+                        continue
+                    steps = None
+                if steps is None:  # not routed yet
+                    found = self._steps(message)
+                    if self._failures:
+                        await self._report_failures()
+                    if found is None:
+                        continue
+                    steps, all_sync = found
+                else:  # routed by the reader; an async handler still to run
+                    all_sync = False
+                if all_sync:
+                    self._run_plain(steps, message)  # its failures are reported just below
+                else:
+                    await self._run(steps, message)
                 if self._failures:
                     await self._report_failures()
-                if found is None:
-                    continue
-                steps, all_sync = found
-            if all_sync:
-                self._run_plain(steps, message)  # its failures are reported just below
-            else:
-                await self._run(steps, message)
-            if self._failures:
-                await self._report_failures()
+            finally:
+                done(size)
 
     async def _decode_failed(self, error: DecodeError) -> None:
         self.decode_errors += 1
@@ -450,21 +449,28 @@ class Dispatcher:
         """Decode the whole batch, then dispatch priority types first (stable within a type)."""
         decode = self._codec.decode
         stamp = 0.0
-        messages: list[Message] = []
+        messages: list[tuple[Message, int]] = []
         for item in batch:
             kind = type(item)
             if kind is float:
                 stamp = item
                 continue
+            if kind is tuple:  # decoded when queued (a binary frame)
+                messages.append((item[0], item[2]))
+                continue
             try:
-                messages.append(decode(item, kind is _Binary, stamp))
+                messages.append((decode(item, False, stamp), len(item)))
             except DecodeError as exc:
+                self._done(len(item))
                 await self._decode_failed(exc)
         ranks = self._ranks
         last = len(ranks)
-        messages.sort(key=lambda m: ranks.get(m.type, last) if m.type is not None else last)
-        for message in messages:
-            await self.dispatch(message)
+        messages.sort(key=lambda m: ranks.get(m[0].type, last) if m[0].type is not None else last)
+        for message, size in messages:
+            try:
+                await self.dispatch(message)
+            finally:
+                self._done(size)
 
     async def dispatch(self, message: Message) -> None:
         """Route one decoded message through plugins and handlers."""

@@ -8,6 +8,7 @@ service: there is no global instance.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, TypedDict, Unpack
 
@@ -43,7 +44,8 @@ class ServiceParts(TypedDict, total=False):
     ``auth_handler`` supplies credentials before every connect attempt;
     ``lifecycle_handler`` hears start, stop and state changes; ``error_handler`` hears every
     reported error (default: logs them); ``heartbeat_handler`` is an application heartbeat for
-    servers that ignore pings; ``plugins`` see messages first, in order.
+    servers that ignore pings; ``plugins`` see messages first, in order; ``ssl_context`` is
+    your own client TLS context for a ``wss://`` URL, used as given on every attempt.
     """
 
     message_handler: MessageHandler | None
@@ -54,6 +56,7 @@ class ServiceParts(TypedDict, total=False):
     error_handler: ErrorHandler | None
     heartbeat_handler: HeartbeatHandler | None
     plugins: Iterable[Plugin]
+    ssl_context: ssl.SSLContext | None
 
 
 _PART_NAMES = frozenset(ServiceParts.__annotations__)

@@ -42,7 +42,7 @@ from .message import Message
 from .runner import LoopFactory, _ThreadHandle
 from .service import Service
 from .stats import ServiceStats
-from .store import default_store_path
+from .storage import store_path
 
 __all__ = ["ManagerThread", "ServiceManager", "ServiceStatus"]
 
@@ -306,8 +306,7 @@ def _store_path(service: Service) -> Path | None:
     config = service.config
     if config.storage != "sqlite":
         return None
-    path = config.storage_path or default_store_path(config.service_tag or "bgws")
-    return Path(path).expanduser().absolute()
+    return store_path(config).expanduser().absolute()
 
 
 class ManagerThread(_ThreadHandle):

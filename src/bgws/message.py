@@ -26,7 +26,8 @@ class Message(msgspec.Struct, gc=False):
         type: the value of the config's ``type_field`` when the payload is a JSON object that
             has it (as a string), else ``None``.
         data: the whole decoded payload: a ``dict`` (or list, number...) for JSON, ``str`` for
-            text frames with the raw codec, ``bytes`` for binary frames.
+            text frames with the raw codec, exactly ``bytes`` (never a subclass) for binary
+            frames with either codec, on every route to the handlers.
         id: the value of the config's ``id_field`` when present, else ``None``.
         received_at: wall-clock time (``time.time()``) of the network read that brought it.
 
@@ -153,12 +154,14 @@ class Codec:
         return payload, binary, msg_id
 
     def decode(self, payload: bytes, binary: bool, received_at: float) -> Message:
-        """Turn one frame's payload into a :class:`Message`.
+        """Turn one frame's payload into a :class:`Message` (a binary frame's data is ``bytes``).
 
         Raises:
             DecodeError: a text frame that is not valid JSON (json codec) or not valid UTF-8.
         """
         if binary:
+            if type(payload) is not bytes:  # a transport's bytearray or subclass: plain bytes
+                payload = bytes(payload)
             return Message(None, payload, None, payload, True, received_at)
         if self.kind == "raw":
             try:

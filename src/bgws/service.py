@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from . import _connect
-from ._redact import redact_url
+from ._redact import redact_json, redact_url
 from .backoff import Backoff
 from .config import Config
 from .delivery import Delivery
@@ -86,6 +87,13 @@ class Service:
         transport: the WebSocket library seam (default: ``config.transport``).
         classify: maps a failure to ``"retry"``, ``"retry_now"``, ``"auth"`` or ``"fatal"``.
         backoff: the reconnect delay generator (default: from the config).
+        ssl_context: your own client TLS context for a ``wss://`` URL, used as given on every
+            attempt (instead of one built from the ``tls_*`` options).
+
+    Raises:
+        InsecureCredentials: ``auth_handler`` requires credentials and the URL is plain
+            ``ws://`` to a host that is not loopback (unless ``allow_insecure_credentials``).
+        ConfigError: ``ssl_context`` with a ``ws://`` URL or together with ``tls_*`` options.
     """
 
     def __init__(
@@ -103,9 +111,12 @@ class Service:
         transport: Transport | None = None,
         classify: Callable[[BaseException], Verdict] | None = None,
         backoff: Backoff | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not isinstance(config, Config):
             raise TypeError("config must be a bgws.Config")
+        _connect.check_link_options(config, auth_handler, ssl_context)
+        self._ssl_context = ssl_context
         if storage is not None and not isinstance(storage, StorageBackend):
             raise TypeError(
                 "storage must be a bgws.StorageBackend; to choose SQLite or memory set "
@@ -146,10 +157,13 @@ class Service:
         self._shared_store = storage is None and isinstance(self._delivery.store, StorageBackend)
         if self._shared_store:
             self._storage = self._delivery.store  # type: ignore[assignment]  # same store
-        self._dispatcher = Dispatcher(self._codec, config.inbox_size, self._report)
+        self._dispatcher = Dispatcher(
+            self._codec, config.inbox_size, self._report, config.inbox_max_bytes
+        )
         self._connection_data: Mapping[str, Any] | None = None
         self._started = False
         self._link: Link | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
         self._side_tasks: set[asyncio.Task[Any]] = set()
@@ -320,7 +334,9 @@ class Service:
 
         Args:
             connection_data: handed to the auth handler's ``get_auth_data`` on every attempt,
-                and kept in storage under ``storage_keys["connection_data"]``.
+                and kept in storage under ``storage_keys["connection_data"]`` with the values
+                of secret-looking keys (``password``, ``token``...) replaced by ``***``: secrets
+                stay in memory, never in the store.
 
         Raises:
             ServiceClosed: the service is stopping or stopped.
@@ -331,7 +347,8 @@ class Service:
             raise ServiceClosed("the service was stopped")
         if connection_data is not None:
             self._connection_data = dict(connection_data)
-            await self._store("connection_data", msgspec.json.encode(connection_data).decode())
+            kept = redact_json(connection_data)  # secrets stay in memory, never on disk
+            await self._store("connection_data", msgspec.json.encode(kept).decode())
         if self.state in (State.IDLE, State.FAILED):
             await self._transition(self._machine.connect, None)
             self._run_task = asyncio.create_task(
@@ -355,6 +372,10 @@ class Service:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(deadline):
                     await self._delivery.outbox.wait_empty()
+            # Closing is bounded by ``deadline``; an unanswered probe during the closing
+            # handshake proves nothing and must not count as a dead link.
+            if self._keepalive is not None:
+                self._keepalive.cancel()
             link.close(1000, "bye")
         if run_task is not None:
             if link is not None:  # let the loop see the close and run its hooks
@@ -566,6 +587,7 @@ class Service:
                     self._auth,
                     self._connection_data,
                     self._codec,
+                    self._ssl_context,
                 )
             except Exception as exc:  # every failure is classified, none escapes
                 error = exc if isinstance(exc, BgwsError) else LinkError(str(exc))
@@ -597,11 +619,13 @@ class Service:
         await self._announce(old, None)
         self._delivery.link_up(link)
         keepalive = asyncio.create_task(conn.keepalive(self.config, self._heartbeat, self._codec))
+        self._keepalive = keepalive
         try:
             await self._on_connected()
             error = await conn.lost
         finally:
             self._link = None
+            self._keepalive = None
             self._connected_since = None
             conn.detach()
             keepalive.cancel()

@@ -1,12 +1,14 @@
 """The store seam: where the outbox, subscriptions, resume position and connection info live.
 
-:class:`SqliteStore` is the embedded default: one SQLite file per service (WAL mode, file mode
-0600, a schema version with migrations). Writes are *group-committed*: every message sent in
-the same turn of the event loop (or while a commit is running) joins one transaction, so
-throughput stays high while ``send()`` still returns only once its message is in the WAL.
-With ``sync="full"`` each commit is fsynced, on a thread of the store's own so the event loop
-never waits on the disk; with ``sync="normal"`` there is no fsync, and the commit (a write
-into the OS cache) runs on the loop's thread, which is faster than handing it over.
+:class:`SqliteStore` is the embedded default: one SQLite file per service and endpoint (WAL
+mode, file mode 0600, a schema version with migrations). The store records the endpoint it
+belongs to (:func:`~bgws.storage.store_endpoint`) and refuses to give its messages to another.
+Writes are *group-committed*: every message sent in the same turn of the event loop (or while a
+commit is running) joins one transaction, so throughput stays high while ``send()`` still
+returns only once its message is in the WAL. With ``sync="full"`` each commit is fsynced, on a
+thread of the store's own so the event loop never waits on the disk; with ``sync="normal"``
+there is no fsync, and the commit (a write into the OS cache) runs on the loop's thread, which
+is faster than handing it over.
 
 :class:`MemoryStore` keeps the same things in memory, for services that need no durability.
 
@@ -30,11 +32,18 @@ import msgspec
 
 from .errors import StoreError
 from .outbox import Entry
-from .storage import StorageBackend
+from .storage import StorageBackend, default_store_path, legacy_store_path
 
-__all__ = ["DeliveryStore", "Loaded", "MemoryStore", "SqliteStore", "default_store_path"]
+__all__ = [
+    "DeliveryStore",
+    "Loaded",
+    "MemoryStore",
+    "SqliteStore",
+    "default_store_path",  # kept here too: it has always been importable from bgws.store
+    "legacy_store_path",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -57,18 +66,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             is_text    INTEGER NOT NULL
         )""",
     ),
+    # The endpoint the store belongs to (a store without one adopts the first that opens it).
+    2: ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",),
 }
 """``_MIGRATIONS[n]`` takes a store from schema version ``n - 1`` to ``n``."""
 
 _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
-
-
-def default_store_path(service_tag: str) -> Path:
-    """The service's store under the user's data directory (per platform conventions)."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("bgws", appauthor=False)) / f"{service_tag}.sqlite3"
 
 
 @dataclass(slots=True)
@@ -117,10 +121,24 @@ class SqliteStore(StorageBackend):
         path: the file (created with mode 0600; its folder with 0700).
         sync: ``"normal"`` (survives a process crash; the last commits may be lost on power
             loss) or ``"full"`` (an fsync per group commit; survives power loss).
+        endpoint: the endpoint this store is for (:func:`~bgws.storage.store_endpoint`);
+            ``None`` skips the check. A store that holds messages for another endpoint is
+            refused; an empty one is re-bound; one that records none adopts this one.
+        legacy_path: a store of an older bgws (named by service tag only) to move to
+            ``path`` when ``path`` does not exist yet, unless it belongs to another endpoint.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, sync: Literal["normal", "full"] = "normal"):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        sync: Literal["normal", "full"] = "normal",
+        endpoint: str | None = None,
+        legacy_path: str | os.PathLike[str] | None = None,
+    ):
         self.path = Path(path)
+        self.endpoint = endpoint
+        self._legacy = None if legacy_path is None else Path(legacy_path)
         self._sync = sync
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
@@ -143,6 +161,9 @@ class SqliteStore(StorageBackend):
             loaded: Loaded = await self._run(self._open_sync)
             return loaded
         except BaseException:
+            db, self._db = self._db, None
+            if db is not None:
+                db.close()  # release the file's lock: a refused store can be opened again
             await self._shutdown()
             raise
 
@@ -150,6 +171,7 @@ class SqliteStore(StorageBackend):
         path = self.path
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._adopt_legacy()
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             os.close(fd)
             with contextlib.suppress(OSError):  # a store we do not own keeps its mode
@@ -174,6 +196,7 @@ class SqliteStore(StorageBackend):
             if check != "ok":
                 raise StoreError(f"the store {path} is corrupt ({check}); it was left untouched")
             self._migrate(db)
+            self._bind(db)
             return self._load(db)
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc):
@@ -205,6 +228,71 @@ class SqliteStore(StorageBackend):
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def _bind(self, db: sqlite3.Connection) -> None:
+        """Record this store's endpoint, or refuse one that holds another endpoint's messages.
+
+        Raises:
+            StoreError: the store holds messages queued for another endpoint.
+        """
+        ours = self.endpoint
+        if ours is None:
+            return
+        row = db.execute("SELECT value FROM meta WHERE key = 'endpoint'").fetchone()
+        theirs = None if row is None else str(row[0])
+        if theirs == ours:
+            return
+        if theirs is not None:
+            queued = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            queued += db.execute("SELECT count(*) FROM subscriptions").fetchone()[0]
+            if queued:
+                raise StoreError(
+                    f"the store {self.path} holds {queued} message(s) queued for {theirs}, "
+                    f"not for {ours}; messages queued for one server are never sent to another. "
+                    f"To send them, run the service for {theirs} again; to inspect them, open the "
+                    f"file with sqlite3 (SELECT * FROM outbox); to keep them aside, move the file "
+                    f"away or give this service its own storage_path; to drop them, delete the "
+                    f"file"
+                )
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if theirs is not None:  # empty: re-bind, without the other endpoint's resume point
+                db.execute("DELETE FROM kv")
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('endpoint', ?)", (ours,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _adopt_legacy(self) -> None:
+        """Move an older bgws's store (named by service tag only) to this store's path.
+
+        Only when this path has no store yet and the old one is not in use and not bound to
+        another endpoint; anything else leaves the old file where it is.
+        """
+        legacy = self._legacy
+        if legacy is None or legacy == self.path or self.path.exists() or not legacy.exists():
+            return
+        movable = False
+        try:
+            db = sqlite3.connect(legacy, isolation_level=None)
+            try:
+                db.execute("PRAGMA busy_timeout=0")
+                db.execute("BEGIN IMMEDIATE")  # fails while another process has it open
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                if 1 <= version <= SCHEMA_VERSION:  # a bgws store this bgws can read
+                    owner = None
+                    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                        row = db.execute("SELECT value FROM meta WHERE key = 'endpoint'").fetchone()
+                        owner = None if row is None else str(row[0])
+                    movable = owner in (None, self.endpoint)
+                db.execute("COMMIT")
+            finally:
+                db.close()  # the last connection checkpoints the WAL into the file
+        except sqlite3.Error:
+            return
+        if movable and not legacy.with_name(legacy.name + "-wal").exists():
+            os.replace(legacy, self.path)
 
     def _load(self, db: sqlite3.Connection) -> Loaded:
         loaded = Loaded()
@@ -436,7 +524,7 @@ class SqliteStore(StorageBackend):
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     def __repr__(self) -> str:
-        return f"SqliteStore({str(self.path)!r}, sync={self._sync!r})"
+        return f"SqliteStore({str(self.path)!r}, sync={self._sync!r}, endpoint={self.endpoint!r})"
 
 
 class MemoryStore(StorageBackend):

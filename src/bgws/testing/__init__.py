@@ -19,6 +19,11 @@ feed that resume requests replay, ``reply=Reply(...)`` answers requests and
 :meth:`Server.report` sums it all up per connection. ``python -m bgws.testing.serve`` runs the
 server in a process of its own.
 
+:class:`HostileServer` is the opposite of :class:`Server`: a raw TCP server that answers
+with any status line, headers and bytes a test scripts (see :func:`frame` and
+:class:`Frames`), to break every rule of RFC 6455; :func:`check_transport` runs the transport
+conformance suite against it.
+
 With pytest and pytest-asyncio, the ``bgws_server`` fixture (registered by the bgws pytest
 plugin) yields a started :class:`Server`. See ``docs/testing-kit.md``.
 

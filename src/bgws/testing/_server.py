@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -91,6 +92,8 @@ class Server:
         reply: Answer requests (see :class:`Reply`); ``None``: no replies.
         feed: How :meth:`publish` numbers messages and which resume requests replay them
             (default: ``Feed()``, matching ``bgws.ResumePolicy()``).
+        ssl_context: A server TLS context: the server speaks ``wss://`` (and :attr:`url`
+            says so). ``None``: plain ``ws://``.
 
     Attributes:
         echo: As the argument; may be changed at any time.
@@ -124,8 +127,10 @@ class Server:
         ack: AckReply | AckFunction | None = None,
         reply: Reply | None = None,
         feed: Feed | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self._ssl_context = ssl_context
         self._port = port
         self.echo = echo
         self.on_message = on_message
@@ -189,6 +194,7 @@ class Server:
             enable_auto_pong=False,
             use_aiofastnet=False,
             reuse_address=True,
+            ssl=self._ssl_context,
         )
         self._listener = listener
         self._port = int(listener.sockets[0].getsockname()[1])
@@ -276,9 +282,10 @@ class Server:
 
     @property
     def url(self) -> str:
-        """``ws://HOST:PORT/``, valid while stopped too, once started."""
+        """``ws://HOST:PORT/`` (``wss://`` with TLS), valid while stopped too, once started."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}/"
+        scheme = "ws" if self._ssl_context is None else "wss"
+        return f"{scheme}://{host}:{self.port}/"
 
     @property
     def delay(self) -> float:

@@ -6,19 +6,23 @@ async iterator: a queue between the library and the engine measured here halved 
 frames go straight into the engine's bounded inbox, and flow control is explicit
 (``pause_reading`` / ``resume_reading``).
 
-The default transport is picows. Another library plugs in by implementing these Protocols.
+The default transport is picows. Another library plugs in by implementing these Protocols;
+:func:`bgws.testing.check_transport` checks that it keeps the same rules as the bundled ones
+(RFC 6455 enforced with the right close codes, nothing delivered once the link has started to
+close, no redirect followed, errors translated by :mod:`bgws.transport._policy`).
 """
 
 from __future__ import annotations
 
 import ssl
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import BgwsError, LinkError
 
-__all__ = ["ConnectRequest", "Link", "Sink", "Transport", "get_transport"]
+__all__ = ["ConnectRequest", "Link", "Sink", "Transport", "get_transport", "send_queue_size"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +124,11 @@ class Link(Protocol):
     async def wait_closed(self) -> None:
         """Return once the connection is fully closed."""
 
+    @property
+    def write_backlog(self) -> int:
+        """Bytes written to the link that the peer's TCP has not yet taken: the transport's
+        write buffer plus, on Linux, the socket's send queue (the keepalive watches it drain)."""
+
 
 class Transport(Protocol):
     """Opens links.
@@ -131,9 +140,14 @@ class Transport(Protocol):
     async def connect(self, request: ConnectRequest, sink: Sink) -> Link:
         """Open one link; the sink hears its frames until ``on_closed``.
 
+        A transport never follows a redirect: it raises :class:`bgws.HandshakeRejected` with
+        the ``location``, and the engine decides (``Config.follow_redirects``).
+
         Raises:
-            LinkError: the connection could not be opened (with the OS error as the cause);
-                :class:`bgws.HandshakeRejected` / :class:`bgws.AuthRejected` for HTTP errors;
+            LinkError: the connection could not be opened (with the OS error as the cause),
+                or the server's answer named a subprotocol or extension never offered;
+                :class:`bgws.HandshakeRejected` / :class:`bgws.AuthRejected` for HTTP
+                statuses other than 101, redirects included;
                 :class:`bgws.ConnectTimeout` when ``request.timeout`` passed.
         """
         ...
@@ -150,3 +164,20 @@ def get_transport(name: str) -> Transport:
 
         return WebsocketsTransport()
     raise ValueError(f"unknown transport {name!r}")
+
+
+def send_queue_size(sock: Any) -> int:
+    """Bytes in a TCP socket's send queue that the peer has not acknowledged.
+
+    Linux only (the ``SIOCOUTQ`` ioctl); 0 elsewhere, for a closed socket, or for ``None``.
+    """
+    if sock is None:
+        return 0
+    try:
+        import fcntl
+        import termios
+
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")  # = SIOCOUTQ
+    except (ImportError, AttributeError, OSError, ValueError):
+        return 0
+    return max(0, int.from_bytes(raw, sys.byteorder, signed=True))

@@ -19,7 +19,7 @@ from typing import Any
 import picows
 
 from ..errors import ConnectionClosed, LinkError, MessageTooBig
-from . import ConnectRequest, Sink
+from . import ConnectRequest, Sink, send_queue_size
 from ._policy import (
     LibraryLog,
     check_negotiation,
@@ -248,6 +248,14 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
     async def wait_closed(self) -> None:
         if self._disconnected is not None:
             await asyncio.wait([self._disconnected])
+
+    @property
+    def write_backlog(self) -> int:
+        if self._ws is None or self.closed:
+            return 0
+        underlying = self._ws.underlying_transport
+        queued: int = underlying.get_write_buffer_size()
+        return queued + send_queue_size(underlying.get_extra_info("socket"))
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -18,7 +18,7 @@ import functools
 from typing import Any
 
 from ..errors import ConnectionClosed, LinkError, MessageTooBig
-from . import ConnectRequest, Sink
+from . import ConnectRequest, Sink, send_queue_size
 from ._policy import LibraryLog, connect_failed, connect_timed_out, handshake_rejected
 
 __all__ = ["WebsocketsTransport"]
@@ -180,6 +180,14 @@ class _WebsocketsLink:
         await asyncio.wait([self._reader])
         for task in list(self._pings):
             task.cancel()
+
+    @property
+    def write_backlog(self) -> int:
+        if self._closed:
+            return 0
+        underlying = self._ws.transport
+        queued: int = underlying.get_write_buffer_size()
+        return queued + send_queue_size(underlying.get_extra_info("socket"))
 
 
 def _translate(exc: BaseException, url: str) -> LinkError:

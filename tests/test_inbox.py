@@ -1,0 +1,182 @@
+"""The inbox: bounded in messages and in bytes; a binary frame's data is bytes on every route."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import bgws
+from bgws.message import Codec
+from bgws.testing import Server
+from bgws.transport import Transport
+from bgws.transport._picows import PicowsTransport
+from bgws.transport._websockets import WebsocketsTransport
+
+from .conftest import ServiceFactory
+
+pytest.importorskip("websockets")
+
+TRANSPORTS: dict[str, Callable[[], Transport]] = {
+    "picows": PicowsTransport,
+    "websockets": WebsocketsTransport,
+}
+
+BIG = 16 * 1024
+"""The payload size of each message the bound tests push."""
+PAD = "x" * BIG
+
+
+@pytest.fixture(params=sorted(TRANSPORTS))
+def transport(request: pytest.FixtureRequest) -> Transport:
+    return TRANSPORTS[request.param]()
+
+
+class SlowConsumer:
+    """An async handler that yields to the loop many times per message (slow work), and
+    samples what the inbox holds each time it wakes (the reader runs only while it yields)."""
+
+    def __init__(self, service: bgws.Service, total: int) -> None:
+        self.service = service
+        self.total = total
+        self.handled = 0
+        self.most_held = 0
+        self.done = asyncio.Event()
+
+    async def __call__(self, message: bgws.Message) -> None:
+        for _ in range(30):
+            held = self.service.stats.received - self.handled  # this one included
+            self.most_held = max(self.most_held, held)
+            await asyncio.sleep(0)
+        self.handled += 1
+        if self.handled == self.total:
+            self.done.set()
+
+
+async def run_flood(
+    server: Server, make_service: ServiceFactory, transport: Transport, total: int, **options: Any
+) -> tuple[bgws.Service, SlowConsumer]:
+    """Push ``total`` messages of ``BIG`` bytes at a slow consumer; return once all are handled."""
+    service = make_service(server.url, transport=transport, **options)
+    consumer = SlowConsumer(service, total)
+    service.on("big")(consumer)
+    async with service:
+        await service.wait_for(bgws.State.CONNECTED, timeout=5)
+        for n in range(total):
+            server.push({"type": "big", "n": n, "pad": PAD})
+        await asyncio.wait_for(consumer.done.wait(), timeout=10)
+    return service, consumer
+
+
+async def test_inbox_holds_at_most_inbox_size_messages(
+    bgws_server: Server, make_service: ServiceFactory, transport: Transport
+) -> None:
+    """Messages held (queued + being dispatched) never exceed inbox_size + the messages that
+    the read crossing the bound still delivers (none with websockets)."""
+    service, consumer = await run_flood(bgws_server, make_service, transport, 120, inbox_size=8)
+    inbox = service._dispatcher.load
+    assert inbox.pauses >= 1
+    assert consumer.most_held <= inbox.peak <= 8 + inbox.late
+    if isinstance(transport, WebsocketsTransport):
+        assert inbox.late == 0  # its reader stops before the next message
+    assert consumer.handled == 120
+    assert inbox.count == inbox.held == 0
+
+
+async def test_inbox_holds_at_most_inbox_max_bytes(
+    bgws_server: Server, make_service: ServiceFactory, transport: Transport
+) -> None:
+    """Payload bytes held never exceed inbox_max_bytes + one message + what the read crossing
+    the bound still delivers (none with websockets)."""
+    size = len(b'{"type":"big","n":100,"pad":""}') + BIG  # the largest message pushed
+    limit = 6 * BIG
+    service, consumer = await run_flood(
+        bgws_server, make_service, transport, 120, inbox_max_bytes=limit
+    )
+    inbox = service._dispatcher.load
+    assert inbox.pauses >= 1
+    assert consumer.most_held * (size - 3) <= inbox.peak_bytes
+    assert inbox.peak_bytes < limit + size + inbox.late * size
+    if isinstance(transport, WebsocketsTransport):
+        assert inbox.late == 0
+    assert consumer.handled == 120
+
+
+ROUTES = ["fast", "queued", "priority"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_binary_data_is_bytes_on_every_route(
+    bgws_server: Server, make_service: ServiceFactory, transport: Transport, route: str
+) -> None:
+    """Handlers, the class handler, plugins, catch-alls and taps get ``bytes`` for a binary
+    frame, whether it is routed in the read callback, queued, or reordered by priority."""
+    seen: dict[str, set[type]] = {}
+    count = 40
+    done = asyncio.Event()
+
+    def note(where: str, message: bgws.Message) -> None:
+        seen.setdefault(where, set()).add(type(message.data))
+
+    class Watch(bgws.Plugin):
+        supported_message_types = ("*",)
+
+        def handle_message(self, message: bgws.Message) -> bool:
+            note("plugin", message)
+            return False
+
+    if route == "queued":  # an async handler that suspends: the stream queues behind it
+
+        class Handler(bgws.MessageHandler):
+            async def handle_message(self, message: bgws.Message) -> None:
+                note("class", message)
+                await asyncio.sleep(0)
+
+        async def catch_all(message: bgws.Message) -> None:
+            note("catch-all", message)
+            await asyncio.sleep(0)
+            if message.data == b"end":
+                done.set()
+
+    else:
+
+        class Handler(bgws.MessageHandler):  # type: ignore[no-redef]
+            def handle_message(self, message: bgws.Message) -> None:
+                note("class", message)
+
+        def catch_all(message: bgws.Message) -> None:  # type: ignore[misc]
+            note("catch-all", message)
+            if message.data == b"end":
+                done.set()
+
+    options: dict[str, Any] = {"priority_types": ("urgent",)} if route == "priority" else {}
+    service = make_service(
+        bgws_server.url,
+        transport=transport,
+        plugins=[Watch()],
+        message_handler=Handler(),
+        **options,
+    )
+    service.on()(catch_all)
+    service.tap(lambda message: note("tap", message))
+    async with service:
+        await service.wait_for(bgws.State.CONNECTED, timeout=5)
+        for n in range(count):
+            bgws_server.push(bytes([n]) * 100)
+        bgws_server.push(b"end")
+        await asyncio.wait_for(done.wait(), timeout=5)
+    assert seen == {where: {bytes} for where in ("plugin", "class", "catch-all", "tap")}
+
+
+@pytest.mark.parametrize(
+    "payload", [bytearray(b"\x00\x01"), type("Sub", (bytes,), {})(b"\x00\x01")]
+)
+def test_codec_gives_plain_bytes_for_any_binary_payload(payload: bytes) -> None:
+    """A transport handing over a bytearray or a bytes subclass still yields ``bytes`` data."""
+    for kind in ("json", "raw"):
+        message = Codec(kind).decode(payload, True, 0.0)
+        assert type(message.data) is bytes
+        assert message.data == b"\x00\x01"
+        assert message.raw == b"\x00\x01"
