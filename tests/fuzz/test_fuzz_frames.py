@@ -24,10 +24,7 @@ pytest.importorskip("websockets")
 TRANSPORTS = ("picows", "websockets")
 
 KNOWN_GAPS: dict[str, dict[str, str]] = {
-    "picows": {
-        "rsv_ping": "a ping with reserved bits set is answered, and what follows is dispatched "
-        "(want 1002)",
-    },
+    "picows": {},
     "websockets": {},
 }
 """RFC 6455 rules a transport does not enforce yet, by rule-breaker kind, with what happens.

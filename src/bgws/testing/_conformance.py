@@ -30,7 +30,7 @@ from bgws.errors import (
 )
 from bgws.testing._hostile import Answer, HostileConnection, HostileServer, Steps
 from bgws.testing._server import Server
-from bgws.testing._wire import Frames
+from bgws.testing._wire import Frames, Opcode
 from bgws.transport import ConnectRequest, Link, Transport
 
 __all__ = ["RULES", "ConformanceReport", "Rule", "TransportFactory", "check_transport"]
@@ -367,6 +367,8 @@ def _rules() -> tuple[Rule, ...]:
              v(Frames.reserved_bits(rsv1=False, rsv2=True), 1002)),
         Rule("rsv3", "RSV3 set fails the link with 1002",
              v(Frames.reserved_bits(rsv1=False, rsv3=True), 1002)),
+        Rule("rsv-ping", "RSV1 set on a ping fails the link with 1002 (no pong answers it)",
+             v(Frames.reserved_bits(opcode=Opcode.PING), 1002)),
         Rule("data-opcode", "a reserved data opcode (0x3) fails the link with 1002",
              v(Frames.unknown_opcode(0x3), 1002)),
         Rule("control-opcode", "a reserved control opcode (0xB) fails the link with 1002",

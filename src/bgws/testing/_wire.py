@@ -162,9 +162,12 @@ class Frames:
         return frame(Opcode.TEXT, b"ok \xc3", fin=False) + frame(Opcode.CONTINUATION, b"\x28")
 
     @staticmethod
-    def reserved_bits(rsv1: bool = True, rsv2: bool = False, rsv3: bool = False) -> bytes:
-        """A text frame with reserved bits set and no extension negotiated (1002)."""
-        return frame(Opcode.TEXT, b'{"type": "rsv"}', rsv1=rsv1, rsv2=rsv2, rsv3=rsv3)
+    def reserved_bits(
+        rsv1: bool = True, rsv2: bool = False, rsv3: bool = False, opcode: int = Opcode.TEXT
+    ) -> bytes:
+        """A frame (text by default) with reserved bits set and no extension negotiated (1002)."""
+        payload = b"" if opcode >= 0x8 else b'{"type": "rsv"}'
+        return frame(opcode, payload, rsv1=rsv1, rsv2=rsv2, rsv3=rsv3)
 
     @staticmethod
     def unknown_opcode(opcode: int = 0x3) -> bytes:

@@ -33,6 +33,7 @@ __all__ = ["PicowsTransport"]
 _TEXT = picows.WSMsgType.TEXT
 _BINARY = picows.WSMsgType.BINARY
 _CONTINUATION = picows.WSMsgType.CONTINUATION
+_PING = picows.WSMsgType.PING
 _PONG = picows.WSMsgType.PONG
 _CLOSE = picows.WSMsgType.CLOSE
 _ABNORMAL = 1006
@@ -132,6 +133,8 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
             self._fragments_binary = msg_type is _BINARY
         elif msg_type is _CONTINUATION:
             return self._continue(frame)
+        elif msg_type is _PING:  # answered here, after the reserved-bit check above
+            transport.send_pong(frame.get_payload_as_bytes())
         elif msg_type is _PONG:
             self._sink.on_pong()
         elif msg_type is _CLOSE:
@@ -330,6 +333,9 @@ class PicowsTransport:
                 max_frame_size=request.max_message_size,
                 extra_headers=headers,
                 max_redirects=0,
+                # picows would answer pings before the link sees them, reserved bits and all;
+                # the link answers them itself once the frame has passed its checks.
+                enable_auto_pong=False,
                 read_buffer_init_size=request.read_buffer_size,
                 logger_name=_LOG,
                 # aiofastnet 1.2 (picows's TLS layer when installed) reports a server that
