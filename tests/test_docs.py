@@ -134,3 +134,30 @@ def test_tutorial_block_runs(source: str, expected: str | None, tmp_path: Path) 
         assert sign not in result.stderr, result.stderr
     if expected is not None:
         assert result.stdout == expected
+
+
+# A test named on a guarantees page: `file.py::test_name` (a parametrization may follow).
+TEST_REF = re.compile(r"`(?:tests/)?((?:\w+/)*test_\w+\.py)::(test_\w+)(?:\[[^\]]*\])?`")
+
+
+@pytest.mark.parametrize("page", ["guarantees.md", "delivery.md"])
+def test_guarantees_name_tests_that_exist(page: str) -> None:
+    """Every test a guarantees page names is a test function in that file."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    refs = TEST_REF.findall(text)
+    assert refs or page != "guarantees.md", "the guarantees page names no test"
+    missing = []
+    for file, name in refs:
+        path = ROOT / "tests" / file
+        if not path.exists():
+            missing.append(f"{file} (no such file)")
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined = {
+            node.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        if name not in defined:
+            missing.append(f"{file}::{name}")
+    assert not missing, f"{page} names tests that do not exist: {missing}"
