@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import bgws
+from bgws.transport import Transport, get_transport
 
 MS = 0.001
 """One millisecond: every interval in the suite is a multiple of it."""
@@ -54,6 +55,18 @@ class Errors(bgws.ErrorHandler):
                 self._changed.clear()
                 await self._changed.wait()
         return self.of(kind)
+
+
+TRANSPORT_NAMES = ("picows", "websockets")
+"""The bundled transports; tests that involve a transport run on each."""
+
+
+@pytest.fixture(params=TRANSPORT_NAMES)
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """A fresh transport of each bundled kind (the test runs once per transport)."""
+    if request.param == "websockets":
+        pytest.importorskip("websockets")
+    return get_transport(request.param)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,26 +11,16 @@ import bgws
 from bgws.message import Codec
 from bgws.testing import Server
 from bgws.transport import Transport
-from bgws.transport._picows import PicowsTransport
 from bgws.transport._websockets import WebsocketsTransport
 
 from .conftest import ServiceFactory
 
 pytest.importorskip("websockets")
 
-TRANSPORTS: dict[str, Callable[[], Transport]] = {
-    "picows": PicowsTransport,
-    "websockets": WebsocketsTransport,
-}
 
 BIG = 16 * 1024
 """The payload size of each message the bound tests push."""
 PAD = "x" * BIG
-
-
-@pytest.fixture(params=sorted(TRANSPORTS))
-def transport(request: pytest.FixtureRequest) -> Transport:
-    return TRANSPORTS[request.param]()
 
 
 class SlowConsumer:

@@ -7,30 +7,16 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
 
 import pytest
 
 import bgws
 from bgws.testing import Connection, ReceivedMessage, Server
 from bgws.transport import Transport
-from bgws.transport._picows import PicowsTransport
-from bgws.transport._websockets import WebsocketsTransport
 
 from .conftest import MS, Changes, ServiceFactory
 
 TOLERANCE = 150 * MS
-
-TRANSPORTS: dict[str, Callable[[], Transport]] = {
-    "picows": PicowsTransport,
-    "websockets": WebsocketsTransport,
-}
-
-
-@pytest.fixture(params=sorted(TRANSPORTS))
-def transport(request: pytest.FixtureRequest) -> Transport:
-    pytest.importorskip("websockets")
-    return TRANSPORTS[request.param]()
 
 
 @pytest.mark.parametrize(("interval", "timeout"), [(100 * MS, 100 * MS), (200 * MS, 50 * MS)])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 import bgws
@@ -11,23 +9,12 @@ from bgws._connect import MAX_REDIRECTS, _origin, _resolve
 from bgws.machine import classify_error
 from bgws.testing import Answer, HostileConnection, HostileServer, Steps
 from bgws.transport import Transport
-from bgws.transport._picows import PicowsTransport
-from bgws.transport._websockets import WebsocketsTransport
 
 from .conftest import Changes, ServiceFactory
 
 pytest.importorskip("websockets")
 
-TRANSPORTS: dict[str, Callable[[], Transport]] = {
-    "picows": PicowsTransport,
-    "websockets": WebsocketsTransport,
-}
 AUTH = {"Authorization": "Bearer t0k3n-redirect"}
-
-
-@pytest.fixture(params=sorted(TRANSPORTS))
-def transport(request: pytest.FixtureRequest) -> Transport:
-    return TRANSPORTS[request.param]()
 
 
 async def test_redirect_refused_by_default(

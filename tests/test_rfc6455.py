@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,23 +15,11 @@ import pytest
 import bgws
 from bgws.testing import Answer, Frames, HostileServer, Steps, check_transport
 from bgws.transport import Transport
-from bgws.transport._picows import PicowsTransport
 from bgws.transport._policy import LibraryLog
-from bgws.transport._websockets import WebsocketsTransport
 
 from .conftest import Changes, ServiceFactory
 
 pytest.importorskip("websockets")
-
-TRANSPORTS: dict[str, Callable[[], Transport]] = {
-    "picows": PicowsTransport,
-    "websockets": WebsocketsTransport,
-}
-
-
-@pytest.fixture(params=sorted(TRANSPORTS))
-def transport(request: pytest.FixtureRequest) -> Transport:
-    return TRANSPORTS[request.param]()
 
 
 def _text(n: int) -> bytes:

@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 import bgws
 from bgws.testing import Answer, HostileServer, Steps
 from bgws.transport import Transport
-from bgws.transport._picows import PicowsTransport
-from bgws.transport._websockets import WebsocketsTransport
 
 from .conftest import Changes, ServiceFactory
 
 pytest.importorskip("websockets")
 
-TRANSPORTS: dict[str, Callable[[], Transport]] = {
-    "picows": PicowsTransport,
-    "websockets": WebsocketsTransport,
-}
 
-
-@pytest.mark.parametrize("name", sorted(TRANSPORTS))
 async def test_subprotocol_is_the_servers_choice_while_connected(
-    make_service: ServiceFactory, name: str
+    make_service: ServiceFactory, transport: Transport
 ) -> None:
     """Service.subprotocol is None until connected, then the server's choice, then None."""
     chose = Steps(answer=Answer.switch(subprotocol="chat.v2"))
     async with HostileServer([chose, Steps()]) as server:
-        service = make_service(
-            server.url, transport=TRANSPORTS[name](), subprotocols=("chat.v1", "chat.v2")
-        )
+        service = make_service(server.url, transport=transport, subprotocols=("chat.v1", "chat.v2"))
         changes = Changes(service)
         assert service.subprotocol is None
         async with service:

@@ -17,23 +17,12 @@ import bgws
 from bgws.machine import classify_error
 from bgws.testing import Server
 from bgws.transport import ConnectRequest, Transport
-from bgws.transport._picows import PicowsTransport
-from bgws.transport._websockets import WebsocketsTransport
 
 from .testing.test_hostile import _Sink
 
 pytest.importorskip("websockets")
 
-TRANSPORTS: dict[str, Callable[[], Transport]] = {
-    "picows": PicowsTransport,
-    "websockets": WebsocketsTransport,
-}
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@pytest.fixture(params=sorted(TRANSPORTS))
-def transport(request: pytest.FixtureRequest) -> Transport:
-    return TRANSPORTS[request.param]()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,22 +10,10 @@ import pytest
 import bgws
 from bgws.testing import Server
 from bgws.transport import Transport
-from bgws.transport._picows import PicowsTransport
-from bgws.transport._websockets import WebsocketsTransport
 
 from .conftest import MS, Changes, Errors, ServiceFactory
 
 pytest.importorskip("websockets")
-
-TRANSPORTS: dict[str, Callable[[], Transport]] = {
-    "picows": PicowsTransport,
-    "websockets": WebsocketsTransport,
-}
-
-
-@pytest.fixture(params=sorted(TRANSPORTS))
-def transport(request: pytest.FixtureRequest) -> Transport:
-    return TRANSPORTS[request.param]()
 
 
 async def test_send_receive_and_headers(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Callable
 
 import pytest
 
@@ -22,20 +21,10 @@ from bgws.testing import (
 from bgws.testing._wire import FrameParser
 from bgws.transport import ConnectRequest, Link, Transport
 from bgws.transport._picows import PicowsTransport
-from bgws.transport._websockets import WebsocketsTransport
 
 pytest.importorskip("websockets")
 
-TRANSPORTS: dict[str, Callable[[], Transport]] = {
-    "picows": PicowsTransport,
-    "websockets": WebsocketsTransport,
-}
 WAIT = 2.0
-
-
-@pytest.fixture(params=sorted(TRANSPORTS))
-def transport(request: pytest.FixtureRequest) -> Transport:
-    return TRANSPORTS[request.param]()
 
 
 class _Sink:
