@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import bgws
-from bgws._connect import MAX_REDIRECTS, _origin, _resolve
+from bgws._engine.connect import MAX_REDIRECTS, _origin, _resolve
 from bgws.machine import classify_error
 from bgws.testing import Answer, HostileConnection, HostileServer, Steps
 from bgws.transport import Transport

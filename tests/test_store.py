@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import bgws
-from bgws.store import SCHEMA_VERSION, SqliteStore
+from bgws._engine.store import SCHEMA_VERSION, SqliteStore
 from bgws.testing import Server
 
 from .conftest import ServiceFactory
@@ -141,8 +141,8 @@ async def test_default_path_is_under_the_user_data_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without storage_path the file goes to the platform's user data folder."""
+    from bgws._engine.store import default_store_path
     from bgws.storage import endpoint_digest, store_endpoint
-    from bgws.store import default_store_path
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     endpoint = store_endpoint("wss://chat.example/ws", "chat")
@@ -179,7 +179,7 @@ async def test_deletes_in_one_run_or_with_gaps_remove_exactly_those_rows(
     tmp_path: Path, sync: str
 ) -> None:
     """A run of delivered seqs is deleted as one range; a set with gaps row by row."""
-    from bgws.outbox import Entry
+    from bgws._engine.outbox import Entry
 
     path = tmp_path / "runs.sqlite3"
     store = SqliteStore(path, sync=sync)  # type: ignore[arg-type]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from . import profiles
 from .backoff import Backoff
 from .config import Config, parse_duration
-from .dispatch import Handler
 from .errors import (
     AckTimeout,
     AuthRejected,
@@ -47,6 +46,7 @@ from .handlers import (
     AuthHandler,
     BearerAuth,
     ErrorHandler,
+    Handler,
     HeartbeatHandler,
     LifecycleHandler,
     MessageHandler,

@@ -18,10 +18,14 @@ from typing import Any
 from .errors import BgwsError
 from .message import Message
 
+Handler = Callable[[Message], Awaitable[None] | None]
+"""A message handler: a plain function or a coroutine function taking a :class:`Message`."""
+
 __all__ = [
     "AuthHandler",
     "BearerAuth",
     "ErrorHandler",
+    "Handler",
     "HeartbeatHandler",
     "LifecycleHandler",
     "MessageHandler",

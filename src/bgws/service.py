@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from . import _connect
+from ._engine import connect as _connect
+from ._engine.delivery import Delivery
+from ._engine.dispatch import Dispatcher
+from ._engine.observe import StateWatch, describe
 from ._redact import redact_json, redact_url
 from .backoff import Backoff
 from .config import Config
-from .delivery import Delivery
-from .dispatch import Dispatcher, Handler
 from .errors import (
     BgwsError,
     ConnectionClosed,
@@ -42,6 +43,7 @@ from .errors import (
 from .handlers import (
     AuthHandler,
     ErrorHandler,
+    Handler,
     HeartbeatHandler,
     LifecycleHandler,
     MessageHandler,
@@ -51,7 +53,6 @@ from .handlers import (
 from .machine import Decision, Machine, State, Verdict, classify_error
 from .message import Codec, Message
 from .notify import build_notifications
-from .observe import StateWatch, describe
 from .plugins import Plugin, PluginChain
 from .stats import ServiceStats, StateChange
 from .storage import MemoryStorage, StorageBackend

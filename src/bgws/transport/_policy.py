@@ -6,7 +6,7 @@ so both transports raise the same :mod:`bgws.errors` with the same words:
 
 - :func:`handshake_rejected`: a status other than 101. 401/403 are :class:`AuthRejected`;
   a redirect is a :class:`HandshakeRejected` naming its (redacted) ``Location``, since no
-  transport follows a redirect itself: :func:`bgws._connect.open_link` decides that.
+  transport follows a redirect itself: :func:`bgws._engine.connect.open_link` decides that.
 - :func:`tls_failed`: a certificate check names its reason ("self-signed certificate",
   "IP address mismatch"...); a server that does not speak TLS at all gets one clear line
   asking whether the port is a ``ws://`` one.

@@ -1,6 +1,6 @@
 """The inbox's load: what it holds, in messages and bytes, and the reading it pauses.
 
-The dispatcher (:mod:`bgws.dispatch`) queues what its handlers cannot take at once; this is
+The dispatcher (:mod:`bgws._engine.dispatch`) queues what its handlers cannot take at once; this is
 the bookkeeping that keeps that queue bounded (promise 5: memory stays bounded). It does no
 I/O: it calls the link's ``pause_reading`` and ``resume_reading`` that it is given.
 

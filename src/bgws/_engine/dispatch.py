@@ -13,8 +13,9 @@ awaited them in order. Each message is routed to:
 
 A handler that raises is reported (as :class:`bgws.HandlerError`) and the next one runs. What
 the inbox holds, queued or being dispatched, is bounded in messages and bytes
-(:class:`~bgws._inbox.InboxLoad` pauses the reader): memory stays bounded. No task or future is
-made per message. A binary frame is decoded when queued (``data`` is the payload, ``bytes``).
+(:class:`~bgws._engine.inbox.InboxLoad` pauses the reader): memory stays bounded. No task or
+future is made per message. A binary frame is decoded when queued (``data`` is the payload,
+``bytes``).
 """
 
 from __future__ import annotations
@@ -28,16 +29,13 @@ from typing import Any, Protocol
 
 import msgspec
 
-from ._inbox import InboxLoad
-from .errors import BgwsError, DecodeError, HandlerError
-from .handlers import HeartbeatHandler, MessageHandler
-from .message import Codec, Message
-from .plugins import PluginChain
+from ..errors import BgwsError, DecodeError, HandlerError
+from ..handlers import Handler, HeartbeatHandler, MessageHandler
+from ..message import Codec, Message
+from ..plugins import PluginChain
+from .inbox import InboxLoad
 
-__all__ = ["Dispatcher", "Handler"]
-
-Handler = Callable[[Message], Awaitable[None] | None]
-"""A message handler: a plain function or a coroutine function taking a :class:`Message`."""
+__all__ = ["Dispatcher"]
 
 
 class Interceptor(Protocol):

@@ -21,8 +21,8 @@ from typing import Any
 
 import msgspec
 
-from .config import Config
-from .errors import (
+from ..config import Config
+from ..errors import (
     AckTimeout,
     BgwsError,
     LinkError,
@@ -33,11 +33,11 @@ from .errors import (
     ServiceClosed,
     ServiceError,
 )
-from .message import Codec, Message
+from ..message import Codec, Message
+from ..storage import legacy_store_path, store_endpoint, store_path
+from ..transport import Link
 from .outbox import Entry, Outbox
-from .storage import legacy_store_path, store_endpoint, store_path
 from .store import DeliveryStore, MemoryStore, SqliteStore
-from .transport import Link
 
 __all__ = ["Delivery"]
 

@@ -18,10 +18,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ._redact import is_sensitive_name, redact_url
-from .config import Config
-from .dispatch import Dispatcher
-from .errors import (
+from .._redact import is_sensitive_name, redact_url
+from ..config import Config
+from ..errors import (
     AuthRejected,
     BgwsError,
     ConfigError,
@@ -32,10 +31,11 @@ from .errors import (
     InsecureCredentials,
     LinkError,
 )
-from .handlers import AuthHandler, HeartbeatHandler
-from .message import Codec
-from .transport import ConnectRequest, Link, Transport
-from .transport._policy import REDIRECT_STATUSES
+from ..handlers import AuthHandler, HeartbeatHandler
+from ..message import Codec
+from ..transport import ConnectRequest, Link, Transport
+from ..transport._policy import REDIRECT_STATUSES
+from .dispatch import Dispatcher
 
 __all__ = ["MAX_REDIRECTS", "Connection", "check_link_options", "open_link"]
 

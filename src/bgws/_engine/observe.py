@@ -12,10 +12,10 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ..errors import ServiceClosed
+from ..machine import State
+from ..stats import StateChange
 from .dispatch import is_async
-from .errors import ServiceClosed
-from .machine import State
-from .stats import StateChange
 
 __all__ = ["StateWatch", "describe"]
 

@@ -30,16 +30,16 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-from .errors import StoreError
+from ..errors import StoreError
+from ..storage import StorageBackend, default_store_path, legacy_store_path
 from .outbox import Entry
-from .storage import StorageBackend, default_store_path, legacy_store_path
 
 __all__ = [
     "DeliveryStore",
     "Loaded",
     "MemoryStore",
     "SqliteStore",
-    "default_store_path",  # kept here too: it has always been importable from bgws.store
+    "default_store_path",  # kept here too: it has always been importable from bgws._engine.store
     "legacy_store_path",
 ]
 
