@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bgws import errors
 from bgws.backoff import Backoff
-from bgws.machine import TRANSITIONS, Event, Machine, State, classify_error
+from bgws.machine import CALLS, TRANSITIONS, Event, Machine, State, classify_error
 
 
 def machine(max_attempts: int | None = None, min_uptime: float = 10.0) -> Machine:
@@ -174,3 +174,33 @@ def test_failed_while_closing_is_illegal() -> None:
     m.stop()
     with pytest.raises(errors.InvalidTransition):
         m.failed(LOST, 0)
+
+
+def test_the_machine_answers_every_public_call() -> None:
+    """start and add_plugin once in IDLE; send while running; connect and stop until closing."""
+    m = machine()
+    assert m.can("start") and m.can("add_plugin") and m.can("send") and not m.started
+    m.start()
+    assert m.started and not m.can("start") and not m.can("add_plugin")
+    with pytest.raises(errors.InvalidTransition):
+        m.start()
+    for state, calls in CALLS.items():
+        assert ("send" in calls) == (state not in {State.CLOSING, State.CLOSED, State.FAILED})
+        assert ("stop" in calls) == (Event.STOP in TRANSITIONS[state])
+    m.connect()
+    assert m.can("send") and m.can("connect") and not m.can(Event.CONNECT)
+    m.failed(errors.HandshakeRejected(404), 0.0)
+    assert m.state is State.FAILED and not m.can("send") and m.can("connect")
+    m.stop()
+    assert not m.can("send") and not m.can("stop") and not m.can("connect")
+
+
+def test_clean_close_is_final_without_reconnect_on_close() -> None:
+    """A 1000/1001 close fails the machine when reconnect_on_close is off; others still retry."""
+    backoff = Backoff(1.0, 8.0, random.Random(0))
+    m = Machine(backoff, max_attempts=None, min_uptime=10.0, reconnect_on_close=False)
+    assert m.verdict(errors.ConnectionClosed(1000)) == "fatal"
+    assert m.verdict(errors.ConnectionClosed(1001)) == "fatal"
+    assert m.verdict(errors.ConnectionClosed(1006)) == "retry"
+    assert connected(m).failed(errors.ConnectionClosed(1000), 1.0).state is State.FAILED
+    assert machine().verdict(errors.ConnectionClosed(1000)) == "retry"

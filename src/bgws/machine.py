@@ -16,6 +16,13 @@ without sockets or sleeps.
 
 An event the table does not list for the current state raises :class:`InvalidTransition` and
 leaves the machine unchanged.
+
+The machine also answers every "may I?" of a public call (:data:`CALLS`, asked with
+:meth:`Machine.can`) and holds the reconnect policy, the clean-close rule included: the service
+only carries its decisions out.
+
+This module is public: it holds :class:`State`, :data:`Verdict` and :func:`classify_error`
+(the default classifier a custom ``classify=`` can fall back on), and the table.
 """
 
 from __future__ import annotations
@@ -31,11 +38,15 @@ from .backoff import Backoff
 from .errors import (
     AuthRejected,
     ConfigError,
+    ConnectionClosed,
     HandshakeRejected,
     InvalidTransition,
 )
 
 __all__ = [
+    "CALLS",
+    "CLEAN_CLOSE_CODES",
+    "Call",
     "Decision",
     "Event",
     "Machine",
@@ -101,6 +112,30 @@ TRANSITIONS: Mapping[State, Mapping[Event, State]] = MappingProxyType(
 )
 """``TRANSITIONS[state][event]`` is the next state; a missing entry is an illegal move."""
 
+Call = Literal["start", "add_plugin", "connect", "send", "stop"]
+"""A public call of the service that the machine allows or not (``send`` stands for every call
+that hands the service a message: send, send_many, request, subscribe, unsubscribe)."""
+
+_LIVE: frozenset[Call] = frozenset({"connect", "send", "stop"})
+CALLS: Mapping[State, frozenset[Call]] = MappingProxyType(
+    {
+        _S.IDLE: _LIVE,
+        _S.CONNECTING: _LIVE,
+        _S.CONNECTED: _LIVE,
+        _S.BACKING_OFF: _LIVE,
+        _S.FAILED: frozenset({"connect", "stop"}),
+        _S.CLOSING: frozenset(),
+        _S.CLOSED: frozenset(),
+    }
+)
+"""``CALLS[state]``: the public calls allowed in ``state``, once the service has started
+(before that, ``IDLE`` also allows ``start`` and ``add_plugin``)."""
+
+_NOT_STARTED: frozenset[Call] = _LIVE | {"start", "add_plugin"}
+
+CLEAN_CLOSE_CODES = frozenset({1000, 1001})
+"""Close codes of a clean close: the server ended the session on purpose."""
+
 Verdict = Literal["retry", "retry_now", "auth", "fatal"]
 """How a failure is handled: back off and retry, retry at once, ask the auth handler, or stop."""
 
@@ -160,9 +195,12 @@ class Machine:
             0: do not reconnect at all).
         min_uptime: a link must stay up this long (seconds) before the backoff resets.
         classify: maps an error to a :data:`Verdict`.
+        reconnect_on_close: reconnect after a clean close (1000, 1001) by the server; when
+            False such a close is final (``FAILED``) whatever ``classify`` says.
     """
 
     __slots__ = (
+        "_allowed",
         "_auth_retried",
         "_backoff",
         "_classify",
@@ -170,6 +208,8 @@ class Machine:
         "_failures",
         "_max_attempts",
         "_min_uptime",
+        "_reconnect_on_close",
+        "_started",
         "_state",
     )
 
@@ -180,8 +220,12 @@ class Machine:
         max_attempts: int | None,
         min_uptime: float,
         classify: Callable[[BaseException], Verdict] = classify_error,
+        reconnect_on_close: bool = True,
     ) -> None:
         self._state = State.IDLE
+        self._started = False
+        self._allowed: frozenset[Event | Call] = self._moves()
+        self._reconnect_on_close = reconnect_on_close
         self._backoff = backoff
         self._max_attempts = max_attempts
         self._min_uptime = min_uptime
@@ -211,11 +255,44 @@ class Machine:
         except KeyError:
             raise InvalidTransition(self._state, event) from None
         self._state = new
+        self._allowed = self._moves()
         return new
 
-    def can(self, event: Event) -> bool:
-        """Whether ``event`` is a legal move now."""
-        return event in TRANSITIONS[self._state]
+    def can(self, what: Event | Call) -> bool:
+        """Whether ``what`` (a move of the table, or a public call) is allowed now."""
+        return what in self._allowed
+
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` was called (a service starts once)."""
+        return self._started
+
+    def start(self) -> None:
+        """The service starts (composes its plugins); allowed once, in ``IDLE``.
+
+        Raises:
+            InvalidTransition: the service already started, or is not ``IDLE``.
+        """
+        if "start" not in self._allowed:
+            raise InvalidTransition(self._state, "start")
+        self._started = True
+        self._allowed = self._moves()
+
+    def _moves(self) -> frozenset[Event | Call]:
+        calls = CALLS[self._state]
+        if self._state is State.IDLE and not self._started:
+            calls = _NOT_STARTED
+        return frozenset(TRANSITIONS[self._state]) | calls
+
+    def verdict(self, error: BaseException) -> Verdict:
+        """How ``error`` is handled: the clean-close rule first, then the classifier."""
+        if (
+            not self._reconnect_on_close
+            and isinstance(error, ConnectionClosed)
+            and error.code in CLEAN_CLOSE_CODES
+        ):
+            return "fatal"
+        return self._classify(error)
 
     def connect(self) -> State:
         """A connect was asked for (first start, or again after ``FAILED``)."""
@@ -249,7 +326,7 @@ class Machine:
             self._auth_retried = False
         self._connected_at = None
         self._failures += 1
-        verdict = self._classify(error)
+        verdict = self.verdict(error)
         if verdict == "auth":
             verdict = "retry_now" if auth_refreshed else "fatal"
         if verdict == "fatal" or (
@@ -265,10 +342,6 @@ class Machine:
             delay = self._backoff.delay(self._failures)
         self.fire(event)
         return Decision(State.BACKING_OFF, delay, self._failures, error)
-
-    def give_up(self) -> State:
-        """Stop reconnecting (a fatal condition found outside :meth:`failed`)."""
-        return self.fire(Event.GIVE_UP)
 
     def retry(self) -> State:
         """The backoff delay is over: start the next attempt."""

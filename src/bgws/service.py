@@ -33,7 +33,6 @@ from .backoff import Backoff
 from .config import Config
 from .errors import (
     BgwsError,
-    ConnectionClosed,
     DeadLink,
     HandlerError,
     LinkError,
@@ -50,7 +49,7 @@ from .handlers import (
     NotificationHandler,
     TemplateHeartbeat,
 )
-from .machine import Decision, Machine, State, Verdict, classify_error
+from .machine import Decision, Event, Machine, State, Verdict, classify_error
 from .message import Codec, Message
 from .notify import build_notifications
 from .plugins import Plugin, PluginChain
@@ -64,8 +63,6 @@ if TYPE_CHECKING:
 __all__ = ["Service"]
 
 _F = TypeVar("_F", bound=Handler)
-_CLEAN_CLOSE = frozenset({1000, 1001})
-_CLOSING, _CLOSED, _FAILED = State.CLOSING, State.CLOSED, State.FAILED
 
 
 class Service:
@@ -152,7 +149,8 @@ class Service:
             backoff or Backoff(config.initial_reconnect_delay, config.max_reconnect_delay),
             max_attempts=config.max_reconnect_attempts,
             min_uptime=config.min_uptime,
-            classify=self._verdict,
+            classify=self._classify,
+            reconnect_on_close=config.reconnect_on_close,
         )
         self._delivery = Delivery(config, self._codec, self._report_soon)
         self._shared_store = storage is None and isinstance(self._delivery.store, StorageBackend)
@@ -162,7 +160,6 @@ class Service:
             self._codec, config.inbox_size, self._report, config.inbox_max_bytes
         )
         self._connection_data: Mapping[str, Any] | None = None
-        self._started = False
         self._link: Link | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[None] | None = None
@@ -208,7 +205,7 @@ class Service:
         Raises:
             ServiceError: the service has started; plugins are composed once, at start.
         """
-        if self._started:
+        if not self._machine.can("add_plugin"):
             raise ServiceError("plugins are composed at start; add them before start()")
         self._plugin_list.append(plugin)
 
@@ -297,9 +294,9 @@ class Service:
             ServiceError: the service was already started (services are single-use).
             HandlerError: a plugin's ``initialize`` raised.
         """
-        if self._started:
+        if not self._machine.can("start"):
             raise ServiceError("a service starts once; create a new one to start again")
-        self._started = True
+        self._machine.start()
         try:
             self._plugins = PluginChain(self._plugin_list)
             for plugin in self._plugins.plugins:
@@ -325,7 +322,8 @@ class Service:
         self._dispatch_task = asyncio.create_task(
             self._dispatcher.run(), name=f"bgws-dispatch-{self.config.service_tag}"
         )
-        await self._hook(self._lifecycle, "on_service_started")
+        if self._lifecycle is not None:
+            await self._hook(self._lifecycle.on_service_started)
         for plugin in self._plugins.plugins:
             await self._guarded(plugin.on_service_started, f"plugin {plugin.name}")
         self.log.info("service started (%s)", redact_url(self.config.url))
@@ -342,16 +340,17 @@ class Service:
         Raises:
             ServiceClosed: the service is stopping or stopped.
         """
-        if not self._started:
+        machine = self._machine
+        if machine.can("start"):
             await self.start()
-        if self.state in (State.CLOSING, State.CLOSED):
+        if not machine.can("connect"):
             raise ServiceClosed("the service was stopped")
         if connection_data is not None:
             self._connection_data = dict(connection_data)
             kept = redact_json(connection_data)  # secrets stay in memory, never on disk
             await self._store("connection_data", msgspec.json.encode(kept).decode())
-        if self.state in (State.IDLE, State.FAILED):
-            await self._transition(self._machine.connect, None)
+        if machine.can(Event.CONNECT):
+            await self._transition(machine.connect, None)
             self._run_task = asyncio.create_task(
                 self._connect_loop(), name=f"bgws-connect-{self.config.service_tag}"
             )
@@ -362,7 +361,7 @@ class Service:
         Messages still queued after ``timeout`` (default ``close_timeout``) are reported to
         the error handler as :class:`MessageDropped`: nothing is dropped silently.
         """
-        if self.state in (State.CLOSING, State.CLOSED):
+        if not self._machine.can("stop"):
             await self._stopped.wait()
             return
         deadline = timeout if timeout is not None else self.config.close_timeout
@@ -392,7 +391,8 @@ class Service:
         for plugin in self._plugins.plugins:
             await self._guarded(plugin.on_service_stopped, f"plugin {plugin.name}")
             await self._guarded(plugin.dispose, f"plugin {plugin.name}")
-        await self._hook(self._lifecycle, "on_service_stopped")
+        if self._lifecycle is not None:
+            await self._hook(self._lifecycle.on_service_stopped)
         if not self._shared_store:
             await self._guarded(self._storage.close, "storage")
         await self._transition(self._machine.closed, None)
@@ -567,9 +567,9 @@ class Service:
         return self._delivery.subscriptions
 
     def _check_open(self, what: str) -> None:
-        state = self._machine.state
-        if state is _CLOSING or state is _CLOSED or state is _FAILED:  # on every send: no
-            raise ServiceClosed(f"cannot {what}: the service is {state}")  # enum lookups
+        machine = self._machine
+        if not machine.can("send"):
+            raise ServiceClosed(f"cannot {what}: the service is {machine.state}")
 
     # -- the connect loop -------------------------------------------------------------------
 
@@ -663,26 +663,18 @@ class Service:
             await self._report(error)
         return decision
 
-    def _verdict(self, error: BaseException) -> Verdict:
-        if (
-            isinstance(error, ConnectionClosed)
-            and error.code in _CLEAN_CLOSE
-            and not self.config.reconnect_on_close
-        ):
-            return "fatal"
-        return self._classify(error)
-
     async def _on_connected(self) -> None:
-        await self._guarded(_bound(self._auth, "on_auth_success"), "auth handler")
+        if self._auth is not None:
+            await self._guarded(self._auth.on_auth_success, "auth handler")
         await self._store("last_connected_at", repr(time.time()))
-        await self._guarded(
-            _bound(self._message_handler, "on_connection_established"), "message handler"
-        )
+        if self._message_handler is not None:
+            await self._guarded(self._message_handler.on_connection_established, "message handler")
         for plugin in self._plugins.plugins:
             await self._guarded(functools.partial(plugin.on_connection_changed, True), plugin.name)
 
     async def _on_disconnected(self) -> None:
-        await self._guarded(_bound(self._message_handler, "on_connection_lost"), "message handler")
+        if self._message_handler is not None:
+            await self._guarded(self._message_handler.on_connection_lost, "message handler")
         for plugin in self._plugins.plugins:
             await self._guarded(functools.partial(plugin.on_connection_changed, False), plugin.name)
 
@@ -706,9 +698,10 @@ class Service:
         self.log.info("%s -> %s%s", old, new, f" ({describe(reason)})" if reason else "")
         for callback in self._watch.publish(change):
             await self._guarded(callback, "state callback")
-        await self._hook(self._lifecycle, "on_state_changed", old, new)
-        if self.config.foreground:
-            await self._hook(self._notifier, "on_state_changed", new)
+        if self._lifecycle is not None:
+            await self._hook(self._lifecycle.on_state_changed, old, new)
+        if self.config.foreground and self._notifier is not None:
+            await self._hook(self._notifier.on_state_changed, new)
 
     # -- errors and hooks -------------------------------------------------------------------
 
@@ -740,11 +733,11 @@ class Service:
         except Exception as exc:
             await self._report(_wrap(exc, where))
 
-    async def _hook(self, target: object | None, name: str, *args: Any) -> None:
-        if target is None:
-            return
-        method = getattr(target, name)
-        await self._guarded(lambda: method(*args), f"{type(target).__name__}.{name}")
+    async def _hook(self, hook: Callable[..., Any], *args: Any) -> None:
+        """Call a class-based handler's hook; an error it raises is reported, named after it."""
+        owner = getattr(hook, "__self__", None)
+        where = f"{type(owner).__name__}.{hook.__name__}" if owner is not None else repr(hook)
+        await self._guarded(functools.partial(hook, *args), where)
 
     async def _store(self, logical_key: str, value: str) -> None:
         key = self.config.storage_keys.get(logical_key, logical_key)
@@ -779,10 +772,6 @@ async def _call(func: Callable[[], Any]) -> Any:
     if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
         return await result
     return result
-
-
-def _bound(target: object | None, name: str) -> Callable[[], Any] | None:
-    return None if target is None else getattr(target, name)
 
 
 def _wrap(exc: Exception, where: str) -> BgwsError:
