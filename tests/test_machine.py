@@ -179,20 +179,31 @@ def test_failed_while_closing_is_illegal() -> None:
 def test_the_machine_answers_every_public_call() -> None:
     """start and add_plugin once in IDLE; send while running; connect and stop until closing."""
     m = machine()
-    assert m.can("start") and m.can("add_plugin") and m.can("send") and not m.started
+    assert m.can("start")
+    assert m.can("add_plugin")
+    assert m.can("send")
+    assert not m.started
     m.start()
-    assert m.started and not m.can("start") and not m.can("add_plugin")
+    assert m.started
+    assert not m.can("start")
+    assert not m.can("add_plugin")
     with pytest.raises(errors.InvalidTransition):
         m.start()
     for state, calls in CALLS.items():
         assert ("send" in calls) == (state not in {State.CLOSING, State.CLOSED, State.FAILED})
         assert ("stop" in calls) == (Event.STOP in TRANSITIONS[state])
     m.connect()
-    assert m.can("send") and m.can("connect") and not m.can(Event.CONNECT)
+    assert m.can("send")
+    assert m.can("connect")
+    assert not m.can(Event.CONNECT)
     m.failed(errors.HandshakeRejected(404), 0.0)
-    assert m.state is State.FAILED and not m.can("send") and m.can("connect")
+    assert m.state is State.FAILED
+    assert not m.can("send")
+    assert m.can("connect")
     m.stop()
-    assert not m.can("send") and not m.can("stop") and not m.can("connect")
+    assert not m.can("send")
+    assert not m.can("stop")
+    assert not m.can("connect")
 
 
 def test_clean_close_is_final_without_reconnect_on_close() -> None:

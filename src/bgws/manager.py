@@ -39,7 +39,7 @@ from ._redact import redact_url
 from .errors import ConfigError, ServiceClosed, ServiceError
 from .machine import State
 from .message import Message
-from .runner import LoopFactory, _ThreadHandle
+from .runner import LoopFactory, ThreadHandle
 from .service import Service
 from .stats import ServiceStats
 from .storage import store_path
@@ -294,7 +294,7 @@ class ServiceManager:
             TimeoutError: the start took longer than ``timeout``; it was cancelled.
         """
         handle = ManagerThread(self, name=name, loop_factory=loop_factory)
-        handle._launch(timeout)
+        handle.launch(timeout)
         return handle
 
     def __repr__(self) -> str:
@@ -309,7 +309,7 @@ def _store_path(service: Service) -> Path | None:
     return store_path(config).expanduser().absolute()
 
 
-class ManagerThread(_ThreadHandle):
+class ManagerThread(ThreadHandle):
     """A :class:`ServiceManager` running on a thread of its own, driven by blocking calls.
 
     Made by :meth:`ServiceManager.start_in_thread`. As with :class:`bgws.ServiceThread`, the

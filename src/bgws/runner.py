@@ -36,15 +36,19 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
 from .errors import ServiceClosed, ServiceError
 from .machine import State
 from .message import Message
-from .service import Service
 from .stats import ServiceStats, StateChange
 
-__all__ = ["EXIT_TIMEOUT", "ServiceThread", "start_in_thread"]
+if TYPE_CHECKING:
+    # Only for the types: the service imports this module (``Service.start_in_thread``), so
+    # the runner stays below it and drives any object with a service's methods.
+    from .service import Service
+
+__all__ = ["EXIT_TIMEOUT", "LoopFactory", "ServiceThread", "ThreadHandle", "start_in_thread"]
 
 _T = TypeVar("_T")
 _log = logging.getLogger("bgws.runner")
@@ -58,11 +62,12 @@ _ABORT_TIMEOUT: Final = 5.0
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
-class _ThreadHandle:
+class ThreadHandle:
     """A daemon thread running one event loop that hosts one target from start to stop.
 
     Subclasses say how the target opens (:meth:`_open`) and closes (:meth:`_close`); this
-    class owns the thread, the loop, the cross-thread calls and the shutdown.
+    class owns the thread, the loop, the cross-thread calls and the shutdown. The base of
+    :class:`ServiceThread` and :class:`~bgws.manager.ManagerThread`.
     """
 
     _what = "service"
@@ -127,7 +132,7 @@ class _ThreadHandle:
         if first and error is not None:
             raise error
 
-    def __enter__(self) -> _ThreadHandle:
+    def __enter__(self) -> ThreadHandle:
         return self
 
     def __exit__(
@@ -168,8 +173,17 @@ class _ThreadHandle:
 
     # -- lifetime ---------------------------------------------------------------------------
 
-    def _launch(self, timeout: float) -> None:
-        """Start the thread and wait until the target is open, or raise why it is not."""
+    def launch(self, timeout: float) -> None:
+        """Start the thread and wait until the target is open, or raise why it is not.
+
+        :func:`start_in_thread` and ``ServiceManager.start_in_thread`` call it; a handle is
+        launched once.
+
+        Raises:
+            TimeoutError: the target did not open within ``timeout`` seconds (the start was
+                cancelled).
+            RuntimeError: the handle was launched before.
+        """
         self._thread.start()
         try:
             self._ready.result(timeout)
@@ -277,7 +291,23 @@ class _ThreadHandle:
         self._wake.set()
 
 
-class ServiceThread(_ThreadHandle):
+@runtime_checkable
+class _ServiceLike(Protocol):
+    """What :class:`ServiceThread` needs of a service (checked at run time, without importing
+    :mod:`bgws.service`, which imports this module)."""
+
+    config: Any
+
+    async def start(self) -> None: ...
+
+    async def connect(self, connection_data: Mapping[str, Any] | None = None) -> None: ...
+
+    async def stop(self, timeout: float | None = None) -> None: ...
+
+    def on_state_change(self, callback: Callable[[StateChange], Any]) -> Callable[[], None]: ...
+
+
+class ServiceThread(ThreadHandle):
     """A service running on a thread of its own, driven by blocking calls.
 
     Made by :func:`start_in_thread`. Every method may be called from any thread except the
@@ -288,6 +318,10 @@ class ServiceThread(_ThreadHandle):
         service: the service, not started yet.
         name: the thread's name (default ``"bgws-<service_tag>"``).
         loop_factory: makes the thread's event loop (default: a new asyncio loop).
+        connection_data: handed to :meth:`bgws.Service.connect` when the thread starts it.
+
+    Raises:
+        TypeError: ``service`` is not a service.
     """
 
     def __init__(
@@ -296,12 +330,13 @@ class ServiceThread(_ThreadHandle):
         *,
         name: str | None = None,
         loop_factory: LoopFactory | None = None,
+        connection_data: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(service, Service):
+        if not isinstance(service, _ServiceLike):
             raise TypeError("service must be a bgws.Service")
         super().__init__(name or f"bgws-{service.config.service_tag}", loop_factory)
         self._service = service
-        self._connection_data: Mapping[str, Any] | None = None
+        self._connection_data = connection_data
 
     @property
     def service(self) -> Service:
@@ -436,15 +471,16 @@ def start_in_thread(
         ServiceError: the service had already started.
         TimeoutError: the start took longer than ``timeout``; it was cancelled.
     """
-    handle = ServiceThread(service, name=name, loop_factory=loop_factory)
-    handle._connection_data = connection_data
-    handle._launch(timeout)
+    handle = ServiceThread(
+        service, name=name, loop_factory=loop_factory, connection_data=connection_data
+    )
+    handle.launch(timeout)
     return handle
 
 
 # -- interpreter exit -----------------------------------------------------------------------
 
-_live: set[_ThreadHandle] = set()
+_live: set[ThreadHandle] = set()
 _live_lock = threading.Lock()
 
 

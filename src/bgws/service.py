@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -53,12 +53,10 @@ from .machine import Decision, Event, Machine, State, Verdict, classify_error
 from .message import Codec, Message
 from .notify import build_notifications
 from .plugins import Plugin, PluginChain
+from .runner import ServiceThread, start_in_thread
 from .stats import ServiceStats, StateChange
 from .storage import MemoryStorage, StorageBackend
 from .transport import Link, Transport, get_transport
-
-if TYPE_CHECKING:
-    from .runner import ServiceThread
 
 __all__ = ["Service"]
 
@@ -414,8 +412,6 @@ class Service:
         ``with service.start_in_thread() as handle:`` stops on exit. See
         :func:`bgws.runner.start_in_thread`.
         """
-        from .runner import start_in_thread
-
         return start_in_thread(self, name=name, timeout=timeout, connection_data=connection_data)
 
     async def __aenter__(self) -> Service:
