@@ -50,6 +50,7 @@ from bgws._config_checks import (
     toml_limit,
     type_name,
 )
+from bgws._presets import profile_values
 from bgws._redact import (
     is_sensitive_name,
     redact_headers,
@@ -61,7 +62,7 @@ from bgws.policies import AckPolicy, ResumePolicy
 
 __all__ = [
     "AuthMode",
-    "Codec",
+    "CodecName",
     "Config",
     "DEFAULT_STORAGE_KEYS",
     "NotifyBackend",
@@ -72,7 +73,7 @@ __all__ = [
     "parse_duration",
 ]
 
-Codec = Literal["json", "raw"]
+CodecName = Literal["json", "raw"]
 """How frames are turned into messages: JSON objects, or raw text/bytes."""
 Overflow = Literal["raise", "drop_oldest", "wait"]
 """What ``send()`` does when the outbox holds ``max_queue_size`` messages."""
@@ -155,7 +156,7 @@ class Config:
     allow_insecure_credentials: bool = False
     type_field: str = "type"
     id_field: str | None = "id"
-    codec: Codec = "json"
+    codec: CodecName = "json"
     inbox_size: int = 1024
     inbox_max_bytes: int = 64 * 1024 * 1024
     overflow: Overflow = "raise"
@@ -249,7 +250,7 @@ class Config:
         )
         v["type_field"] = check_str("type_field", self.type_field)
         v["id_field"] = check_str("id_field", self.id_field, optional=True)
-        v["codec"] = check_choice("codec", self.codec, get_args(Codec))
+        v["codec"] = check_choice("codec", self.codec, get_args(CodecName))
         v["inbox_size"] = check_int("inbox_size", self.inbox_size, 1)
         v["inbox_max_bytes"] = check_int("inbox_max_bytes", self.inbox_max_bytes, 1)
         v["overflow"] = check_choice("overflow", self.overflow, get_args(Overflow))
@@ -421,8 +422,6 @@ class Config:
                 raise ConfigError(None, f"option names must be strings, got {key!r}")
         values: dict[str, Any] = {}
         if "profile" in options:
-            from bgws.profiles import profile_values  # profiles imports this module
-
             name = options.pop("profile")
             if not isinstance(name, str):
                 raise ConfigError("profile", f"expected a profile name, got {type_name(name)}")

@@ -23,15 +23,14 @@ import asyncio
 import bisect
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
+from ..config import Overflow  # one definition, with the option it types
 from ..errors import AckTimeout, BgwsError, MessageDropped, MessageExpired, QueueFull
 
 __all__ = ["Entry", "Outbox", "Overflow"]
-
-Overflow = Literal["raise", "drop_oldest", "wait"]
 
 
 class Entry(msgspec.Struct, eq=False):
