@@ -9,10 +9,11 @@ connection is stalled. That models a slow or frozen link without reordering fram
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Protocol
 
 from picows import WSListener, WSMsgType
 
@@ -30,10 +31,31 @@ from bgws.testing._records import (
     split_payload,
 )
 
-if TYPE_CHECKING:
-    from bgws.testing._server import Server
+__all__ = ["Connection", "ConnectionEvents", "ServerTiming", "make_listener"]
 
-__all__ = ["Connection", "make_listener"]
+
+class ServerTiming(Protocol):
+    """The server options a :class:`Connection` reads each time it sends or closes."""
+
+    @property
+    def delay(self) -> float: ...
+
+    @property
+    def close_timeout(self) -> float: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnectionEvents:
+    """What a :class:`Connection` tells its server: it opened, it closed, a message came.
+
+    Callbacks rather than the server itself, so that this module does not import the server
+    module (which imports it).
+    """
+
+    opened: Callable[[Connection], None]
+    closed: Callable[[Connection], None]
+    received: Callable[[Connection, ReceivedMessage], None]
+
 
 _OPCODE_CONTINUATION: Final = 0x0
 _OPCODE_CLOSE: Final = 0x8
@@ -67,8 +89,11 @@ class Connection:
         close_reason: The reason of that CLOSE frame, or ``None``.
     """
 
-    def __init__(self, server: Server, handshake: Handshake) -> None:
+    def __init__(
+        self, server: ServerTiming, handshake: Handshake, events: ConnectionEvents
+    ) -> None:
         self._server = server
+        self._events = events
         self.id: int = handshake.connection_id
         self.handshake: Handshake = handshake
         self.messages: list[ReceivedMessage] = []
@@ -87,7 +112,6 @@ class Connection:
         self._held: list[tuple[int, bytes, bool]] = []
         self._fragment_opcode: int | None = None
         self._fragments: list[bytes] = []
-        self._hook_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         if self._disconnected:
@@ -128,10 +152,18 @@ class Connection:
             ValueError: ``fragments`` is below 1 or larger than the payload.
         """
         opcode, payload = encode(message)
-        return self._send_frames(opcode, split_payload(payload, fragments))
+        return self.send_frames(opcode, split_payload(payload, fragments))
 
-    def _send_frames(self, opcode: int, parts: list[bytes]) -> bool:
-        """Queue one message already split into fragments (used by :meth:`Server.push`)."""
+    def send_frames(self, opcode: int, parts: list[bytes]) -> bool:
+        """Queue one message already split into fragments (as :meth:`Server.push` does).
+
+        Args:
+            opcode: ``1`` (text) or ``2`` (binary).
+            parts: the payload of each frame, in order (one part: an unfragmented message).
+
+        Returns:
+            Whether it was queued (``False`` once the connection is closing or closed).
+        """
         if not self.is_open:
             return False
         self._enqueue(lambda: self._write_message(opcode, parts))
@@ -174,7 +206,7 @@ class Connection:
         if not self.is_open:
             return False
         self._closing = True
-        self._enqueue(lambda: self._close_now(code, reason))
+        self._enqueue(lambda: self.close_now(code, reason))
         return True
 
     def drop(self) -> bool:
@@ -230,7 +262,7 @@ class Connection:
         """The handshake completed (called by the listener)."""
         self._transport = transport
         self._connected = True
-        self._server._connection_opened(self)
+        self._events.opened(self)
 
     def _on_disconnected(self) -> None:
         """The socket is gone (called by the listener)."""
@@ -242,7 +274,7 @@ class Connection:
                 handle.cancel()
         self._timer = self._abort_timer = None
         if self._connected:
-            self._server._connection_closed(self)
+            self._events.closed(self)
 
     def _on_frame(self, opcode: int, payload: bytes, fin: bool) -> None:
         """Handle one received frame (called by the listener)."""
@@ -254,14 +286,14 @@ class Connection:
             self._on_close_frame(payload)
         elif opcode in (OPCODE_TEXT, OPCODE_BINARY):
             if self._fragment_opcode is not None:
-                self._close_now(_PROTOCOL_ERROR, "expected a continuation frame")
+                self.close_now(_PROTOCOL_ERROR, "expected a continuation frame")
             elif fin:
                 self._deliver(opcode, payload)
             else:
                 self._fragment_opcode, self._fragments = opcode, [payload]
         elif opcode == _OPCODE_CONTINUATION:
             if self._fragment_opcode is None:
-                self._close_now(_PROTOCOL_ERROR, "unexpected continuation frame")
+                self.close_now(_PROTOCOL_ERROR, "unexpected continuation frame")
                 return
             self._fragments.append(payload)
             if fin:
@@ -269,8 +301,14 @@ class Connection:
                 parts, self._fragments = self._fragments, []
                 self._deliver(first, b"".join(parts))
 
-    def _close_now(self, code: int, reason: str = "") -> None:
-        """Send a CLOSE frame now; abort if the client has not closed in time."""
+    def close_now(self, code: int, reason: str = "") -> None:
+        """Send a CLOSE frame now, ahead of the outbox; abort if the client has not closed
+        within :attr:`Server.close_timeout`.
+
+        Args:
+            code: the close code.
+            reason: the close reason.
+        """
         if self._close_sent or self._disconnected or self._dropped:
             return
         self._closing = self._close_sent = True
@@ -295,7 +333,7 @@ class Connection:
             return
         self._closing = True
         reply = 1000 if code == _NO_STATUS_RCVD else code
-        self._enqueue(lambda: self._close_now(reply))
+        self._enqueue(lambda: self.close_now(reply))
 
     def _deliver(self, opcode: int, payload: bytes) -> None:
         data: str | bytes = payload
@@ -303,11 +341,11 @@ class Connection:
             try:
                 data = payload.decode()
             except UnicodeDecodeError:
-                self._close_now(_INVALID_TEXT, "invalid UTF-8 in a text message")
+                self.close_now(_INVALID_TEXT, "invalid UTF-8 in a text message")
                 return
         message = ReceivedMessage(self.id, data, time.monotonic())
         self.messages.append(message)
-        self._server._message_received(self, message)
+        self._events.received(self, message)
 
     def _enqueue(self, action: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,10 @@ class HookRunner:
     def __init__(self, record_error: Callable[[Exception], None]) -> None:
         self._record_error = record_error
         self._tasks: set[asyncio.Task[None]] = set()
+        # The last async hook of each connection: the next one waits for it (order is kept).
+        self._last: weakref.WeakKeyDictionary[Connection, asyncio.Task[None]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def run(self, connection: Connection, hook: Callable[..., object], *args: Any) -> None:
         """Call ``hook(*args)``; await its result, after the connection's earlier hooks."""
@@ -39,9 +44,9 @@ class HookRunner:
         if not inspect.isawaitable(result):
             return
         task = asyncio.get_running_loop().create_task(
-            self._run_in_order(connection._hook_task, result)
+            self._run_in_order(self._last.get(connection), result)
         )
-        connection._hook_task = task
+        self._last[connection] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

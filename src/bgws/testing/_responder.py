@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from bgws.testing._connection import Connection
-from bgws.testing._delivery import AckGate, AckReply, IdLedger, SeqLog
+from bgws.testing._delivery import AckFunction, AckGate, AckReply, Feed, IdLedger, Reply, SeqLog
 from bgws.testing._records import (
     ConnectionReport,
     Message,
@@ -25,10 +25,28 @@ from bgws.testing._records import (
     split_payload,
 )
 
-if TYPE_CHECKING:
-    from bgws.testing._server import Server
+__all__ = ["Responder", "ServerOptions"]
 
-__all__ = ["Responder"]
+
+class ServerOptions(Protocol):
+    """The options a :class:`Responder` reads from its server, each time (a test may change
+    them at any moment). :class:`~bgws.testing.Server` has them; typed here so that this
+    module does not import the server module, which imports it."""
+
+    @property
+    def id_field(self) -> str | None: ...
+
+    @property
+    def ack(self) -> AckReply | AckFunction | None: ...
+
+    @property
+    def reply(self) -> Reply | None: ...
+
+    @property
+    def feed(self) -> Feed: ...
+
+    @property
+    def connections(self) -> list[Connection]: ...
 
 
 @dataclasses.dataclass
@@ -61,12 +79,13 @@ class Responder:
     """Acks, replies, duplicate counts, the published feed and per-connection tallies.
 
     Args:
-        server: The server whose options (``id_field``, ``ack``, ``reply``, ``feed``) apply
-            and which records hook errors.
+        server: The server whose options (``id_field``, ``ack``, ``reply``, ``feed``) apply.
+        record_error: Called with every exception an ack or reply function raises.
     """
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: ServerOptions, record_error: Callable[[Exception], None]) -> None:
         self._server = server
+        self._record_error = record_error
         self.ledger = IdLedger()
         self.log = SeqLog(server.feed)
         self.gate = AckGate()
@@ -121,7 +140,7 @@ class Responder:
             try:
                 ready = ack(data)
             except Exception as exc:
-                self._server._record_error(exc)
+                self._record_error(exc)
                 return
             if ready is None:
                 return
@@ -200,7 +219,7 @@ class Responder:
         try:
             answer = reply.answer(data, msg_id)
         except Exception as exc:
-            self._server._record_error(exc)
+            self._record_error(exc)
             return
         if answer is not None and self._send(connection, answer):
             tally.replies_sent += 1
@@ -222,7 +241,7 @@ class Responder:
         parts = split_payload(payload, fragments)
         seq, _ = self.log.append(message)
         for connection in connections:
-            if connection._send_frames(opcode, parts):
+            if connection.send_frames(opcode, parts):
                 self._tally(connection).published.append(seq)
         return seq
 
@@ -274,5 +293,5 @@ class Responder:
         try:
             return connection.send(message)
         except Exception as exc:  # a message built by a test's function that cannot be sent
-            self._server._record_error(exc)
+            self._record_error(exc)
             return False

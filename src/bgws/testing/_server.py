@@ -22,7 +22,7 @@ from typing import Any, Final, TypeAlias
 
 from picows import WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
 
-from bgws.testing._connection import Connection, make_listener
+from bgws.testing._connection import Connection, ConnectionEvents, make_listener
 from bgws.testing._delivery import AckFunction, AckReply, Feed, Reply
 from bgws.testing._hooks import HookRunner
 from bgws.testing._records import (
@@ -156,7 +156,7 @@ class Server:
         self._listener_closed: asyncio.Task[None] | None = None
         self._stopping = False
         self._hooks = HookRunner(self._record_error)
-        self._responder = Responder(self)
+        self._responder = Responder(self, self._record_error)
 
     def __repr__(self) -> str:
         state = "serving" if self.is_serving else "stopped"
@@ -222,7 +222,7 @@ class Server:
             listener.close()
             for connection in self._live_connections():
                 if graceful and not connection.is_stalled:
-                    connection._close_now(_GOING_AWAY, "server stopping")
+                    connection.close_now(_GOING_AWAY, "server stopping")
                 else:
                     connection.drop()
             try:
@@ -490,7 +490,7 @@ class Server:
         """
         opcode, payload = encode(message)
         parts = split_payload(payload, fragments)
-        return sum(c._send_frames(opcode, parts) for c in self.open_connections)
+        return sum(c.send_frames(opcode, parts) for c in self.open_connections)
 
     def publish(self, message: Mapping[str, Any], *, fragments: int = 1) -> int:
         """Number a message, keep it for replay, and send it to every open connection.
@@ -657,7 +657,10 @@ class Server:
             body = f"{status} refused by bgws.testing".encode()
             response = WSUpgradeResponse.create_error_response(status, body)
             return WSUpgradeResponseWithListener(response, None)
-        return make_listener(Connection(self, handshake))
+        events = ConnectionEvents(
+            self._connection_opened, self._connection_closed, self._message_received
+        )
+        return make_listener(Connection(self, handshake, events))
 
     def _connection_opened(self, connection: Connection) -> None:
         self.connections.append(connection)
@@ -683,7 +686,7 @@ class Server:
         self._notify()
         if self.echo:
             opcode, payload = encode(message.data)
-            connection._send_frames(opcode, [payload])
+            connection.send_frames(opcode, [payload])
         if self.on_message is not None:
             self._hooks.run(connection, self.on_message, connection, message)
 
