@@ -380,9 +380,8 @@ class Service:
                 await asyncio.wait([run_task], timeout=deadline)
             run_task.cancel()
             await asyncio.gather(run_task, return_exceptions=True)
-        aclose = getattr(self._transport, "aclose", None)
-        if aclose is not None:  # connect attempts cut short by the stop
-            await self._guarded(functools.partial(aclose, deadline), "transport")
+        # Connect attempts cut short by the stop finish and close.
+        await self._guarded(functools.partial(self._transport.aclose, deadline), "transport")
         await self._settle_inbox(deadline)
         await self._delivery.close()
         await self._finish_side_tasks()

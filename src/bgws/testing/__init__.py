@@ -19,6 +19,9 @@ feed that resume requests replay, ``reply=Reply(...)`` answers requests and
 :meth:`Server.report` sums it all up per connection. ``python -m bgws.testing.serve`` runs the
 server in a process of its own.
 
+:class:`MemoryTransport` is the in-memory twin of a transport: no socket, the test plays the
+server through a :class:`MemoryPeer` (push, close with a code, refuse a connect).
+
 :class:`HostileServer` is the opposite of :class:`Server`: a raw TCP server that answers
 with any status line, headers and bytes a test scripts (see :func:`frame` and
 :class:`Frames`), to break every rule of RFC 6455; :func:`check_transport` runs the transport
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
         Steps,
         UpgradeRequest,
     )
+    from bgws.testing._memory import MemoryPeer, MemoryTransport
     from bgws.testing._records import (
         DEFAULT_OVERSIZED_SIZE,
         ConnectionReport,
@@ -89,6 +93,8 @@ __all__ = [
     "HostileConnection",
     "HostileServer",
     "MalformedKind",
+    "MemoryPeer",
+    "MemoryTransport",
     "Message",
     "MessageHook",
     "Opcode",
@@ -117,6 +123,8 @@ _HOMES: dict[str, str] = {
     "AckReply": "bgws.testing._delivery",
     "Feed": "bgws.testing._delivery",
     "Reply": "bgws.testing._delivery",
+    "MemoryPeer": "bgws.testing._memory",
+    "MemoryTransport": "bgws.testing._memory",
     "Answer": "bgws.testing._hostile",
     "HostileConnection": "bgws.testing._hostile",
     "HostileServer": "bgws.testing._hostile",

@@ -131,10 +131,9 @@ class Link(Protocol):
 
 
 class Transport(Protocol):
-    """Opens links.
+    """Opens links, and lets the connects it started finish when the service stops.
 
-    A transport may also offer ``async aclose(timeout)``: the service calls it at stop to let
-    connect attempts it cut short finish and close (see the picows transport).
+    :class:`bgws.testing.MemoryTransport` is an in-memory twin, for tests without a socket.
     """
 
     async def connect(self, request: ConnectRequest, sink: Sink) -> Link:
@@ -149,6 +148,14 @@ class Transport(Protocol):
                 :class:`bgws.HandshakeRejected` / :class:`bgws.AuthRejected` for HTTP
                 statuses other than 101, redirects included;
                 :class:`bgws.ConnectTimeout` when ``request.timeout`` passed.
+        """
+        ...
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """The service is stopping: let connect attempts it cut short finish and close.
+
+        Called once, at the end of ``Service.stop()``; waits at most ``timeout`` seconds. A
+        transport that leaves nothing behind (websockets, memory) does nothing.
         """
         ...
 

@@ -217,6 +217,9 @@ class WebsocketsTransport:
         self._compression = compression
         self._proxy = proxy
 
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Nothing to wait for: this transport leaves no connect attempt behind."""
+
     async def connect(self, request: ConnectRequest, sink: Sink) -> _WebsocketsLink:
         connect = _connector()
         from websockets.exceptions import WebSocketException
