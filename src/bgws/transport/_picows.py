@@ -19,7 +19,6 @@ from typing import Any
 import picows
 
 from ..errors import ConnectionClosed, LinkError, MessageTooBig
-from . import ConnectRequest, Sink, send_queue_size
 from ._policy import (
     LibraryLog,
     check_negotiation,
@@ -27,6 +26,7 @@ from ._policy import (
     connect_timed_out,
     handshake_rejected,
 )
+from ._seam import ConnectRequest, Sink, send_queue_size
 
 __all__ = ["PicowsTransport"]
 

@@ -18,8 +18,8 @@ import functools
 from typing import Any
 
 from ..errors import ConnectionClosed, LinkError, MessageTooBig
-from . import ConnectRequest, Sink, send_queue_size
 from ._policy import LibraryLog, connect_failed, connect_timed_out, handshake_rejected
+from ._seam import ConnectRequest, Sink, send_queue_size
 
 __all__ = ["WebsocketsTransport"]
 
