@@ -35,6 +35,7 @@ __all__ = [
     "check_headers",
     "check_int",
     "check_mapping",
+    "check_names",
     "check_path",
     "check_resume",
     "check_sequence",
@@ -74,6 +75,35 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 _TABLE_TYPES: tuple[type, ...] = (AckPolicy, ResumePolicy)
 MAX_JSON_DEPTH = 100
 """How deeply a JSON value in a config (the application heartbeat) may nest."""
+
+
+# The seed's option names whose snake_case form is not the bgws name.
+_SEED_NAMES = {
+    "webSocketUrl": "url",
+    "autoStartOnBoot": "autostart_on_boot",
+    "isForegroundMode": "foreground",
+}
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def check_names(options: Mapping[str, Any], fields: tuple[str, ...]) -> None:
+    """Refuse option names that are not ``fields``, suggesting the closest one.
+
+    Raises:
+        ConfigError: an unknown option (``field`` is its name).
+    """
+    for key in options:
+        if key in fields:
+            continue
+        reason = "unknown option"
+        guess = _SEED_NAMES.get(key) or _CAMEL_HUMP.sub("_", key).lower()
+        if guess in fields:
+            reason += f"; did you mean {guess!r}? (bgws names are snake_case)"
+        else:
+            close = difflib.get_close_matches(key, (*fields, "profile"), n=1, cutoff=0.6)
+            if close:
+                reason += f"; did you mean {close[0]!r}?"
+        raise ConfigError(key, reason)
 
 
 def type_name(value: object) -> str:

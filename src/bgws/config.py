@@ -12,7 +12,6 @@ A config is built in Python (``Config(app_name=..., url=...)``), from a mapping
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import ipaddress
 import os
 import re
@@ -32,6 +31,7 @@ from bgws._config_checks import (
     check_headers,
     check_int,
     check_mapping,
+    check_names,
     check_path,
     check_resume,
     check_sequence,
@@ -102,13 +102,6 @@ _ENV_PREFIX = "BGWS_"
 _SERVICE_TAG = re.compile(r"[A-Za-z0-9_.-]+")
 # Path fields that a TOML file may give relative to its own folder.
 _PATH_FIELDS = ("app_icon_path", "tls_ca_file", "tls_cert_file", "tls_key_file", "storage_path")
-# The seed's option names whose snake_case form is not the bgws name.
-_SEED_NAMES = {
-    "webSocketUrl": "url",
-    "autoStartOnBoot": "autostart_on_boot",
-    "isForegroundMode": "foreground",
-}
-_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, repr=False)
@@ -426,7 +419,7 @@ class Config:
             if not isinstance(name, str):
                 raise ConfigError("profile", f"expected a profile name, got {type_name(name)}")
             values.update(profile_values(name))
-        _check_names(options)
+        check_names(options, _FIELD_NAMES)
         values.update(options)
         values.update(_env_overrides(env))
         return cls._build(values)
@@ -503,7 +496,7 @@ class Config:
         Raises:
             ConfigError: an unknown field name or a wrong value.
         """
-        _check_names(changes)
+        check_names(changes, _FIELD_NAMES)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
@@ -571,22 +564,6 @@ def _rebuild(cls: type[Config], values: dict[str, Any]) -> Config:
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
 _HINTS = get_type_hints(Config)
-
-
-def _check_names(options: Mapping[str, Any]) -> None:
-    """Refuse option names that are not fields, suggesting the closest one."""
-    for key in options:
-        if key in _FIELD_NAMES:
-            continue
-        reason = "unknown option"
-        guess = _SEED_NAMES.get(key) or _CAMEL_HUMP.sub("_", key).lower()
-        if guess in _FIELD_NAMES:
-            reason += f"; did you mean {guess!r}? (bgws names are snake_case)"
-        else:
-            close = difflib.get_close_matches(key, (*_FIELD_NAMES, "profile"), n=1, cutoff=0.6)
-            if close:
-                reason += f"; did you mean {close[0]!r}?"
-        raise ConfigError(key, reason)
 
 
 def _env_overrides(env: Mapping[str, str] | None) -> dict[str, Any]:
