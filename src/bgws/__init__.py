@@ -67,69 +67,77 @@ from .storage import MemoryStorage, StorageBackend
 
 __version__ = "0.1.0"
 
+# Grouped by the module that defines each name; tests/test_exports.py lists them exactly.
 __all__ = [
-    "AckPolicy",
-    "AckTimeout",
-    "AuthHandler",
-    "AuthRejected",
-    "Backoff",
-    "BearerAuth",
-    "BgwsError",
-    "Config",
-    "ConfigError",
-    "ConnectTimeout",
-    "ConnectionClosed",
-    "ControlError",
-    "DaemonNotRunning",
-    "DeadLink",
-    "DecodeError",
-    "DesktopNotifier",
-    "ErrorHandler",
-    "Handler",
-    "HandlerError",
-    "HandshakeRejected",
-    "HeartbeatHandler",
-    "InsecureCredentials",
-    "InvalidTransition",
-    "LifecycleHandler",
-    "LinkError",
-    "LocalClient",
-    "LogNotifier",
-    "ManagerThread",
-    "MemoryStorage",
-    "Message",
-    "MessageDropped",
-    "MessageError",
-    "MessageExpired",
-    "MessageHandler",
-    "MessageTooBig",
-    "NotificationHandler",
-    "Plugin",
-    "QueueFull",
-    "RequestTimeout",
-    "ResumePolicy",
-    "SequenceGap",
-    "Service",
-    "ServiceClosed",
-    "ServiceError",
+    # the service and the ways to run it
+    "Service",  # service
+    "ServiceThread",  # runner
+    "start_in_thread",
+    "ManagerThread",  # manager
     "ServiceManager",
-    "ServiceStats",
     "ServiceStatus",
-    "ServiceThread",
-    "State",
+    "State",  # machine
+    "ServiceStats",  # stats
     "StateChange",
-    "StorageBackend",
-    "StoreError",
-    "TemplateHeartbeat",
-    "__version__",
-    "create_chat_service",
+    "create_chat_service",  # factories
     "create_custom_service",
     "create_gaming_service",
     "create_iot_service",
+    "create_trading_service",
+    # configuration
+    "Config",  # config
+    "parse_duration",
+    "profiles",  # profiles (the module)
+    "AckPolicy",  # policies
+    "ResumePolicy",
+    "Backoff",  # backoff
+    # handlers, plugins and messages
+    "AuthHandler",  # handlers
+    "BearerAuth",
+    "ErrorHandler",
+    "Handler",
+    "HeartbeatHandler",
+    "LifecycleHandler",
+    "MessageHandler",
+    "NotificationHandler",
+    "TemplateHeartbeat",
+    "Plugin",  # plugins
+    "Message",  # message
+    "DesktopNotifier",  # notify
+    "LogNotifier",
+    # storage
+    "MemoryStorage",  # storage
+    "StorageBackend",
+    # the daemon's control socket, from another process
+    "ControlError",  # local
+    "DaemonNotRunning",
+    "LocalClient",
     "connect_local",
     "connect_local_sync",
-    "create_trading_service",
-    "parse_duration",
-    "profiles",
-    "start_in_thread",
+    # errors
+    "BgwsError",  # errors
+    "AckTimeout",
+    "AuthRejected",
+    "ConfigError",
+    "ConnectTimeout",
+    "ConnectionClosed",
+    "DeadLink",
+    "DecodeError",
+    "HandlerError",
+    "HandshakeRejected",
+    "InsecureCredentials",
+    "InvalidTransition",
+    "LinkError",
+    "MessageDropped",
+    "MessageError",
+    "MessageExpired",
+    "MessageTooBig",
+    "QueueFull",
+    "RequestTimeout",
+    "SequenceGap",
+    "ServiceClosed",
+    "ServiceError",
+    "StoreError",
+    # the version
+    "__version__",
 ]
