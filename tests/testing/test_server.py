@@ -28,6 +28,8 @@ def test_exported_names() -> None:
         "Handshake",
         "HandshakeHook",
         "MalformedKind",
+        "MemoryPeer",
+        "MemoryTransport",
         "Message",
         "MessageHook",
         "ReceivedMessage",
