@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,3 +247,23 @@ def test_no_class_has_more_than_about_20_attributes() -> None:
     if engine:  # the lead switches this on after the engine split is merged
         print(f"engine classes over {MAX_SLOTS} attributes (reported, not failed): {engine}")
     assert {name: n for name, n in big.items() if name not in engine} == {}
+
+
+def hooks_named_in_strings(root: Path = SRC) -> list[str]:
+    """Calls that pass a hook's name as a string (``_hook(target, "on_state_changed")``)."""
+    found: list[str] = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and any(
+                isinstance(arg, ast.Constant)
+                and isinstance(arg.value, str)
+                and re.fullmatch(r"on_[a-z_]+", arg.value)
+                for arg in node.args
+            ):
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    return found
+
+
+def test_hooks_are_called_directly() -> None:
+    """No call names a hook by a string: hooks are called as methods, so they type-check."""
+    assert hooks_named_in_strings() == []
