@@ -303,3 +303,25 @@ async def test_running_handle_is_stopped_at_interpreter_exit(
     closed = await bgws_server.wait_for_disconnects(1)
     assert closed[0].close_code == 1000
     assert [m.json()["type"] for m in bgws_server.messages] == ["bye"]
+
+
+def test_a_handle_built_by_hand_launches_with_its_connection_data(server: ThreadedServer) -> None:
+    """ServiceThread(connection_data=...) and launch() are public: no private reaching needed."""
+    seen: list[Any] = []
+
+    class Auth(bgws.AuthHandler):
+        async def get_auth_data(self, connection_data: Any = None) -> dict[str, str]:
+            seen.append(connection_data)
+            return {}
+
+    service = bgws.Service(fast_config(server.url), auth_handler=Auth())
+    handle = ServiceThread(service, connection_data={"room": "a"})
+    handle.launch(5)
+    try:
+        handle.wait_for(CONNECTED, 5)
+        assert handle.is_running
+        with pytest.raises(RuntimeError):
+            handle.launch(5)  # a handle is launched once
+    finally:
+        handle.stop()
+    assert seen[0] == {"room": "a"}
