@@ -217,3 +217,17 @@ def test_service_requires_a_config() -> None:
     """Passing something else than a Config is a TypeError."""
     with pytest.raises(TypeError, match=r"bgws\.Config"):
         bgws.Service({"url": "ws://x"})  # type: ignore[arg-type]
+
+
+async def test_a_service_stopped_before_it_started_cannot_start(
+    make_service: ServiceFactory,
+) -> None:
+    """stop() before start() closes the service for good: start() then raises, nothing runs."""
+    service = make_service("ws://127.0.0.1:9/")
+    await service.stop()
+    assert service.state is bgws.State.CLOSED
+    with pytest.raises(bgws.ServiceError):
+        await service.start()
+    with pytest.raises(bgws.ServiceError):
+        service.add_plugin(bgws.Plugin())
+    assert service.state is bgws.State.CLOSED
