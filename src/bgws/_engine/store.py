@@ -10,9 +10,9 @@ thread of the store's own so the event loop never waits on the disk; with ``sync
 there is no fsync, and the commit (a write into the OS cache) runs on the loop's thread, which
 is faster than handing it over.
 
-:class:`MemoryStore` keeps the same things in memory, for services that need no durability.
-
-Both also implement :class:`~bgws.storage.StorageBackend` (the seed's connection info).
+:class:`SqliteStore` implements the store seam, :class:`~bgws._engine.store_protocol.Store`
+(whose in-memory twin is :class:`~bgws._engine.store_protocol.VolatileStore`), including the
+seed's connection info; :func:`store_for` builds the store a config asks for.
 """
 
 from __future__ import annotations
@@ -24,21 +24,26 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from ..errors import StoreError
-from ..storage import StorageBackend, default_store_path, legacy_store_path
+from ..storage import default_store_path, legacy_store_path, store_endpoint, store_path
 from .outbox import Entry
+from .store_protocol import DeliveryStore, Loaded, MemoryStore, Store, VolatileStore
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 __all__ = [
-    "DeliveryStore",
+    "DeliveryStore",  # the names of store_protocol, kept importable from here too
     "Loaded",
     "MemoryStore",
     "SqliteStore",
+    "Store",
+    "VolatileStore",
     "default_store_path",  # kept here too: it has always been importable from bgws._engine.store
     "legacy_store_path",
 ]
@@ -75,46 +80,27 @@ _json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
 
 
-@dataclass(slots=True)
-class Loaded:
-    """What a store held when it was opened."""
+def store_for(config: Config) -> Store:
+    """The store a config asks for: SQLite (``storage = "sqlite"``) or memory.
 
-    entries: list[Entry] = field(default_factory=list)
-    subscriptions: list[tuple[str, Entry]] = field(default_factory=list)
-    kv: dict[str, str] = field(default_factory=dict)
+    Args:
+        config: the service's config.
 
-
-class DeliveryStore(Protocol):
-    """What the service needs from a store."""
-
-    async def open(self) -> Loaded:
-        """Open (creating if needed) and load what was kept."""
-        ...
-
-    def stage(self, entries: list[Entry], committed: Callable[[list[Entry]], None]) -> Any:
-        """Persist ``entries``; ``committed`` runs once they are on disk. Returns an awaitable."""
-        ...
-
-    def forget(self, entries: list[Entry]) -> None:
-        """Entries left the outbox for good; delete them (batched, not awaited)."""
-
-    def set_soon(self, key: str, value: str | None) -> None:
-        """Write a key (``None`` deletes it) with the next commit, not awaited."""
-
-    async def set(self, key: str, value: str | None) -> None:
-        """Write a key and wait until it is on disk."""
-
-    async def put_subscription(self, key: str, entry: Entry) -> None:
-        """Keep a subscription message under ``key``."""
-
-    async def drop_subscription(self, key: str) -> None:
-        """Forget the subscription under ``key``."""
-
-    async def close(self) -> None:
-        """Finish pending writes and close."""
+    Returns:
+        A store, not yet opened.
+    """
+    if config.storage != "sqlite":
+        return VolatileStore()
+    tag = config.service_tag or "bgws"
+    return SqliteStore(
+        store_path(config),
+        sync=config.storage_sync,
+        endpoint=store_endpoint(config.url, tag),
+        legacy_path=None if config.storage_path else legacy_store_path(tag),
+    )
 
 
-class SqliteStore(StorageBackend):
+class SqliteStore:
     """One SQLite file, written by one thread, with group commit.
 
     Args:
@@ -138,6 +124,7 @@ class SqliteStore(StorageBackend):
     ):
         self.path = Path(path)
         self.endpoint = endpoint
+        self.durable = True
         self._legacy = None if legacy_path is None else Path(legacy_path)
         self._sync = sync
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -477,7 +464,7 @@ class SqliteStore(StorageBackend):
         if self._batch is not None:
             self._flush()
 
-    # -- connection info (StorageBackend) ---------------------------------------------------
+    # -- connection info (the seed's StorageBackend calls) -----------------------------------------
 
     async def store_connection_info(self, key: str, value: str) -> None:
         await self.set(f"info:{key}", value)
@@ -525,63 +512,6 @@ class SqliteStore(StorageBackend):
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r}, sync={self._sync!r}, endpoint={self.endpoint!r})"
-
-
-class MemoryStore(StorageBackend):
-    """The same seam in memory: nothing survives the process."""
-
-    def __init__(self) -> None:
-        self._kv: dict[str, str] = {}
-        self._subs: dict[str, Entry] = {}
-
-    async def open(self) -> Loaded:
-        return Loaded(subscriptions=list(self._subs.items()), kv=dict(self._kv))
-
-    def stage(self, entries: list[Entry], committed: Callable[[list[Entry]], None]) -> Any:
-        committed(entries)
-        return _DONE
-
-    def forget(self, entries: list[Entry]) -> None:
-        return None
-
-    def set_soon(self, key: str, value: str | None) -> None:
-        if value is None:
-            self._kv.pop(key, None)
-        else:
-            self._kv[key] = value
-
-    async def set(self, key: str, value: str | None) -> None:
-        self.set_soon(key, value)
-
-    async def put_subscription(self, key: str, entry: Entry) -> None:
-        self._subs.pop(key, None)
-        self._subs[key] = entry
-
-    async def drop_subscription(self, key: str) -> None:
-        self._subs.pop(key, None)
-
-    async def store_connection_info(self, key: str, value: str) -> None:
-        self._kv[f"info:{key}"] = value
-
-    async def get_connection_info(self, key: str) -> str | None:
-        return self._kv.get(f"info:{key}")
-
-    async def clear_connection_info(self) -> None:
-        for key in [k for k in self._kv if k.startswith("info:")]:
-            del self._kv[key]
-
-    async def close(self) -> None:
-        return None
-
-
-class _Done:
-    """An awaitable that is already complete (memory commits are instant)."""
-
-    def __await__(self) -> Any:
-        return iter(())
-
-
-_DONE = _Done()
 
 
 def _payload(raw: bytes, text: int) -> bytes | str:
