@@ -8,6 +8,8 @@ handlers and plugins. See the README and ``docs/`` for the tutorial.
 from __future__ import annotations
 
 from . import profiles
+from ._engine.store import SqliteStore
+from ._engine.store_protocol import Store, VolatileStore
 from .backoff import Backoff
 from .config import Config, parse_duration
 from .errors import (
@@ -118,9 +120,12 @@ __all__ = [
     "ServiceThread",
     "State",
     "StateChange",
+    "SqliteStore",
     "StorageBackend",
+    "Store",
     "StoreError",
     "TemplateHeartbeat",
+    "VolatileStore",
     "__version__",
     "create_chat_service",
     "create_custom_service",
