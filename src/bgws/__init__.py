@@ -8,8 +8,8 @@ handlers and plugins. See the README and ``docs/`` for the tutorial.
 from __future__ import annotations
 
 from . import profiles
-from ._engine.store import SqliteStore
-from ._engine.store_protocol import Store, VolatileStore
+from ._engine.sqlite import SqliteStore
+from ._engine.store import Store, VolatileStore
 from .backoff import Backoff
 from .config import Config, parse_duration
 from .errors import (

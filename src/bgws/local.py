@@ -37,7 +37,7 @@ from ._controlsocket import (
     reply_result,
     socket_path,
 )
-from ._engine.options import SendArgs
+from ._engine.delivery import SendArgs
 from .errors import (
     BgwsError,
 )

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Unpack
 
-from ._engine.options import RequestArgs, SendArgs
+from ._engine.delivery import RequestArgs, SendArgs
 from ._redact import redact_url
 from .errors import ConfigError, ServiceClosed, ServiceError
 from .machine import State

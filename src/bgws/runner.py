@@ -38,7 +38,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeVar, Unpack
 
-from ._engine.options import RequestArgs, SendArgs
+from ._engine.delivery import RequestArgs, SendArgs
 from .errors import ServiceClosed, ServiceError
 from .machine import State
 from .message import Message

@@ -25,11 +25,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from ._engine import connect as _connect
-from ._engine.delivery import Delivery
+from ._engine.delivery import PLAIN, Delivery, SendOptions
 from ._engine.dispatch import Dispatcher
 from ._engine.observe import StateWatch, describe
-from ._engine.options import PLAIN, SendOptions
-from ._engine.store_protocol import Store
+from ._engine.store import Store
 from ._redact import redact_json, redact_url
 from .backoff import Backoff
 from .config import Config

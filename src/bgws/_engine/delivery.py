@@ -2,24 +2,30 @@
 
 :class:`Delivery` carries out the promises of the design with the parts it holds:
 
-* the :class:`~bgws._engine.store_protocol.Store` (a message accepted by ``send()`` is on disk,
+* the :class:`~bgws._engine.store.Store` (a message accepted by ``send()`` is on disk,
   with the SQLite store, before ``send()`` returns) and the :class:`~bgws._engine.outbox.Outbox`;
 * the :class:`~bgws._engine.writer.Writer`, the one place that writes frames on the link
   (control frames first, then the outbox in priority order);
 * :class:`~bgws._engine.acks.Acks` (acknowledgements, resend on ack timeout, time-to-live),
   :class:`~bgws._engine.requests.Requests` (replies matched by id),
-  :class:`~bgws._engine.subscriptions.Subscriptions` (re-sent after every reconnect, before
-  the outbox) and :class:`~bgws._engine.resume.Resume` (the inbound feed's position).
+  :class:`~bgws._engine.replay.Subscriptions` (re-sent after every reconnect, before
+  the outbox) and :class:`~bgws._engine.replay.Resume` (the inbound feed's position).
 
 It also sees every incoming message before the handlers (:meth:`Delivery.intercept`), to take
 acks, replies and duplicates out of the stream.
+
+How one message is sent is one struct, :class:`SendOptions`, that :meth:`Delivery.submit` takes
+instead of a row of flags; :class:`SendArgs` and :class:`RequestArgs` type the same options as
+keyword arguments, so the thread runner, the manager's facade and the local client pass them on
+(``**options: Unpack[SendArgs]``) instead of declaring ``send()``'s signature again.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from ..config import Config
 from ..errors import (
@@ -32,16 +38,59 @@ from ..errors import (
 from ..message import Codec, Message
 from ..transport import Link
 from .acks import Acks
-from .options import PLAIN, REQUEST, SendOptions
 from .outbox import Entry, Outbox
+from .replay import Resume, Subscriptions
 from .requests import Requests
-from .resume import Resume
-from .store import store_for
-from .store_protocol import Store
-from .subscriptions import Subscriptions
+from .sqlite import store_for
+from .store import Store
 from .writer import Frame, Writer
 
-__all__ = ["Delivery"]
+__all__ = ["PLAIN", "REQUEST", "Delivery", "RequestArgs", "SendArgs", "SendOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """How one message is sent.
+
+    Attributes:
+        priority: its lane; higher priorities are sent first.
+        ttl: seconds after which it is not sent any more, or ``None``.
+        wait_for_ack: ``send()`` returns only once the server acknowledged it.
+        timeout: how long ``wait_for_ack`` waits (``None``: ``ack_timeout``).
+        durable: kept in the store until delivered (when the store is durable).
+        request: a request: written as it comes, never opening a burst.
+    """
+
+    priority: int = 0
+    ttl: float | None = None
+    wait_for_ack: bool = False
+    timeout: float | None = None
+    durable: bool = True
+    request: bool = False
+
+
+PLAIN = SendOptions()
+"""``send(message)`` with every default (shared: no struct per message)."""
+
+REQUEST = SendOptions(durable=False, request=True)
+"""A request at priority 0 (shared)."""
+
+
+class SendArgs(TypedDict, total=False):
+    """The keyword arguments of ``send()``, for facades that pass them on."""
+
+    priority: int
+    ttl: float | None
+    wait_for_ack: bool
+    timeout: float | None
+
+
+class RequestArgs(TypedDict, total=False):
+    """The keyword arguments of ``request()``, for facades that pass them on."""
+
+    timeout: float | None
+    priority: int
+    dispatch_reply: bool
 
 
 class Delivery:

@@ -1,7 +1,7 @@
 """The outgoing queue: priority lanes, time-to-live, and messages in flight until acknowledged.
 
 :class:`Outbox` is the in-memory structure every service uses; the durable SQLite store
-(:mod:`bgws._engine.store`) writes each message to disk before it enters the outbox, and removes it
+(:mod:`bgws._engine.sqlite`) writes each message to disk before it enters the outbox, and removes it
 once delivered, so after a crash the outbox is rebuilt from the file.
 
 * **Lanes.** Each message has a priority; higher priorities are sent first, and order is kept
