@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import bgws
-from bgws._engine.store import SqliteStore
+from bgws._engine.sqlite import SqliteStore
 from bgws.testing import Server
 
 from .conftest import Changes, Errors, ServiceFactory

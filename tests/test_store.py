@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import bgws
-from bgws._engine.store import SCHEMA_VERSION, SqliteStore
+from bgws._engine.sqlite import SCHEMA_VERSION, SqliteStore
 from bgws.testing import Server
 
 from .conftest import ServiceFactory
@@ -141,7 +141,7 @@ async def test_default_path_is_under_the_user_data_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without storage_path the file goes to the platform's user data folder."""
-    from bgws._engine.store import default_store_path
+    from bgws._engine.sqlite import default_store_path
     from bgws.storage import endpoint_digest, store_endpoint
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))

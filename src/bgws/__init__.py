@@ -8,6 +8,8 @@ handlers and plugins. See the README and ``docs/`` for the tutorial.
 from __future__ import annotations
 
 from . import profiles
+from ._engine.sqlite import SqliteStore
+from ._engine.store import Store, VolatileStore
 from .backoff import Backoff
 from .config import Config, parse_duration
 from .errors import (
@@ -108,6 +110,9 @@ __all__ = [
     # storage
     "MemoryStorage",  # storage
     "StorageBackend",
+    "Store",  # _engine.store: the store seam, and its implementations
+    "VolatileStore",
+    "SqliteStore",  # _engine.sqlite
     # the daemon's control socket, from another process
     "ControlError",  # local
     "DaemonNotRunning",

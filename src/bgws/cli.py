@@ -197,7 +197,7 @@ def _send(args: argparse.Namespace) -> int:
             service=args.service,
             priority=args.priority,
             ttl=args.ttl,
-            wait_for_ack=args.ack or None,
+            wait_for_ack=bool(args.ack),
             timeout=args.timeout,
         )
     if result["state"] != "CONNECTED":

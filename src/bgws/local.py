@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import msgspec
 
@@ -37,6 +37,7 @@ from ._controlsocket import (
     reply_result,
     socket_path,
 )
+from ._engine.delivery import SendArgs
 from .errors import (
     BgwsError,
 )
@@ -136,23 +137,25 @@ class LocalClient:
         message: Mapping[str, Any] | str | bytes,
         *,
         service: str | None = None,
-        priority: int | None = None,
-        ttl: float | None = None,
-        wait_for_ack: bool | None = None,
-        timeout: float | None = None,
+        **options: Unpack[SendArgs],
     ) -> dict[str, Any]:
         """Send through the daemon's service (queued there if it is offline).
+
+        The options are those of :meth:`bgws.Service.send`; one left out takes the service's
+        default.
 
         Returns:
             ``{"service", "id", "state", "queued"}``: the service, the message id, its state
             and how many messages its outbox holds now.
         """
+        wait_for_ack = options.get("wait_for_ack")
+        timeout = options.get("timeout")
         result: dict[str, Any] = await self.call(
             "send",
             wait=timeout if wait_for_ack else 0.0,
             service=service,
-            priority=priority,
-            ttl=ttl,
+            priority=options.get("priority"),
+            ttl=options.get("ttl"),
             wait_for_ack=wait_for_ack,
             timeout=timeout,
             **_message_fields(message),
@@ -445,9 +448,15 @@ class SyncLocalClient:
         """See :meth:`LocalClient.status`."""
         return self._runner.run(self._client.status(service))
 
-    def send(self, message: Mapping[str, Any] | str | bytes, **options: Any) -> dict[str, Any]:
+    def send(
+        self,
+        message: Mapping[str, Any] | str | bytes,
+        *,
+        service: str | None = None,
+        **options: Unpack[SendArgs],
+    ) -> dict[str, Any]:
         """See :meth:`LocalClient.send`."""
-        return self._runner.run(self._client.send(message, **options))
+        return self._runner.run(self._client.send(message, service=service, **options))
 
     def request(self, message: Mapping[str, Any], **options: Any) -> dict[str, Any]:
         """See :meth:`LocalClient.request`."""

@@ -33,8 +33,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
+from ._engine.delivery import RequestArgs, SendArgs
 from ._redact import redact_url
 from .errors import ConfigError, ServiceClosed, ServiceError
 from .machine import State
@@ -354,11 +355,7 @@ class ManagerThread(ThreadHandle):
         self,
         name: str,
         message: Mapping[str, Any] | str | bytes,
-        *,
-        priority: int = 0,
-        ttl: float | None = None,
-        wait_for_ack: bool = False,
-        timeout: float | None = None,
+        **options: Unpack[SendArgs],
     ) -> Any:
         """Send through the service ``name``, as :meth:`bgws.Service.send` does.
 
@@ -369,27 +366,20 @@ class ManagerThread(ThreadHandle):
         service = self._manager[name]
         return self._call(
             "send",
-            lambda: service.send(
-                message, priority=priority, ttl=ttl, wait_for_ack=wait_for_ack, timeout=timeout
-            ),
+            lambda: service.send(message, **options),
         )
 
     def request(
         self,
         name: str,
         message: Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        priority: int = 0,
-        dispatch_reply: bool = False,
+        **options: Unpack[RequestArgs],
     ) -> Message:
         """Send a request through the service ``name`` and return its reply."""
         service = self._manager[name]
         return self._call(
             "request",
-            lambda: service.request(
-                message, timeout=timeout, priority=priority, dispatch_reply=dispatch_reply
-            ),
+            lambda: service.request(message, **options),
         )
 
     def wait_for(self, name: str, state: State, timeout: float | None = None) -> None:

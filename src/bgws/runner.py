@@ -36,8 +36,9 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, Unpack, runtime_checkable
 
+from ._engine.delivery import RequestArgs, SendArgs
 from .errors import ServiceClosed, ServiceError
 from .machine import State
 from .message import Message
@@ -353,15 +354,7 @@ class ServiceThread(ThreadHandle):
         """A snapshot of the service's counters (read without waiting for the loop)."""
         return self._service.stats
 
-    def send(
-        self,
-        message: Mapping[str, Any] | str | bytes,
-        *,
-        priority: int = 0,
-        ttl: float | None = None,
-        wait_for_ack: bool = False,
-        timeout: float | None = None,
-    ) -> Any:
+    def send(self, message: Mapping[str, Any] | str | bytes, **options: Unpack[SendArgs]) -> Any:
         """Accept a message, as :meth:`bgws.Service.send` does, and return its id.
 
         Raises:
@@ -371,19 +364,10 @@ class ServiceThread(ThreadHandle):
         """
         return self._call(
             "send",
-            lambda: self._service.send(
-                message, priority=priority, ttl=ttl, wait_for_ack=wait_for_ack, timeout=timeout
-            ),
+            lambda: self._service.send(message, **options),
         )
 
-    def request(
-        self,
-        message: Mapping[str, Any],
-        *,
-        timeout: float | None = None,
-        priority: int = 0,
-        dispatch_reply: bool = False,
-    ) -> Message:
+    def request(self, message: Mapping[str, Any], **options: Unpack[RequestArgs]) -> Message:
         """Send a request and return its reply, as :meth:`bgws.Service.request` does.
 
         Raises:
@@ -393,9 +377,7 @@ class ServiceThread(ThreadHandle):
         """
         return self._call(
             "request",
-            lambda: self._service.request(
-                message, timeout=timeout, priority=priority, dispatch_reply=dispatch_reply
-            ),
+            lambda: self._service.request(message, **options),
         )
 
     def subscribe(self, message: Mapping[str, Any] | str | bytes, *, key: str | None = None) -> str:

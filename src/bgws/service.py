@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._engine import connect as _connect
-from ._engine.delivery import Delivery
+from ._engine.delivery import PLAIN, Delivery, SendOptions
 from ._engine.dispatch import Dispatcher
 from ._engine.observe import StateWatch, describe
+from ._engine.store import Store
 from ._redact import redact_json, redact_url
 from .backoff import Backoff
 from .config import Config
@@ -55,7 +56,7 @@ from .notify import build_notifications
 from .plugins import Plugin, PluginChain
 from .runner import ServiceThread, start_in_thread
 from .stats import ServiceStats, StateChange
-from .storage import MemoryStorage, StorageBackend
+from .storage import StorageBackend
 from .transport import Link, Transport, get_transport
 
 __all__ = ["Service"]
@@ -72,7 +73,9 @@ class Service:
     Args:
         config: the validated configuration.
         message_handler: the class-based handler that sees every unclaimed message.
-        storage: where connection info is kept (default: in memory).
+        storage: where connection info is kept (default: in the service's store).
+        store: where the outbox, subscriptions and resume position are kept (default: the
+            store ``config.storage`` names: SQLite or memory).
         notification_handler: shows notifications.
         auth_handler: supplies credentials for each connect attempt.
         lifecycle_handler: hears start, stop and state changes.
@@ -98,6 +101,7 @@ class Service:
         *,
         message_handler: MessageHandler | None = None,
         storage: StorageBackend | None = None,
+        store: Store | None = None,
         notification_handler: NotificationHandler | None = None,
         auth_handler: AuthHandler | None = None,
         lifecycle_handler: LifecycleHandler | None = None,
@@ -121,7 +125,6 @@ class Service:
         self.config = config
         self.log = logging.getLogger(f"bgws.{config.service_tag}")
         self._message_handler = message_handler
-        self._storage = storage if storage is not None else MemoryStorage()
         # Notification rules come first, so a plugin that claims a message cannot hide it.
         notification_handler, rule_plugins = build_notifications(config, notification_handler)
         self._notifier = notification_handler
@@ -150,10 +153,11 @@ class Service:
             classify=self._classify,
             reconnect_on_close=config.reconnect_on_close,
         )
-        self._delivery = Delivery(config, self._codec, self._report_soon)
-        self._shared_store = storage is None and isinstance(self._delivery.store, StorageBackend)
-        if self._shared_store:
-            self._storage = self._delivery.store  # type: ignore[assignment]  # same store
+        self._delivery = Delivery(config, self._codec, self._report_soon, store)
+        # Connection info lives in the service's store unless a storage of its own is given.
+        self._storage: StorageBackend | Store = (
+            storage if storage is not None else self._delivery.store
+        )
         self._dispatcher = Dispatcher(
             self._codec, config.inbox_size, self._report, config.inbox_max_bytes
         )
@@ -390,7 +394,7 @@ class Service:
             await self._guarded(plugin.dispose, f"plugin {plugin.name}")
         if self._lifecycle is not None:
             await self._hook(self._lifecycle.on_service_stopped)
-        if not self._shared_store:
+        if self._storage is not self._delivery.store:  # the delivery closed its own
             await self._guarded(self._storage.close, "storage")
         await self._transition(self._machine.closed, None)
         self._stopped.set()
@@ -467,7 +471,11 @@ class Service:
         delivery = self._delivery
         if not delivery.opened:
             await delivery.open()
-        msg_id, entry = delivery.submit(message, priority, ttl, wait_for_ack)
+        if priority or ttl is not None or wait_for_ack:
+            options = SendOptions(priority, ttl, wait_for_ack, timeout)
+        else:
+            options = PLAIN
+        msg_id, entry = delivery.submit(message, options)
         if entry is not None and not delivery.enqueue_now(entry):
             await delivery.enqueue(entry, timeout)
         return msg_id
@@ -614,7 +622,9 @@ class Service:
         conn.attach(link)  # frames that came with the handshake are dispatched from now on
         await self._announce(old, None)
         self._delivery.link_up(link)
-        keepalive = asyncio.create_task(conn.keepalive(self.config, self._heartbeat, self._codec))
+        keepalive = asyncio.create_task(
+            conn.keepalive(self.config, self._heartbeat, self._codec, self._delivery.writer)
+        )
         self._keepalive = keepalive
         try:
             await self._on_connected()

@@ -36,6 +36,7 @@ from ..message import Codec
 from ..transport import ConnectRequest, Link, Transport
 from ..transport._policy import REDIRECT_STATUSES
 from .dispatch import Dispatcher
+from .writer import Writer
 
 __all__ = ["MAX_REDIRECTS", "Connection", "check_link_options", "open_link"]
 
@@ -124,9 +125,11 @@ class Connection:
         self._dispatcher.detach()
 
     async def keepalive(
-        self, config: Config, heartbeat: HeartbeatHandler | None, codec: Codec
+        self, config: Config, heartbeat: HeartbeatHandler | None, codec: Codec, writer: Writer
     ) -> None:
         """Probe every ``heartbeat_interval``; no sign of life within ``ping_timeout`` fails it.
+
+        The application heartbeat goes out through ``writer`` (ahead of the outbox).
 
         The probe is a protocol ping, or the application heartbeat. Any frame that arrives
         after it is a sign of life (a pong, the heartbeat reply, any other message) and ends
@@ -157,7 +160,7 @@ class Connection:
                 link.ping()
             else:
                 payload, binary, _ = codec.encode(heartbeat.heartbeat_message(), assign_id=False)
-                link.send(payload, binary)
+                writer.control((payload, binary))
             pauses = load.pauses
             while not await _within(heard, timeout):
                 if load.paused or load.pauses != pauses:
@@ -300,7 +303,7 @@ async def open_link(
     link = await _connect(transport, request, sink, config.follow_redirects, query)
     if auth_data and mode == "message":
         payload, binary, _ = codec.encode(dict(auth_data), assign_id=False)
-        link.send(payload, binary)
+        Writer.hello(link, (payload, binary))
     return link
 
 

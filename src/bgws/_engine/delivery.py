@@ -1,51 +1,96 @@
-"""Delivery: the outgoing path and everything that makes it safe.
+"""Delivery: the outgoing path of a service, put together from small collaborators.
 
-:class:`Delivery` owns the outbox and the store, and carries out the promises of the design:
-a message accepted by ``send()`` is on disk (SQLite store) before ``send()`` returns; one
-writer task per link drains the outbox in priority order; with an ack policy each message
-stays in flight until acknowledged and is resent with the same id after a reconnect or an ack
-timeout; requests wait for the reply that carries their id; subscriptions are re-sent after
-every reconnect, before the outbox; the resume position of an inbound feed is kept and sent.
+:class:`Delivery` carries out the promises of the design with the parts it holds:
+
+* the :class:`~bgws._engine.store.Store` (a message accepted by ``send()`` is on disk,
+  with the SQLite store, before ``send()`` returns) and the :class:`~bgws._engine.outbox.Outbox`;
+* the :class:`~bgws._engine.writer.Writer`, the one place that writes frames on the link
+  (control frames first, then the outbox in priority order);
+* :class:`~bgws._engine.acks.Acks` (acknowledgements, resend on ack timeout, time-to-live),
+  :class:`~bgws._engine.requests.Requests` (replies matched by id),
+  :class:`~bgws._engine.replay.Subscriptions` (re-sent after every reconnect, before
+  the outbox) and :class:`~bgws._engine.replay.Resume` (the inbound feed's position).
 
 It also sees every incoming message before the handlers (:meth:`Delivery.intercept`), to take
 acks, replies and duplicates out of the stream.
+
+How one message is sent is one struct, :class:`SendOptions`, that :meth:`Delivery.submit` takes
+instead of a row of flags; :class:`SendArgs` and :class:`RequestArgs` type the same options as
+keyword arguments, so the thread runner, the manager's facade and the local client pass them on
+(``**options: Unpack[SendArgs]``) instead of declaring ``send()``'s signature again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
-
-import msgspec
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from ..config import Config
 from ..errors import (
     AckTimeout,
     BgwsError,
-    LinkError,
     MessageDropped,
-    QueueFull,
     RequestTimeout,
-    SequenceGap,
-    ServiceClosed,
     ServiceError,
 )
 from ..message import Codec, Message
-from ..storage import legacy_store_path, store_endpoint, store_path
 from ..transport import Link
+from .acks import Acks
 from .outbox import Entry, Outbox
-from .store import DeliveryStore, MemoryStore, SqliteStore
+from .replay import Resume, Subscriptions
+from .requests import Requests
+from .sqlite import store_for
+from .store import Store
+from .writer import Frame, Writer
 
-__all__ = ["Delivery"]
+__all__ = ["PLAIN", "REQUEST", "Delivery", "RequestArgs", "SendArgs", "SendOptions"]
 
-_WRITE_BATCH = 256
-_CHECKPOINT_DELAY = 0.05
-"""Resume positions are written at most this often (seconds): batched, not per message."""
 
-_key_encoder = msgspec.json.Encoder(order="sorted")
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """How one message is sent.
+
+    Attributes:
+        priority: its lane; higher priorities are sent first.
+        ttl: seconds after which it is not sent any more, or ``None``.
+        wait_for_ack: ``send()`` returns only once the server acknowledged it.
+        timeout: how long ``wait_for_ack`` waits (``None``: ``ack_timeout``).
+        durable: kept in the store until delivered (when the store is durable).
+        request: a request: written as it comes, never opening a burst.
+    """
+
+    priority: int = 0
+    ttl: float | None = None
+    wait_for_ack: bool = False
+    timeout: float | None = None
+    durable: bool = True
+    request: bool = False
+
+
+PLAIN = SendOptions()
+"""``send(message)`` with every default (shared: no struct per message)."""
+
+REQUEST = SendOptions(durable=False, request=True)
+"""A request at priority 0 (shared)."""
+
+
+class SendArgs(TypedDict, total=False):
+    """The keyword arguments of ``send()``, for facades that pass them on."""
+
+    priority: int
+    ttl: float | None
+    wait_for_ack: bool
+    timeout: float | None
+
+
+class RequestArgs(TypedDict, total=False):
+    """The keyword arguments of ``request()``, for facades that pass them on."""
+
+    timeout: float | None
+    priority: int
+    dispatch_reply: bool
 
 
 class Delivery:
@@ -55,61 +100,46 @@ class Delivery:
         config: the service's config.
         codec: encodes messages.
         report: reports an error without waiting (the service's error path).
+        store: the store to keep messages in (default: the one the config asks for).
+        clock: the outbox's clock (default: wall-clock time).
     """
 
     # Slots: see Dispatcher (a full instance dict per service otherwise).
     __slots__ = (
-        "_ack",
-        "_burst",
-        "_checkpoint",
         "_codec",
         "_config",
+        "_direct",
         "_intercepts_changed",
-        "_keeper",
-        "_link",
         "_loop",
         "_opening",
-        "_pending",
-        "_position",
-        "_reply_field",
         "_report",
-        "_resume",
-        "_resume_key",
-        "_subscriptions",
-        "_sweep_at",
-        "_sweeper",
-        "_wake",
-        "_writer",
+        "acks",
         "dropped",
-        "duplicates",
         "durable",
         "expired",
-        "gaps",
         "intercepts",
         "opened",
         "outbox",
-        "resent",
-        "sent",
+        "requests",
+        "resume",
         "store",
+        "subscriptions_kept",
+        "writer",
     )
 
-    def __init__(self, config: Config, codec: Codec, report: Callable[[BgwsError], None]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        codec: Codec,
+        report: Callable[[BgwsError], None],
+        store: Store | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self._config = config
         self._codec = codec
         self._report = report
-        self.store: DeliveryStore
-        if config.storage == "sqlite":
-            tag = config.service_tag or "bgws"
-            self.store = SqliteStore(
-                store_path(config),
-                sync=config.storage_sync,
-                endpoint=store_endpoint(config.url, tag),
-                legacy_path=None if config.storage_path else legacy_store_path(tag),
-            )
-        else:
-            self.store = MemoryStore()
-        self.durable = config.storage == "sqlite"
-        self._ack = config.ack
+        self.store: Store = store if store is not None else store_for(config)
+        self.durable = self.store.durable
         self.outbox = Outbox(
             config.max_queue_size,
             config.overflow,
@@ -117,36 +147,53 @@ class Delivery:
             on_done=self.store.forget,
             acks=config.ack is not None,
             max_in_flight=config.max_in_flight,
+            **({} if clock is None else {"clock": clock}),
         )
-        self._link: Link | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._keeper: asyncio.Task[None] | None = None
+        self.acks = Acks(config.ack, self.outbox, config.ack_timeout, self._connected)
+        self.writer = Writer(
+            self.outbox, report, self.acks.written if config.ack is not None else None
+        )
+        self.requests = Requests(
+            config.reply_id_field or config.id_field, config.max_pending_requests
+        )
+        self.subscriptions_kept = Subscriptions(codec, self.store, self.writer)
+        key = config.storage_keys.get("resume_position", "resume_position")
+        self.resume = (
+            None if config.resume is None else Resume(config.resume, key, self.store, report)
+        )
+        # What lets a send skip the outbox (nothing durable to write, no ack to wait for).
+        self._direct = config.ack is None
         self._opening: asyncio.Future[None] | None = None
         self.opened = False
         """Whether :meth:`open` has finished without error (checked on every send)."""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._burst = False
-        self._wake = asyncio.Event()
-        # Pending requests: id -> (reply future, dispatch the reply too, deadline). One timer
-        # sweeps the deadlines (a timer per request cost a tenth of an echo round trip).
-        self._pending: dict[Any, tuple[asyncio.Future[Message], bool, float]] = {}
-        self._sweeper: asyncio.TimerHandle | None = None
-        self._sweep_at = 0.0
-        self._reply_field = config.reply_id_field or config.id_field
-        self._subscriptions: dict[str, Entry] = {}
-        self._resume = config.resume
         self.intercepts = config.ack is not None or config.resume is not None
         """Whether :meth:`intercept` may consume anything now (the dispatcher skips it if not)."""
         self._intercepts_changed: Callable[[], None] = _nothing
-        self._position: int | None = None
-        self._checkpoint: asyncio.TimerHandle | None = None
-        self._resume_key = config.storage_keys.get("resume_position", "resume_position")
-        self.sent = 0
         self.dropped = 0
         self.expired = 0
-        self.duplicates = 0
-        self.gaps = 0
-        self.resent = 0
+
+    # -- counters ---------------------------------------------------------------------------
+
+    @property
+    def sent(self) -> int:
+        """Messages handed to the link."""
+        return self.writer.sent
+
+    @property
+    def resent(self) -> int:
+        """Messages sent again (ack overdue or reconnect)."""
+        return self.acks.resent
+
+    @property
+    def duplicates(self) -> int:
+        """Incoming messages dropped as already seen (resume)."""
+        return 0 if self.resume is None else self.resume.duplicates
+
+    @property
+    def gaps(self) -> int:
+        """Sequence gaps seen in the inbound feed (resume)."""
+        return 0 if self.resume is None else self.resume.gaps
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -169,99 +216,64 @@ class Delivery:
         loaded = await self.store.open()
         self.outbox.restore(loaded.entries)
         self.opened = True
-        self._subscriptions = dict(loaded.subscriptions)
-        position = loaded.kv.get(self._resume_key)
-        if position is not None:
-            self._position = int(position)
-        if self._ack is not None or self.outbox.next_expiry() is not None:
-            self._start_housekeeping()
-
-    def _start_housekeeping(self) -> None:
-        """Start the ack-timeout and TTL timer task (only services that need it have one)."""
-        if self._keeper is None:
-            self._keeper = asyncio.create_task(self._housekeeping(), name="bgws-housekeeping")
+        self.subscriptions_kept.load(loaded.subscriptions)
+        if self.resume is not None:
+            self.resume.load(loaded.kv)
+        if self.acks.policy is not None or self.outbox.next_expiry() is not None:
+            self.acks.start()
 
     async def close(self) -> None:
         """Persist the resume position, report what cannot be kept, close the store."""
         if self._opening is None or not self._opening.done() or self._opening.exception():
             return
-        for task in (self._writer, self._keeper):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        if self._checkpoint is not None:
-            self._checkpoint.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        if self._resume is not None and self._position is not None:
-            await self.store.set(self._resume_key, str(self._position))
+        await self.writer.detach()
+        await self.acks.close()
+        self.requests.close()
+        if self.resume is not None:
+            await self.resume.close()
         for entry in self.outbox.drain_volatile():
             self._count_and_report(
                 MessageDropped("service stopped before it could be sent", entry.payload)
             )
-        for future, _, _ in self._pending.values():
-            if not future.done():
-                future.set_exception(ServiceClosed("the service stopped before the reply came"))
         await self.store.close()
 
     # -- sending ----------------------------------------------------------------------------
 
     def submit(
-        self,
-        message: Mapping[str, Any] | str | bytes,
-        priority: int = 0,
-        ttl: float | None = None,
-        wait_for_ack: bool = False,
-        durable: bool = True,
-        request: bool = False,
+        self, message: Mapping[str, Any] | str | bytes, options: SendOptions = PLAIN
     ) -> tuple[Any, Entry | None]:
         """Encode and check a message, and send it at once when nothing stands in the way.
 
-        A request (``request=True``) that goes out at once does not open a burst: requests
-        are latency-bound, each is written as it comes (like a raw socket write), and the
-        loop is spared a callback per round trip.
+        Args:
+            message: the message.
+            options: how it is sent.
 
         Returns:
             ``(message id, entry)``; ``entry`` is ``None`` when the message already went out,
             else it must be passed to :meth:`enqueue`.
+
+        Raises:
+            ServiceError: ``wait_for_ack`` without an ack policy or without a message id.
         """
         payload, binary, msg_id = self._codec.encode(message)
-        durable = durable and self.durable
-        link = self._link
+        durable = options.durable and self.durable
         if (
-            not self._burst
-            and link is not None
-            and ttl is None
+            self._direct
+            and options.ttl is None
             and not durable
-            and self._ack is None
-            and not self.outbox.queued
-            and not link.write_paused
-            and not link.closed
+            and self.writer.direct(payload, binary, options.request)
         ):
-            try:
-                link.send(payload, binary)
-            except Exception:  # the link is breaking: queue it like any offline send
-                pass
-            else:
-                # One message per loop turn goes straight out (lowest latency); the rest of
-                # a burst waits for the writer, which sends it as one corked batch.
-                if not request:
-                    self._burst = True
-                    (self._loop or asyncio.get_running_loop()).call_soon(self._end_burst)
-                self.sent += 1
-                return msg_id, None
-        entry = Entry(payload, binary, msg_id, priority, _expires_at(ttl), durable)
-        if wait_for_ack:
-            if self._ack is None:
+            return msg_id, None
+        entry = Entry(
+            payload, binary, msg_id, options.priority, self._expires_at(options.ttl), durable
+        )
+        if options.wait_for_ack:
+            if self.acks.policy is None:
                 raise ServiceError("wait_for_ack needs an ack policy (Config.ack)")
             if msg_id is None:
                 raise ServiceError("wait_for_ack needs a message id (a mapping with id_field)")
             entry.waiter = (self._loop or asyncio.get_running_loop()).create_future()
         return msg_id, entry
-
-    def _end_burst(self) -> None:
-        self._burst = False
 
     def enqueue_now(self, entry: Entry) -> bool:
         """Queue an entry at once when that needs no wait (no disk, no room to wait for, no
@@ -289,8 +301,7 @@ class Delivery:
         else:
             outbox.add(entry)
         if entry.expires_at is not None:
-            self._start_housekeeping()
-            self._wake.set()
+            self.acks.deadline_added()
         if entry.waiter is not None:
             await self._wait_ack(entry, timeout)
 
@@ -302,7 +313,7 @@ class Delivery:
         ttl: float | None = None,
     ) -> list[Any]:
         """Accept many messages at once: one reservation pass and one commit for all."""
-        expires_at = _expires_at(ttl)
+        expires_at = self._expires_at(ttl)
         # submit() per message, without its checks for a direct write (a burst never writes
         # directly): encode and wrap, in a loop of its own.
         encode = self._codec.encode
@@ -333,8 +344,7 @@ class Delivery:
                 outbox.release()
             raise
         if ttl is not None:
-            self._start_housekeeping()
-            self._wake.set()
+            self.acks.deadline_added()
         return ids
 
     def _committed(self, entries: list[Entry]) -> None:
@@ -362,30 +372,32 @@ class Delivery:
         priority: int = 0,
         dispatch_reply: bool = False,
     ) -> Message:
-        """Send ``message`` with a fresh id and return the reply carrying it."""
+        """Send ``message`` with a fresh id and return the reply carrying it.
+
+        Raises:
+            ServiceError: no id field to match replies on.
+            TypeError: ``message`` is not a mapping.
+            QueueFull: ``max_pending_requests`` requests are already waiting.
+            RequestTimeout: no reply within ``timeout``.
+        """
         if not self.opened:
             await self.open()
         id_field = self._codec.id_field
-        if id_field is None or self._reply_field is None:
+        requests = self.requests
+        if id_field is None or requests.reply_field is None:
             raise ServiceError("request() needs id_field (or reply_id_field) in the config")
         if type(message) is not dict and not isinstance(message, Mapping):
             raise TypeError("request() takes a mapping")
-        if len(self._pending) >= self._config.max_pending_requests:
-            raise QueueFull(f"{len(self._pending)} requests are waiting (max_pending_requests)")
         loop = self._loop or asyncio.get_running_loop()
         limit = timeout if timeout is not None else self._config.request_timeout
         deadline = loop.time() + limit
         msg_id = self._codec.new_id()
-        future: asyncio.Future[Message] = loop.create_future()
-        self._pending[msg_id] = (future, dispatch_reply, deadline)
+        future = requests.add(loop, msg_id, deadline, dispatch_reply)
         if not self.intercepts:
             self._set_intercepts(True)
-        if self._sweeper is None or deadline < self._sweep_at:
-            self._arm_sweeper(loop, deadline)
+        options = REQUEST if priority == 0 else SendOptions(priority, durable=False, request=True)
         try:
-            _, entry = self.submit(
-                {**message, id_field: msg_id}, priority, durable=False, request=True
-            )
+            _, entry = self.submit({**message, id_field: msg_id}, options)
             if entry is not None and not self.enqueue_now(entry):
                 async with asyncio.timeout_at(deadline):  # waiting for room in the outbox
                     await self.enqueue(entry)
@@ -395,69 +407,33 @@ class Delivery:
         finally:
             # intercepts stays on: the next message that finds nothing to intercept turns it
             # off, so back-to-back requests do not flip it twice each.
-            self._pending.pop(msg_id, None)
-
-    def _arm_sweeper(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        self._sweep_at = when
-        self._sweeper = loop.call_at(when, self._sweep)
-
-    def _sweep(self) -> None:
-        """Fail the requests whose deadline passed; wake again at the next deadline."""
-        self._sweeper = None
-        loop = self._loop or asyncio.get_running_loop()
-        now = loop.time()
-        soonest: float | None = None
-        for future, _, deadline in self._pending.values():
-            if future.done():
-                continue
-            if deadline <= now:
-                future.set_exception(TimeoutError())
-                future.exception()  # retrieved: a request cancelled meanwhile logs nothing
-            elif soonest is None or deadline < soonest:
-                soonest = deadline
-        if soonest is not None:
-            self._arm_sweeper(loop, soonest)
+            requests.discard(msg_id)
 
     # -- subscriptions ----------------------------------------------------------------------
 
     def subscription_key(self, message: Mapping[str, Any] | str | bytes) -> str:
-        """The default key of a subscription: the message without its type and id fields.
-
-        So ``{"type": "subscribe", "channel": "ticks"}`` and
-        ``{"type": "unsubscribe", "channel": "ticks"}`` share the key ``{"channel":"ticks"}``.
-        """
-        if isinstance(message, Mapping):
-            skip = {self._codec.type_field, self._codec.id_field}
-            body = {k: v for k, v in message.items() if k not in skip}
-            return _key_encoder.encode(body).decode()
-        return message if isinstance(message, str) else message.hex()
+        """The default key of a subscription (see :meth:`Subscriptions.key`)."""
+        return self.subscriptions_kept.key(message)
 
     async def subscribe(self, message: Mapping[str, Any] | str | bytes, key: str | None) -> str:
         """Keep ``message`` and send it now (if connected) and after every reconnect."""
-        key = key if key is not None else self.subscription_key(message)
-        payload, binary, _ = self._codec.encode(message, assign_id=False)
-        entry = Entry(payload, binary)
-        await self.store.put_subscription(key, entry)
-        self._subscriptions.pop(key, None)
-        self._subscriptions[key] = entry
-        if self._link is not None:
-            self._link.send(payload, binary)
-        return key
+        return await self.subscriptions_kept.add(message, key)
 
     async def unsubscribe(
         self, message: Mapping[str, Any] | str | bytes | None, key: str | None
     ) -> bool:
-        """Forget a subscription; send ``message`` if connected. Returns whether it existed."""
+        """Forget a subscription; send ``message`` if connected. Returns whether it existed.
+
+        Raises:
+            TypeError: neither a message nor a key.
+        """
         if key is None:
             if message is None:
                 raise TypeError("unsubscribe() needs a message or a key")
-            key = self.subscription_key(message)
-        existed = self._subscriptions.pop(key, None) is not None
-        await self.store.drop_subscription(key)
-        if message is not None and self._link is not None:
-            _, entry = self.submit(message, durable=False)
+            key = self.subscriptions_kept.key(message)
+        existed = await self.subscriptions_kept.remove(key)
+        if message is not None and self.writer.connected:
+            _, entry = self.submit(message, _VOLATILE)
             if entry is not None:
                 await self.enqueue(entry)
         return existed
@@ -465,91 +441,26 @@ class Delivery:
     @property
     def subscriptions(self) -> list[str]:
         """The keys of the kept subscriptions, in the order they are re-sent."""
-        return list(self._subscriptions)
+        return self.subscriptions_kept.keys
 
     # -- the link ---------------------------------------------------------------------------
 
     def link_up(self, link: Link) -> None:
         """A link is up: resume, resubscribe, then flush the outbox (in that order)."""
-        self._link = link
-        self.outbox.requeue_in_flight()
-        if self._resume is not None and self._position is not None:
-            resume = self._resume.resume_message(self._position, self._codec.type_field)
-            payload, binary, _ = self._codec.encode(resume, assign_id=False)
-            link.send(payload, binary)
-        for entry in self._subscriptions.values():
-            link.send(entry.payload, entry.binary)
-        self._writer = asyncio.create_task(self._write(link), name="bgws-writer")
-        self._writer.add_done_callback(lambda task: self._writer_ended(task, link))
-
-    def _writer_ended(self, task: asyncio.Task[None], link: Link) -> None:
-        """A writer that stopped with an error drops its link, so the service reconnects."""
-        if task.cancelled() or task.exception() is None:
-            return
-        error = task.exception()
-        failure = LinkError(f"the writer stopped: {error!r}")
-        failure.__cause__ = error
-        self._report(failure)
-        link.abort()
+        control: list[Frame] = []
+        if self.resume is not None:
+            frame = self.resume.frame(self._codec)
+            if frame is not None:
+                control.append(frame)
+        control.extend(self.subscriptions_kept.frames())
+        self.writer.attach(link, control)
 
     async def link_down(self) -> None:
         """The link is gone: stop writing; what was in flight will be sent again."""
-        self._link = None
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-        self.outbox.requeue_in_flight()
+        await self.writer.detach()
 
-    async def _write(self, link: Link) -> None:
-        outbox = self.outbox
-        acks = self._ack is not None
-        while True:
-            await outbox.wait_sendable()
-            if link.write_paused:
-                await link.wait_writable()
-                continue
-            if link.closed:  # the loop is about to hear of it; keep the messages queued
-                return
-            batch = outbox.take(_WRITE_BATCH, time.time())
-            done = link.send_many([(e.payload, e.binary) for e in batch])
-            if done < len(batch):
-                # The link broke under us: what was not written goes back, in order, and the
-                # link is dropped so the service reconnects (never a writer that died silently).
-                outbox.sent(batch[:done], time.monotonic())
-                outbox.put_back(batch[done:])
-                self.sent += done
-                self._report(LinkError("writing to the connection failed; reconnecting"))
-                link.abort()
-                return
-            outbox.sent(batch, time.monotonic())
-            self.sent += len(batch)
-            if acks:
-                self.resent += sum(1 for entry in batch if entry.attempts > 1)
-                self._wake.set()
-
-    async def _housekeeping(self) -> None:
-        """Resend messages whose ack is overdue and expire messages whose TTL passed."""
-        outbox = self.outbox
-        ack_timeout = self._config.ack_timeout
-        while True:
-            deadlines: list[float] = []
-            ack_due = outbox.next_ack_deadline(ack_timeout)
-            if ack_due is not None:
-                deadlines.append(ack_due - time.monotonic())
-            expiry = outbox.next_expiry()
-            if expiry is not None:
-                deadlines.append(expiry - time.time())
-            self._wake.clear()
-            if deadlines:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, min(deadlines))):
-                        await self._wake.wait()
-            else:
-                await self._wake.wait()
-            if self._link is not None:
-                outbox.requeue_stale(time.monotonic(), ack_timeout)
-            outbox.expire(time.time())
+    def _connected(self) -> bool:
+        return self.writer.connected
 
     # -- incoming ---------------------------------------------------------------------------
 
@@ -564,58 +475,25 @@ class Delivery:
 
     def intercept(self, message: Message) -> bool:
         """Look at an incoming message first; ``True`` means it was consumed here."""
-        ack = self._ack
-        if ack is not None:
-            ids = ack.acked_ids(message)
-            if ids is not None:
-                self.outbox.ack(_hashable(ids))
-                return True
-        pending = self._pending
-        if pending:
-            field = self._reply_field
-            data = message.data
-            if type(data) is dict:  # the usual case, without Message.get's checks
-                reply_id = data.get(field) if field else None
-            else:
-                reply_id = message.get(field) if field else None
-            if type(reply_id) is str or _is_hashable(reply_id):
-                waiting = pending.get(reply_id)
-                if waiting is not None:
-                    future, dispatch, _ = waiting
-                    if not future.done():
-                        future.set_result(message)
-                    return not dispatch
-        resume = self._resume
+        acks = self.acks
+        if acks.policy is not None and acks.take(message):
+            return True
+        requests = self.requests
+        if requests.pending:
+            consumed = requests.match(message)
+            if consumed is not None:
+                return consumed
+        resume = self.resume
         if resume is None:
-            if ack is None and not pending:  # the last request is answered: stop looking
+            if acks.policy is None and not requests.pending:  # last request answered: stop
                 self._set_intercepts(False)
-        else:
-            seq = message.get(resume.seq_field)
-            if type(seq) is int:
-                last = self._position
-                if last is not None:
-                    if seq <= last:
-                        self.duplicates += 1
-                        return True
-                    if seq > last + 1:
-                        self.gaps += 1
-                        self._report(SequenceGap(last + 1, seq - 1))
-                self._position = seq
-                if self._checkpoint is None:
-                    self._checkpoint = (self._loop or asyncio.get_running_loop()).call_later(
-                        _CHECKPOINT_DELAY, self._save_position
-                    )
-        return False
-
-    def _save_position(self) -> None:
-        self._checkpoint = None
-        if self._position is not None:
-            self.store.set_soon(self._resume_key, str(self._position))
+            return False
+        return resume.see(message, self._loop or asyncio.get_running_loop())
 
     @property
     def position(self) -> int | None:
         """The last processed inbound sequence number (resume), or ``None``."""
-        return self._position
+        return None if self.resume is None else self.resume.position
 
     def _count_and_report(self, error: BgwsError) -> None:
         if isinstance(error, MessageDropped):
@@ -624,22 +502,16 @@ class Delivery:
             self.expired += 1
         self._report(error)
 
+    def _expires_at(self, ttl: float | None) -> float | None:
+        """When a message with this time-to-live expires (the outbox's clock), or ``None``."""
+        if ttl is None:
+            return None
+        if not ttl > 0:
+            raise ValueError("ttl must be > 0 seconds")
+        return self.outbox.clock() + ttl
 
-def _is_hashable(value: Any) -> bool:
-    return value is not None and not isinstance(value, list | dict)
 
-
-def _hashable(ids: list[Any]) -> list[Any]:
-    return [i for i in ids if _is_hashable(i)]
-
-
-def _expires_at(ttl: float | None) -> float | None:
-    """When a message with this time-to-live expires (``time.time()``), or ``None``."""
-    if ttl is None:
-        return None
-    if not ttl > 0:
-        raise ValueError("ttl must be > 0 seconds")
-    return time.time() + ttl
+_VOLATILE = SendOptions(durable=False)
 
 
 def _nothing() -> None:

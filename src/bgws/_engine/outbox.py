@@ -1,7 +1,7 @@
 """The outgoing queue: priority lanes, time-to-live, and messages in flight until acknowledged.
 
 :class:`Outbox` is the in-memory structure every service uses; the durable SQLite store
-(:mod:`bgws._engine.store`) writes each message to disk before it enters the outbox, and removes it
+(:mod:`bgws._engine.sqlite`) writes each message to disk before it enters the outbox, and removes it
 once delivered, so after a crash the outbox is rebuilt from the file.
 
 * **Lanes.** Each message has a priority; higher priorities are sent first, and order is kept
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -44,10 +45,11 @@ class Entry(msgspec.Struct, eq=False):
         binary: whether it goes out as a binary frame.
         id: the message id (``None`` for str/bytes messages or when ids are off).
         priority: its lane; higher is sent first.
-        expires_at: ``time.time()`` after which it is not sent, or ``None``.
+        expires_at: the outbox clock's time after which it is not sent, or ``None``.
         durable: whether it is kept in the store until delivered.
         seq: its order of acceptance (the store's row id for durable messages).
-        sent_at: when it was last handed to the transport (in flight), else ``None``.
+        sent_at: when it was last handed to the transport (in flight, the outbox clock's
+            time), else ``None``.
         attempts: how many times it was handed to the transport.
         waiter: a future resolved when it is acknowledged (``send(wait_for_ack=True)``).
     """
@@ -78,6 +80,9 @@ class Outbox:
             durable store can delete them.
         acks: whether sent messages wait in flight for an acknowledgement.
         max_in_flight: the in-flight window when ``acks`` is on.
+        clock: the one clock of the outbox (seconds): time-to-live deadlines and ack timeouts
+            are both read on it. Wall-clock time by default, since deadlines are kept in the
+            store across restarts; tests pass their own to drive it.
     """
 
     def __init__(
@@ -89,7 +94,10 @@ class Outbox:
         on_done: Callable[[list[Entry]], None] | None = None,
         acks: bool = False,
         max_in_flight: int = 100,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock
+        """The outbox's clock: ``expires_at`` and ``sent_at`` are times on it."""
         self._lanes: dict[int, deque[Entry]] = {}
         self._order: list[int] = []  # priorities, ascending; served from the end
         self._queued = 0
@@ -214,12 +222,18 @@ class Outbox:
         """Return once every message was delivered (or left otherwise)."""
         await self._empty.wait()
 
-    def take(self, limit: int, now: float) -> list[Entry]:
+    def take(self, limit: int, now: float | None = None) -> list[Entry]:
         """Remove up to ``limit`` messages to send, highest priority first.
 
         Expired messages met on the way are removed and reported. With acks on, the in-flight
         window bounds how many are taken.
+
+        Args:
+            limit: the most messages to take.
+            now: the time to judge expiry by (default: :attr:`clock`).
         """
+        if now is None:
+            now = self.clock()
         if self.acks:
             limit = min(limit, self._window - len(self._in_flight))
         batch: list[Entry] = []
@@ -241,11 +255,18 @@ class Outbox:
         self._update_sendable()
         return batch
 
-    def sent(self, batch: list[Entry], now: float) -> None:
-        """The transport took ``batch``: it goes in flight, or leaves for good without acks."""
+    def sent(self, batch: list[Entry], now: float | None = None) -> None:
+        """The transport took ``batch``: it goes in flight, or leaves for good without acks.
+
+        Args:
+            batch: the messages taken by the transport.
+            now: their send time (default: :attr:`clock`), read only with acks on.
+        """
         for entry in batch:
             entry.attempts += 1
         if self.acks:
+            if now is None:
+                now = self.clock()
             flight = self._in_flight
             for entry in batch:
                 entry.sent_at = now

@@ -1,0 +1,181 @@
+"""What goes out again on every fresh link, before the outbox: the resume request and the
+subscriptions.
+
+:class:`Resume` follows the sequence numbers of incoming messages (a
+:class:`~bgws.ResumePolicy`): it drops duplicates, reports gaps as :class:`bgws.SequenceGap`,
+writes the position to the store at most every 50 ms (batched, not per message), and after
+every reconnect gives the resume request.
+
+:class:`Subscriptions` holds a service's subscriptions by key, in the order they were made,
+kept in the store. The writer sends the resume request, then the subscriptions, then the
+outbox on every fresh link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..errors import BgwsError, SequenceGap
+from ..message import Codec, Message
+from ..policies import ResumePolicy
+from .outbox import Entry
+
+if TYPE_CHECKING:
+    from .store import Store
+    from .writer import Frame, Writer
+
+__all__ = ["Resume", "Subscriptions"]
+
+_CHECKPOINT_DELAY = 0.05
+"""Resume positions are written at most this often (seconds): batched, not per message."""
+
+
+class Resume:
+    """The resume position of one service's inbound feed.
+
+    Args:
+        policy: the resume policy.
+        key: the store key the position is kept under.
+        store: where it is kept.
+        report: reports a gap without waiting.
+    """
+
+    __slots__ = (
+        "_checkpoint",
+        "_key",
+        "_policy",
+        "_report",
+        "_store",
+        "duplicates",
+        "gaps",
+        "position",
+    )
+
+    def __init__(
+        self,
+        policy: ResumePolicy,
+        key: str,
+        store: Store,
+        report: Callable[[BgwsError], None],
+    ) -> None:
+        self._policy = policy
+        self._key = key
+        self._store = store
+        self._report = report
+        self._checkpoint: asyncio.TimerHandle | None = None
+        self.position: int | None = None
+        """The last processed inbound sequence number, or ``None``."""
+        self.duplicates = 0
+        self.gaps = 0
+
+    def load(self, kv: dict[str, str]) -> None:
+        """Take the position the store kept."""
+        position = kv.get(self._key)
+        if position is not None:
+            self.position = int(position)
+
+    def frame(self, codec: Codec) -> Frame | None:
+        """The resume request for a fresh link, or ``None`` before the first message."""
+        if self.position is None:
+            return None
+        message = self._policy.resume_message(self.position, codec.type_field)
+        payload, binary, _ = codec.encode(message, assign_id=False)
+        return payload, binary
+
+    def see(self, message: Message, loop: asyncio.AbstractEventLoop) -> bool:
+        """Follow an incoming message's sequence number; ``True``: a duplicate, consumed."""
+        seq = message.get(self._policy.seq_field)
+        if type(seq) is not int:
+            return False
+        last = self.position
+        if last is not None:
+            if seq <= last:
+                self.duplicates += 1
+                return True
+            if seq > last + 1:
+                self.gaps += 1
+                self._report(SequenceGap(last + 1, seq - 1))
+        self.position = seq
+        if self._checkpoint is None:
+            self._checkpoint = loop.call_later(_CHECKPOINT_DELAY, self._save)
+        return False
+
+    def _save(self) -> None:
+        self._checkpoint = None
+        if self.position is not None:
+            self._store.set_soon(self._key, str(self.position))
+
+    async def close(self) -> None:
+        """Write the position now (the service stops)."""
+        if self._checkpoint is not None:
+            self._checkpoint.cancel()
+            self._checkpoint = None
+        if self.position is not None:
+            await self._store.set(self._key, str(self.position))
+
+
+_key_encoder = msgspec.json.Encoder(order="sorted")
+
+
+class Subscriptions:
+    """The kept subscriptions of one service.
+
+    Args:
+        codec: encodes the subscription messages.
+        store: where they are kept.
+        writer: sends a new subscription at once when connected.
+    """
+
+    __slots__ = ("_codec", "_kept", "_store", "_writer")
+
+    def __init__(self, codec: Codec, store: Store, writer: Writer) -> None:
+        self._codec = codec
+        self._store = store
+        self._writer = writer
+        self._kept: dict[str, Entry] = {}
+
+    def load(self, kept: list[tuple[str, Entry]]) -> None:
+        """Take the subscriptions the store kept."""
+        self._kept = dict(kept)
+
+    def key(self, message: Mapping[str, Any] | str | bytes) -> str:
+        """The default key of a subscription: the message without its type and id fields.
+
+        So ``{"type": "subscribe", "channel": "ticks"}`` and
+        ``{"type": "unsubscribe", "channel": "ticks"}`` share the key ``{"channel":"ticks"}``.
+        """
+        if isinstance(message, Mapping):
+            skip = {self._codec.type_field, self._codec.id_field}
+            body = {k: v for k, v in message.items() if k not in skip}
+            return _key_encoder.encode(body).decode()
+        return message if isinstance(message, str) else message.hex()
+
+    async def add(self, message: Mapping[str, Any] | str | bytes, key: str | None) -> str:
+        """Keep ``message`` and send it now (if connected) and after every reconnect."""
+        key = key if key is not None else self.key(message)
+        payload, binary, _ = self._codec.encode(message, assign_id=False)
+        entry = Entry(payload, binary)
+        await self._store.put_subscription(key, entry)
+        self._kept.pop(key, None)
+        self._kept[key] = entry
+        self._writer.control((payload, binary))
+        return key
+
+    async def remove(self, key: str) -> bool:
+        """Forget the subscription under ``key``; returns whether it existed."""
+        existed = self._kept.pop(key, None) is not None
+        await self._store.drop_subscription(key)
+        return existed
+
+    def frames(self) -> list[Frame]:
+        """The subscription messages, in the order they are re-sent."""
+        return [(entry.payload, entry.binary) for entry in self._kept.values()]
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys of the kept subscriptions, in the order they are re-sent."""
+        return list(self._kept)

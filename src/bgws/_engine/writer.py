@@ -1,0 +1,176 @@
+"""The writer: the one place that puts frames on a link.
+
+:class:`Writer` is the only caller of ``link.send`` and ``link.send_many`` in the engine. On a
+fresh link it writes, in this order: the auth message (:meth:`Writer.hello`, during the
+connect), the control frames (the resume request, then the subscriptions, at
+:meth:`Writer.attach`), then the outbox, drained by one task per link in priority order,
+corked in batches. Between those, :meth:`Writer.control` writes a frame that must not wait
+behind the outbox (a subscription made while connected, an application heartbeat), and
+:meth:`Writer.direct` is the send path's shortcut: one message per loop turn goes straight out
+when nothing is queued (lowest latency); the rest of a burst waits for the drain task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+
+from ..errors import BgwsError, LinkError
+from ..transport import Link
+from .outbox import Entry, Outbox
+
+__all__ = ["Frame", "Writer"]
+
+Frame = tuple[bytes | str, bool]
+"""One frame to write: ``(payload, binary)``."""
+
+_WRITE_BATCH = 256
+
+
+class Writer:
+    """Writes one service's frames on its current link.
+
+    Args:
+        outbox: the queue it drains.
+        report: reports an error without waiting (the service's error path).
+        written: called after each batch the link took (the ack timer's wake-up), or ``None``.
+    """
+
+    # Slots: one writer per service, touched on every send.
+    __slots__ = ("_burst", "_link", "_loop", "_outbox", "_report", "_task", "_written", "sent")
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        report: Callable[[BgwsError], None],
+        written: Callable[[list[Entry]], None] | None = None,
+    ) -> None:
+        self._outbox = outbox
+        self._report = report
+        self._written = written
+        self._link: Link | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._burst = False
+        self.sent = 0
+        """Messages the link took (direct writes and drained batches)."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether a link is attached."""
+        return self._link is not None
+
+    @staticmethod
+    def hello(link: Link, frame: Frame) -> None:
+        """Write the first frame of a fresh link (the auth message), before anything else.
+
+        Args:
+            link: the link, just opened and not yet attached.
+            frame: ``(payload, binary)``.
+        """
+        link.send(frame[0], frame[1])
+
+    def attach(self, link: Link, control: Iterable[Frame]) -> None:
+        """A link is up: write the control frames, then start draining the outbox.
+
+        Args:
+            link: the open link.
+            control: frames that go before any queued message (resume, subscriptions).
+        """
+        self._link = link
+        self._loop = asyncio.get_running_loop()
+        self._outbox.requeue_in_flight()
+        for payload, binary in control:
+            link.send(payload, binary)
+        self._task = asyncio.create_task(self._drain(link), name="bgws-writer")
+        self._task.add_done_callback(lambda task: self._ended(task, link))
+
+    async def detach(self) -> None:
+        """The link is gone: stop writing; what was in flight goes back to be sent again."""
+        self._link = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._outbox.requeue_in_flight()
+
+    def control(self, frame: Frame) -> bool:
+        """Write a frame now, ahead of the outbox, if a link is attached.
+
+        Args:
+            frame: ``(payload, binary)``.
+
+        Returns:
+            Whether it was handed to a link.
+        """
+        link = self._link
+        if link is None:
+            return False
+        link.send(frame[0], frame[1])
+        return True
+
+    def direct(self, payload: bytes | str, binary: bool, request: bool) -> bool:
+        """Write a message straight away if nothing stands in the way; ``False`` if not.
+
+        Nothing stands in the way when a link is attached and writable, no burst is under
+        way and the outbox has nothing queued (order is kept). A request does not open a
+        burst: requests are latency-bound, each is written as it comes.
+
+        Args:
+            payload: the encoded message.
+            binary: whether it goes out as a binary frame.
+            request: whether it is a request (no burst).
+        """
+        link = self._link
+        if self._burst or link is None or self._outbox.queued or link.write_paused or link.closed:
+            return False
+        try:
+            link.send(payload, binary)
+        except Exception:  # the link is breaking: queue it like any offline send
+            return False
+        if not request:
+            # One message per loop turn goes straight out; the rest of a burst waits for the
+            # drain task, which writes it as one corked batch.
+            self._burst = True
+            (self._loop or asyncio.get_running_loop()).call_soon(self._end_burst)
+        self.sent += 1
+        return True
+
+    def _end_burst(self) -> None:
+        self._burst = False
+
+    def _ended(self, task: asyncio.Task[None], link: Link) -> None:
+        """A drain task that stopped with an error drops its link, so the service reconnects."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        failure = LinkError(f"the writer stopped: {error!r}")
+        failure.__cause__ = error
+        self._report(failure)
+        link.abort()
+
+    async def _drain(self, link: Link) -> None:
+        outbox = self._outbox
+        written = self._written
+        while True:
+            await outbox.wait_sendable()
+            if link.write_paused:
+                await link.wait_writable()
+                continue
+            if link.closed:  # the loop is about to hear of it; keep the messages queued
+                return
+            batch = outbox.take(_WRITE_BATCH)
+            done = link.send_many([(e.payload, e.binary) for e in batch])
+            if done < len(batch):
+                # The link broke under us: what was not written goes back, in order, and the
+                # link is dropped so the service reconnects (never a writer that died silently).
+                outbox.sent(batch[:done])
+                outbox.put_back(batch[done:])
+                self.sent += done
+                self._report(LinkError("writing to the connection failed; reconnecting"))
+                link.abort()
+                return
+            outbox.sent(batch)
+            self.sent += len(batch)
+            if written is not None:
+                written(batch)
