@@ -65,7 +65,7 @@ async def test_inbox_holds_at_most_inbox_size_messages(
     """Messages held (queued + being dispatched) never exceed inbox_size + the messages that
     the read crossing the bound still delivers (none with websockets)."""
     service, consumer = await run_flood(bgws_server, make_service, transport, 120, inbox_size=8)
-    inbox = service._dispatcher.load
+    inbox = service._inbox.load
     assert inbox.pauses >= 1
     assert consumer.most_held <= inbox.peak <= 8 + inbox.late
     if isinstance(transport, WebsocketsTransport):
@@ -84,7 +84,7 @@ async def test_inbox_holds_at_most_inbox_max_bytes(
     service, consumer = await run_flood(
         bgws_server, make_service, transport, 120, inbox_max_bytes=limit
     )
-    inbox = service._dispatcher.load
+    inbox = service._inbox.load
     assert inbox.pauses >= 1
     assert consumer.most_held * (size - 3) <= inbox.peak_bytes
     assert inbox.peak_bytes < limit + size + inbox.late * size
