@@ -115,7 +115,8 @@ class Router:
         # Message type -> (its handlers, whether all are plain); built once per type.
         self._plans: dict[str | None, tuple[Route, bool]] = {}
         self.direct: dict[str | None, Callable[[Message], None]] = {}
-        self._plugins = PluginChain(())
+        # None rather than an empty chain: the chain's __bool__ is a Python call per message.
+        self._plugins: PluginChain | None = None
         self._message_handler: tuple[Handler, bool] | None = None
         self._heartbeat: HeartbeatHandler | None = None
         self._interceptor: Interceptor = _NO_INTERCEPTOR
@@ -159,7 +160,7 @@ class Router:
                 ``intercept`` returning ``True`` consumes the message (acks, replies,
                 duplicates).
         """
-        self._plugins = plugins
+        self._plugins = plugins if plugins else None
         self._interceptor = interceptor if interceptor is not None else _NO_INTERCEPTOR
         self._interceptor.watch(self.direct.clear)
         if message_handler is not None:
@@ -220,7 +221,7 @@ class Router:
             self._tap(message)
         msg_type = message.type
         plugins = self._plugins
-        if plugins:
+        if plugins is not None:
             for plugin in plugins.for_type(msg_type):
                 try:
                     claimed = plugin.handle_message(message)
@@ -232,7 +233,13 @@ class Router:
         plan = self._plans.get(msg_type)
         if plan is None:
             plan = self._plans[msg_type] = self._plan(msg_type)
-        if plan[1] and not (heartbeat is not None or taps or plugins or interceptor.intercepts):
+        if (
+            plan[1]
+            and not interceptor.intercepts  # first: it is what stops a resuming service here
+            and heartbeat is None
+            and plugins is None
+            and not taps
+        ):
             self.direct[msg_type] = _runner(plan[0], self.run_plain)
         return plan
 
