@@ -1,4 +1,5 @@
-"""The inbox: bounded in messages and in bytes; a binary frame's data is bytes on every route."""
+"""The inbox: bounded in messages and in bytes; a binary frame's data is bytes on every route;
+frames go straight to the router or queue behind async handlers, by one swapped route."""
 
 from __future__ import annotations
 
@@ -169,3 +170,47 @@ def test_codec_gives_plain_bytes_for_any_binary_payload(payload: bytes) -> None:
         assert type(message.data) is bytes
         assert message.data == b"\x00\x01"
         assert message.raw == b"\x00\x01"
+
+
+async def test_the_route_swaps_while_an_async_handler_holds_the_inbox(
+    bgws_server: Server, make_service: ServiceFactory, transport: Transport
+) -> None:
+    """Frames go straight to the router while nothing is held; behind a suspended async
+    handler they are queued in order; once the inbox empties they go straight again."""
+    service = make_service(bgws_server.url, transport=transport)
+    inbox = service._inbox
+    order: list[str] = []
+    started = asyncio.Event()
+    release = asyncio.Event()
+    done = asyncio.Event()
+
+    async def slow(message: bgws.Message) -> None:
+        order.append("slow")
+        started.set()
+        await release.wait()
+
+    def fast(message: bgws.Message) -> None:
+        order.append(f"fast {message.data['n']}")
+        if message.data["n"] == 3:
+            done.set()
+
+    service.on("slow")(slow)
+    service.on("fast")(fast)
+    async with service:
+        await service.wait_for(bgws.State.CONNECTED, timeout=5)
+        assert inbox.receive == inbox.route_now
+        bgws_server.push({"type": "fast", "n": 0})
+        bgws_server.push({"type": "slow"})
+        for n in (1, 2):
+            bgws_server.push({"type": "fast", "n": n})
+        await asyncio.wait_for(started.wait(), timeout=5)
+        assert inbox.receive == inbox.enqueue  # held: every frame queues behind it
+        release.set()
+        bgws_server.push({"type": "fast", "n": 3})
+        await asyncio.wait_for(done.wait(), timeout=5)
+        await asyncio.wait_for(inbox.wait_idle(), timeout=5)
+        assert inbox.receive == inbox.route_now
+        assert len(inbox) == 0
+        stats = service.stats
+    assert order == ["fast 0", "slow", "fast 1", "fast 2", "fast 3"]
+    assert stats.received == stats.dispatched == 5
