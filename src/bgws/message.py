@@ -101,7 +101,7 @@ def make_decode(kind: Literal["json", "raw"], type_field: str, id_field: str | N
             raise DecodeError(f"text frame is not valid JSON: {exc}", payload) from exc
         if type(data) is dict:
             msg_type = data.get(type_field)
-            if msg_type is not None and type(msg_type) is not str:
+            if type(msg_type) is not str and msg_type is not None:  # this order is faster
                 msg_type = str(msg_type)
             msg_id = data.get(id_field) if id_field is not None else None
             return make(msg_type, data, msg_id, payload, False, received_at)

@@ -232,7 +232,16 @@ class Inbox:
         on every frame is (:meth:`enqueue`) until the inbox's task has caught up: order is
         kept.
         """
-        stamp = self._stamp_of(last)
+        # The read stamp: _stamp_of's steps, written out because this is the hot path and
+        # the call measured 2-3% of receive CPU (1.28 -> 1.31 us a message); the decode call
+        # below already costs 3-4%, and the budget is 5%.
+        stamp = self._stamp
+        if stamp is None:
+            stamp = time.time()
+            if not last:
+                self._stamp = stamp
+        elif last:
+            self._stamp = None
         self.received += 1
         try:
             message = self._decode(payload, binary, stamp)
@@ -276,7 +285,10 @@ class Inbox:
         self._take(size)
 
     def _stamp_of(self, last: bool) -> float:
-        """The wall-clock time of the network read that brought a frame (one per read)."""
+        """The wall-clock time of the network read that brought a frame (one per read).
+
+        :meth:`route_now` has these steps written out (see there): change both together.
+        """
         stamp = self._stamp
         if stamp is None:
             stamp = time.time()
