@@ -4,12 +4,17 @@ frames go straight to the router or queue behind async handlers, by one swapped 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 import bgws
+from bgws._engine.inbox import Inbox
+from bgws._engine.router import Router
+from bgws.errors import BgwsError
 from bgws.message import Codec
+from bgws.plugins import PluginChain
 from bgws.testing import Server
 from bgws.transport import Transport
 from bgws.transport._websockets import WebsocketsTransport
@@ -214,3 +219,34 @@ async def test_the_route_swaps_while_an_async_handler_holds_the_inbox(
         stats = service.stats
     assert order == ["fast 0", "slow", "fast 1", "fast 2", "fast 3"]
     assert stats.received == stats.dispatched == 5
+
+
+@pytest.mark.parametrize("route", ["route_now", "enqueue"])
+async def test_frames_of_one_read_share_its_time_on_both_routes(route: str) -> None:
+    """Every message of one network read gets the read's time as ``received_at``, and the
+    next read a time of its own, whether frames are routed at once or queued."""
+    seen: list[bgws.Message] = []
+
+    async def report(error: BgwsError) -> None:
+        raise AssertionError(f"unexpected report: {error!r}")
+
+    router = Router(report)
+    router.add_route("t", seen.append)
+    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=None)
+    priority = ("urgent",) if route == "enqueue" else ()  # priority types: every frame queues
+    inbox = Inbox(Codec(), router, 100, priority_types=priority)
+    assert inbox.receive == getattr(inbox, route)
+    task = asyncio.create_task(inbox.run())
+    try:
+        before = time.time()
+        for n, last in enumerate([False, False, True, True], 1):
+            inbox.receive(b'{"type":"t","n":%d}' % n, False, last)
+        after = time.time()
+        await asyncio.wait_for(inbox.wait_idle(), timeout=5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [m.data["n"] for m in seen] == [1, 2, 3, 4]
+    first, second = {m.received_at for m in seen[:3]}, seen[3].received_at
+    assert len(first) == 1
+    assert before <= min(first) <= second <= after
