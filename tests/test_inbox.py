@@ -1,14 +1,20 @@
-"""The inbox: bounded in messages and in bytes; a binary frame's data is bytes on every route."""
+"""The inbox: bounded in messages and in bytes; a binary frame's data is bytes on every route;
+frames go straight to the router or queue behind async handlers, by one swapped route."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 import bgws
+from bgws._engine.inbox import Inbox
+from bgws._engine.router import Router
+from bgws.errors import BgwsError
 from bgws.message import Codec
+from bgws.plugins import PluginChain
 from bgws.testing import Server
 from bgws.transport import Transport
 from bgws.transport._websockets import WebsocketsTransport
@@ -65,7 +71,7 @@ async def test_inbox_holds_at_most_inbox_size_messages(
     """Messages held (queued + being dispatched) never exceed inbox_size + the messages that
     the read crossing the bound still delivers (none with websockets)."""
     service, consumer = await run_flood(bgws_server, make_service, transport, 120, inbox_size=8)
-    inbox = service._dispatcher.load
+    inbox = service._inbox.load
     assert inbox.pauses >= 1
     assert consumer.most_held <= inbox.peak <= 8 + inbox.late
     if isinstance(transport, WebsocketsTransport):
@@ -84,7 +90,7 @@ async def test_inbox_holds_at_most_inbox_max_bytes(
     service, consumer = await run_flood(
         bgws_server, make_service, transport, 120, inbox_max_bytes=limit
     )
-    inbox = service._dispatcher.load
+    inbox = service._inbox.load
     assert inbox.pauses >= 1
     assert consumer.most_held * (size - 3) <= inbox.peak_bytes
     assert inbox.peak_bytes < limit + size + inbox.late * size
@@ -169,3 +175,78 @@ def test_codec_gives_plain_bytes_for_any_binary_payload(payload: bytes) -> None:
         assert type(message.data) is bytes
         assert message.data == b"\x00\x01"
         assert message.raw == b"\x00\x01"
+
+
+async def test_the_route_swaps_while_an_async_handler_holds_the_inbox(
+    bgws_server: Server, make_service: ServiceFactory, transport: Transport
+) -> None:
+    """Frames go straight to the router while nothing is held; behind a suspended async
+    handler they are queued in order; once the inbox empties they go straight again."""
+    service = make_service(bgws_server.url, transport=transport)
+    inbox = service._inbox
+    order: list[str] = []
+    started = asyncio.Event()
+    release = asyncio.Event()
+    done = asyncio.Event()
+
+    async def slow(message: bgws.Message) -> None:
+        order.append("slow")
+        started.set()
+        await release.wait()
+
+    def fast(message: bgws.Message) -> None:
+        order.append(f"fast {message.data['n']}")
+        if message.data["n"] == 3:
+            done.set()
+
+    service.on("slow")(slow)
+    service.on("fast")(fast)
+    async with service:
+        await service.wait_for(bgws.State.CONNECTED, timeout=5)
+        assert inbox.receive == inbox.route_now
+        bgws_server.push({"type": "fast", "n": 0})
+        bgws_server.push({"type": "slow"})
+        for n in (1, 2):
+            bgws_server.push({"type": "fast", "n": n})
+        await asyncio.wait_for(started.wait(), timeout=5)
+        assert inbox.receive == inbox.enqueue  # held: every frame queues behind it
+        release.set()
+        bgws_server.push({"type": "fast", "n": 3})
+        await asyncio.wait_for(done.wait(), timeout=5)
+        await asyncio.wait_for(inbox.wait_idle(), timeout=5)
+        assert inbox.receive == inbox.route_now
+        assert len(inbox) == 0
+        stats = service.stats
+    assert order == ["fast 0", "slow", "fast 1", "fast 2", "fast 3"]
+    assert stats.received == stats.dispatched == 5
+
+
+@pytest.mark.parametrize("route", ["route_now", "enqueue"])
+async def test_frames_of_one_read_share_its_time_on_both_routes(route: str) -> None:
+    """Every message of one network read gets the read's time as ``received_at``, and the
+    next read a time of its own, whether frames are routed at once or queued."""
+    seen: list[bgws.Message] = []
+
+    async def report(error: BgwsError) -> None:
+        raise AssertionError(f"unexpected report: {error!r}")
+
+    router = Router(report)
+    router.add_route("t", seen.append)
+    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=None)
+    priority = ("urgent",) if route == "enqueue" else ()  # priority types: every frame queues
+    inbox = Inbox(Codec(), router, 100, priority_types=priority)
+    assert inbox.receive == getattr(inbox, route)
+    task = asyncio.create_task(inbox.run())
+    try:
+        before = time.time()
+        for n, last in enumerate([False, False, True, True], 1):
+            inbox.receive(b'{"type":"t","n":%d}' % n, False, last)
+        after = time.time()
+        await asyncio.wait_for(inbox.wait_idle(), timeout=5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert [m.data["n"] for m in seen] == [1, 2, 3, 4]
+    first, second = {m.received_at for m in seen[:3]}, seen[3].received_at
+    assert len(first) == 1
+    assert before <= min(first) <= second <= after

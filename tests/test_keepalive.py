@@ -90,7 +90,7 @@ async def test_slow_handler_is_not_a_dead_link(
         # Many ping rounds pass while the handler is stuck and reading is paused.
         with pytest.raises(TimeoutError):
             await changes.wait(bgws.State.BACKING_OFF, timeout=400 * MS)
-        assert service._dispatcher.load.pauses >= 1
+        assert service._inbox.load.pauses >= 1
         release.set()
         await asyncio.wait_for(done.wait(), timeout=10)
     assert handled == list(range(2000))

@@ -26,8 +26,9 @@ import msgspec
 
 from ._engine import connect as _connect
 from ._engine.delivery import PLAIN, Delivery, SendOptions
-from ._engine.dispatch import Dispatcher
+from ._engine.inbox import Inbox
 from ._engine.observe import StateWatch, describe
+from ._engine.router import Router
 from ._engine.store import Store
 from ._redact import redact_json, redact_url
 from .backoff import Backoff
@@ -158,8 +159,13 @@ class Service:
         self._storage: StorageBackend | Store = (
             storage if storage is not None else self._delivery.store
         )
-        self._dispatcher = Dispatcher(
-            self._codec, config.inbox_size, self._report, config.inbox_max_bytes
+        self._router = Router(self._report)
+        self._inbox = Inbox(
+            self._codec,
+            self._router,
+            config.inbox_size,
+            config.inbox_max_bytes,
+            priority_types=config.priority_types,
         )
         self._connection_data: Mapping[str, Any] | None = None
         self._link: Link | None = None
@@ -185,7 +191,7 @@ class Service:
         """
 
         def register(func: _F) -> _F:
-            self._dispatcher.add_route(msg_type, func)
+            self._router.add_route(msg_type, func)
             return func
 
         return register
@@ -199,7 +205,7 @@ class Service:
         Returns:
             A function that removes the tap.
         """
-        return self._dispatcher.add_tap(callback)
+        return self._router.add_tap(callback)
 
     def add_plugin(self, plugin: Plugin) -> None:
         """Add a plugin before the service starts.
@@ -246,7 +252,7 @@ class Service:
     @property
     def stats(self) -> ServiceStats:
         """A snapshot of the service's counters."""
-        d = self._dispatcher
+        d = self._inbox
         c = self._stats
         out = self._delivery
         since = self._connected_since
@@ -266,7 +272,7 @@ class Service:
             expired=out.expired,
             duplicates=out.duplicates,
             gaps=out.gaps,
-            handler_errors=d.handler_errors,
+            handler_errors=self._router.handler_errors,
             decode_errors=d.decode_errors,
             dead_links=c.dead_links,
             errors=c.errors,
@@ -314,15 +320,14 @@ class Service:
             self._machine.closed()
             self._stopped.set()
             raise
-        self._dispatcher.configure(
+        self._router.configure(
             plugins=self._plugins,
             message_handler=self._message_handler,
             heartbeat=self._heartbeat,
             interceptor=self._delivery,
-            priority_types=self.config.priority_types,
         )
         self._dispatch_task = asyncio.create_task(
-            self._dispatcher.run(), name=f"bgws-dispatch-{self.config.service_tag}"
+            self._inbox.run(), name=f"bgws-dispatch-{self.config.service_tag}"
         )
         if self._lifecycle is not None:
             await self._hook(self._lifecycle.on_service_started)
@@ -580,9 +585,7 @@ class Service:
         machine = self._machine
         while machine.state is State.CONNECTING:
             link: Link | None = None
-            conn = _connect.Connection(
-                self._dispatcher, self.config.auth_close_codes, self._report_soon
-            )
+            conn = _connect.Connection(self._inbox, self.config.auth_close_codes, self._report_soon)
             try:
                 link = await _connect.open_link(
                     self.config,
@@ -754,7 +757,7 @@ class Service:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
-                await self._dispatcher.wait_idle()
+                await self._inbox.wait_idle()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 

@@ -35,7 +35,7 @@ from ..handlers import AuthHandler, HeartbeatHandler
 from ..message import Codec
 from ..transport import ConnectRequest, Link, Transport
 from ..transport._policy import REDIRECT_STATUSES
-from .dispatch import Dispatcher
+from .inbox import Inbox, Receive
 from .writer import Writer
 
 __all__ = ["MAX_REDIRECTS", "Connection", "check_link_options", "open_link"]
@@ -49,29 +49,30 @@ class Connection:
     loop.
 
     Args:
-        dispatcher: the service's inbox.
+        inbox: the service's inbox.
         auth_close_codes: close codes that mean "credentials refused".
         report: reports a problem the transport handled itself.
     """
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        inbox: Inbox,
         auth_close_codes: tuple[int, ...],
         report: Callable[[BgwsError], None],
     ) -> None:
-        self._dispatcher = dispatcher
+        self._inbox = inbox
         self._auth_codes = auth_close_codes
         self._report = report
         self._link: Link | None = None
         # Set by the first frame of any kind (a pong, a message) after a keepalive probe.
         self._heard = asyncio.Event()
-        self._deliver: Callable[[bytes, bool, bool], None] = dispatcher.push
+        # The inbox's current route for a frame (it announces a change to _route_to).
+        self._deliver: Receive = inbox.receive
         self.lost: asyncio.Future[LinkError] = asyncio.get_running_loop().create_future()
         # Frames that arrive with the handshake wait until the service has moved to CONNECTED
         # (attach); from then on the hot path puts them straight into the inbox.
         self._early: list[tuple[bytes, bool]] = []
-        self.on_data: Callable[[bytes, bool, bool], None] = self._hold
+        self.on_data: Receive = self._hold
         self.on_read_done: Callable[[], None] = _nothing
 
     def _hold(self, payload: bytes, binary: bool, last: bool) -> None:
@@ -113,16 +114,22 @@ class Connection:
     def attach(self, link: Link) -> None:
         """The handshake finished: wire the inbox's flow control to ``link``."""
         self._link = link
-        dispatcher = self._dispatcher
-        dispatcher.attach(link.pause_reading, link.resume_reading, self._heard.set)
-        self.on_data = dispatcher.push
-        self.on_read_done = dispatcher.read_done
+        inbox = self._inbox
+        inbox.attach(link.pause_reading, link.resume_reading, self._heard.set, self._route_to)
+        self.on_data = self._deliver = inbox.receive
+        self.on_read_done = inbox.read_done
         early, self._early = self._early, []
         for n, (payload, binary) in enumerate(early, 1):
-            dispatcher.push(payload, binary, n == len(early))
+            self.on_data(payload, binary, n == len(early))  # a frame may switch the route
+
+    def _route_to(self, receive: Receive) -> None:
+        """The inbox switched routes: frames go to ``receive`` (after a probe's first)."""
+        if self.on_data == self._deliver:
+            self.on_data = receive
+        self._deliver = receive
 
     def detach(self) -> None:
-        self._dispatcher.detach()
+        self._inbox.detach()
 
     async def keepalive(
         self, config: Config, heartbeat: HeartbeatHandler | None, codec: Codec, writer: Writer
@@ -148,7 +155,7 @@ class Connection:
         if interval is None or link is None:
             return
         timeout = config.ping_timeout
-        load = self._dispatcher.load
+        load = self._inbox.load
         heard = self._heard
         what = "pong" if heartbeat is None else "heartbeat reply"
         while True:

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import ServiceClosed
 from ..machine import State
 from ..stats import StateChange
-from .dispatch import is_async
+from .router import is_async
 
 __all__ = ["StateWatch", "describe"]
 

@@ -1,0 +1,330 @@
+"""Routing: which plugins and handlers see a message, in what order, and what they raised.
+
+Each message is routed to:
+
+1. plugins that list the message's type (one returning ``True`` claims the message);
+2. the handlers registered for the type with ``@service.on("type")``, in registration order;
+3. the class-based :class:`bgws.MessageHandler` (every unclaimed message);
+4. the catch-all handlers (``@service.on()``), for messages that no type handler matched.
+
+Before them, an application heartbeat reply is consumed, the delivery layer's interceptor
+takes acks, replies and duplicates, and taps watch. A handler that raises is reported (as
+:class:`bgws.HandlerError`) and the next one runs.
+
+The :class:`Router` knows nothing of queues or reading: the inbox (:mod:`bgws._engine.inbox`)
+asks it where a message goes and runs the answer now or later.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ..errors import BgwsError, HandlerError
+from ..handlers import Handler, HeartbeatHandler, MessageHandler
+from ..message import Message
+from ..plugins import PluginChain
+
+__all__ = ["Interceptor", "Route", "Router", "is_async"]
+
+
+class Interceptor(Protocol):
+    """Sees messages before the handlers (the delivery layer: acks, replies, duplicates)."""
+
+    intercepts: bool
+
+    def intercept(self, message: Message) -> bool:
+        """Whether ``message`` was consumed."""
+        ...
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` whenever ``intercepts`` changes."""
+        ...
+
+
+Route = tuple[tuple[Handler, bool], ...]
+"""The handlers a message still goes to, each with whether it is async."""
+
+
+class _NoInterceptor:
+    intercepts = False
+
+    def intercept(self, message: Message) -> bool:
+        return False
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        return None
+
+
+_NO_INTERCEPTOR = _NoInterceptor()
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """Whether calling ``func`` returns a coroutine (checked once, at registration)."""
+    if inspect.iscoroutinefunction(func):
+        return True
+    call = getattr(func, "__call__", None)  # noqa: B004  (async __call__ on an object)
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+class Router:
+    """Routes each message through the heartbeat check, interceptor, taps, plugins, handlers.
+
+    Errors raised in plain code (a tap, a plugin, a plain handler) are noted in
+    :attr:`unreported` and the ``wake`` callback given to :meth:`notify` is called; the
+    inbox's task reports them in order (:meth:`report_unreported`). Errors raised by async
+    handlers are reported at once.
+
+    Args:
+        report: called with every error to report (awaited).
+
+    Attributes:
+        direct: message type -> one plain callable running all of the type's handlers, for
+            the types that need nothing but handlers, and only while nothing else (heartbeat
+            handler, taps, plugins, an intercepting interceptor) is in play: routing such a
+            message is one dict lookup. Filled as types are seen, emptied (in place: the
+            inbox holds it) whenever that stops being true.
+        unreported: errors noted in plain code, waiting for the inbox's task to report them.
+        handler_errors: how many handlers, plugins and taps raised.
+    """
+
+    __slots__ = (
+        "_catch_all",
+        "_heartbeat",
+        "_interceptor",
+        "_message_handler",
+        "_on_heartbeat_reply",
+        "_plans",
+        "_plugins",
+        "_report",
+        "_routes",
+        "_taps",
+        "_wake",
+        "direct",
+        "handler_errors",
+        "unreported",
+    )
+
+    def __init__(self, report: Callable[[BgwsError], Awaitable[None]]) -> None:
+        self._report = report
+        self._wake: Callable[[], None] = _nothing
+        self._routes: dict[str, Route] = {}
+        self._catch_all: Route = ()
+        # Message type -> (its handlers, whether all are plain); built once per type.
+        self._plans: dict[str | None, tuple[Route, bool]] = {}
+        self.direct: dict[str | None, Callable[[Message], None]] = {}
+        # None rather than an empty chain: the chain's __bool__ is a Python call per message.
+        self._plugins: PluginChain | None = None
+        self._message_handler: tuple[Handler, bool] | None = None
+        self._heartbeat: HeartbeatHandler | None = None
+        self._interceptor: Interceptor = _NO_INTERCEPTOR
+        self._taps: list[Callable[[Message], None]] = []
+        self._on_heartbeat_reply: Callable[[], None] = _nothing
+        self.unreported: list[BgwsError] = []
+        self.handler_errors = 0
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def add_route(self, msg_type: str | None, handler: Handler) -> None:
+        """Register ``handler`` for ``msg_type`` (``None``: the catch-all).
+
+        Raises:
+            TypeError: ``handler`` is not callable.
+        """
+        if not callable(handler):
+            raise TypeError(f"handler {handler!r} is not callable")
+        entry = (handler, is_async(handler))
+        if msg_type is None:
+            self._catch_all = (*self._catch_all, entry)
+        else:
+            self._routes[msg_type] = (*self._routes.get(msg_type, ()), entry)
+        self._replan()
+
+    def configure(
+        self,
+        *,
+        plugins: PluginChain,
+        message_handler: MessageHandler | None,
+        heartbeat: HeartbeatHandler | None,
+        interceptor: Interceptor | None = None,
+    ) -> None:
+        """Set the parts fixed at start.
+
+        Args:
+            plugins: the composed plugins.
+            message_handler: the class-based handler.
+            heartbeat: consumes application heartbeat replies.
+            interceptor: sees each message first while its ``intercepts`` is true; its
+                ``intercept`` returning ``True`` consumes the message (acks, replies,
+                duplicates).
+        """
+        self._plugins = plugins if plugins else None
+        self._interceptor = interceptor if interceptor is not None else _NO_INTERCEPTOR
+        self._interceptor.watch(self.direct.clear)
+        if message_handler is not None:
+            handle = message_handler.handle_message
+            self._message_handler = (handle, is_async(handle))
+        self._heartbeat = heartbeat
+        self._replan()
+
+    def add_tap(self, tap: Callable[[Message], None]) -> Callable[[], None]:
+        """Let ``tap`` see every message before the plugins (it cannot claim or change it).
+
+        Returns:
+            A function that removes the tap.
+        """
+        self._taps.append(tap)
+        self.direct.clear()
+
+        def remove() -> None:
+            if tap in self._taps:
+                self._taps.remove(tap)
+
+        return remove
+
+    def notify(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever an error is noted for reporting."""
+        self._wake = wake
+
+    def attach(self, on_heartbeat_reply: Callable[[], None]) -> None:
+        """Call ``on_heartbeat_reply`` for each application heartbeat reply (a sign of life)."""
+        self._on_heartbeat_reply = on_heartbeat_reply
+
+    def detach(self) -> None:
+        """The link is gone: heartbeat replies go nowhere."""
+        self._on_heartbeat_reply = _nothing
+
+    def _replan(self) -> None:
+        self._plans.clear()
+        self.direct.clear()
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def route(self, message: Message) -> tuple[Route, bool] | None:
+        """The plain part of routing: heartbeat replies, intercepts, taps and plugins.
+
+        Returns:
+            The handlers still to run and whether they are all plain functions, or ``None``
+            when the message was consumed or claimed.
+        """
+        heartbeat = self._heartbeat
+        if heartbeat is not None and heartbeat.is_heartbeat_reply(message):
+            self._on_heartbeat_reply()
+            return None
+        interceptor = self._interceptor
+        if interceptor.intercepts and interceptor.intercept(message):
+            return None
+        taps = self._taps
+        if taps:
+            self._tap(message)
+        msg_type = message.type
+        plugins = self._plugins
+        if plugins is not None:
+            for plugin in plugins.for_type(msg_type):
+                try:
+                    claimed = plugin.handle_message(message)
+                except Exception as exc:
+                    self.note_failure(exc, f"plugin {plugin.name}", message)
+                    continue
+                if claimed is True:
+                    return None
+        plan = self._plans.get(msg_type)
+        if plan is None:
+            plan = self._plans[msg_type] = self._plan(msg_type)
+        if (
+            plan[1]
+            and not interceptor.intercepts  # first: it is what stops a resuming service here
+            and heartbeat is None
+            and plugins is None
+            and not taps
+        ):
+            self.direct[msg_type] = _runner(plan[0], self.run_plain)
+        return plan
+
+    def _plan(self, msg_type: str | None) -> tuple[Route, bool]:
+        """Type handlers, then the class handler, then (when no type handler) the catch-alls."""
+        route = self._routes.get(msg_type, ()) if msg_type is not None else ()
+        steps = list(route)
+        if self._message_handler is not None:
+            steps.append(self._message_handler)
+        if not route:
+            steps.extend(self._catch_all)
+        return tuple(steps), not any(awaitable for _, awaitable in steps)
+
+    def _tap(self, message: Message) -> None:
+        for tap in list(self._taps):
+            try:
+                tap(message)
+            except Exception as exc:
+                self.note_failure(exc, f"tap {name_of(tap)}", message)
+
+    def run_plain(self, steps: Route, message: Message) -> None:
+        """Run plain handlers in order; a failure is noted and the next handler runs."""
+        for func, _ in steps:
+            try:
+                func(message)
+            except Exception as exc:
+                self.note_failure(exc, name_of(func), message)
+
+    async def run(self, steps: Route, message: Message) -> None:
+        """Run handlers in order, awaiting the async ones; a failure is reported at once."""
+        for func, awaitable in steps:
+            try:
+                result = func(message)
+                if awaitable:
+                    await result  # type: ignore[misc]
+            except Exception as exc:
+                self.handler_errors += 1
+                error = HandlerError(name_of(func), message)
+                error.__cause__ = exc
+                await self._report(error)
+
+    async def dispatch(self, message: Message) -> None:
+        """Route one decoded message through plugins and handlers, and report what failed."""
+        found = self.route(message)
+        if self.unreported:
+            await self.report_unreported()
+        if found is not None:
+            await self.run(found[0], message)
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def note_failure(self, exc: Exception, where: str, message: Message) -> None:
+        """Note that plain code raised while handling ``message`` (reported later, in order)."""
+        self.handler_errors += 1
+        error = HandlerError(where, message)
+        error.__cause__ = exc
+        self.note(error)
+
+    def note(self, error: BgwsError) -> None:
+        """Keep ``error`` for the inbox's task to report, and wake it."""
+        self.unreported.append(error)
+        self._wake()
+
+    async def report(self, error: BgwsError) -> None:
+        """Report ``error`` now."""
+        await self._report(error)
+
+    async def report_unreported(self) -> None:
+        """Report the errors noted so far, in order."""
+        errors, self.unreported = self.unreported, []
+        for error in errors:
+            await self._report(error)
+
+
+def _runner(steps: Route, run_plain: Callable[[Route, Message], None]) -> Callable[[Message], None]:
+    """One callable for plain handlers: the handler itself, or all of them in order."""
+    if len(steps) == 1:
+        return steps[0][0]  # type: ignore[return-value]
+    return functools.partial(run_plain, steps)
+
+
+def name_of(func: Callable[..., Any]) -> str:
+    """How a handler, tap or plugin hook is named in a :class:`bgws.HandlerError`."""
+    return getattr(func, "__qualname__", None) or type(func).__name__
+
+
+def _nothing() -> None:
+    return None

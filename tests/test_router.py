@@ -1,0 +1,189 @@
+"""The router: where a message goes, in what order, and what it does with failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import bgws
+from bgws._engine.router import Router
+from bgws.errors import BgwsError, HandlerError
+from bgws.message import Codec
+from bgws.plugins import PluginChain
+
+CODEC = Codec()
+
+
+def message(msg_type: str | None) -> bgws.Message:
+    """A decoded JSON message of ``msg_type`` (no type field when ``None``)."""
+    payload = b"{}" if msg_type is None else b'{"type":"%s"}' % msg_type.encode()
+    return CODEC.decode(payload, False, 0.0)
+
+
+class Reports:
+    """Collects what the router reports, and counts the wake-ups it asks for."""
+
+    def __init__(self) -> None:
+        self.errors: list[BgwsError] = []
+        self.wakes = 0
+
+    async def report(self, error: BgwsError) -> None:
+        self.errors.append(error)
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+
+def new_router() -> tuple[Router, Reports]:
+    """A router wired to a fresh :class:`Reports`."""
+    reports = Reports()
+    router = Router(reports.report)
+    router.notify(reports.wake)
+    return router, reports
+
+
+class Interceptor:
+    """An interceptor that consumes messages of type ``ack`` while ``intercepts``."""
+
+    def __init__(self) -> None:
+        self.intercepts = False
+        self._changed: Callable[[], None] = lambda: None
+
+    def intercept(self, message: bgws.Message) -> bool:
+        return message.type == "ack"
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        self._changed = changed
+
+    def set(self, intercepts: bool) -> None:
+        self.intercepts = intercepts
+        self._changed()
+
+
+async def test_plugins_then_type_handlers_then_message_handler_then_catch_alls() -> None:
+    """Plugins see a message first, then its type handlers in order, then the
+    MessageHandler; catch-alls only get messages that no type handler matched."""
+    seen: list[str] = []
+
+    class Watch(bgws.Plugin):
+        supported_message_types = ("a",)
+
+        def handle_message(self, message: bgws.Message) -> bool:
+            seen.append("plugin")
+            return False
+
+    class Everything(bgws.MessageHandler):
+        async def handle_message(self, message: bgws.Message) -> None:
+            seen.append(f"class {message.type}")
+
+    router, reports = new_router()
+    router.add_route("a", lambda m: seen.append("a1"))
+    router.add_route("a", lambda m: seen.append("a2"))
+    router.add_route(None, lambda m: seen.append(f"any {m.type}"))
+    router.configure(plugins=PluginChain([Watch()]), message_handler=Everything(), heartbeat=None)
+    await router.dispatch(message("a"))
+    await router.dispatch(message("b"))
+    assert seen == ["plugin", "a1", "a2", "class a", "class b", "any b"]
+    assert reports.errors == []
+
+
+async def test_a_claiming_plugin_stops_the_message() -> None:
+    """A plugin returning True claims the message: no handler sees it."""
+    seen: list[str] = []
+
+    class Claim(bgws.Plugin):
+        supported_message_types = ("a",)
+
+        def handle_message(self, message: bgws.Message) -> bool:
+            return True
+
+    router, _ = new_router()
+    router.add_route("a", lambda m: seen.append("a"))
+    router.configure(plugins=PluginChain([Claim()]), message_handler=None, heartbeat=None)
+    assert router.route(message("a")) is None
+    assert seen == []
+
+
+def test_direct_table_only_while_nothing_but_handlers_is_in_play() -> None:
+    """A type with only plain handlers is routable by one lookup, but not while a tap
+    or an intercepting interceptor is in play, and again once they are gone."""
+    router, _ = new_router()
+    router.add_route("a", lambda m: None)
+    interceptor = Interceptor()
+    router.configure(
+        plugins=PluginChain(()), message_handler=None, heartbeat=None, interceptor=interceptor
+    )
+    router.route(message("a"))
+    assert "a" in router.direct
+    remove = router.add_tap(lambda m: None)
+    assert router.direct == {}
+    router.route(message("a"))
+    assert router.direct == {}  # a tap must see every message
+    remove()
+    router.route(message("a"))
+    assert "a" in router.direct
+    interceptor.set(True)
+    assert router.direct == {}
+    assert router.route(message("ack")) is None  # consumed
+    router.route(message("a"))
+    assert router.direct == {}  # the interceptor must see every message
+    interceptor.set(False)
+    router.route(message("a"))
+    assert "a" in router.direct
+
+
+def test_async_handlers_never_in_the_direct_table() -> None:
+    """A type with an async handler is routed through the inbox's task, never directly."""
+    router, _ = new_router()
+
+    async def slow(message: bgws.Message) -> None:
+        return None
+
+    router.add_route("a", lambda m: None)
+    router.add_route("a", slow)
+    found = router.route(message("a"))
+    assert found is not None
+    assert found[1] is False
+    assert router.direct == {}
+
+
+async def test_plain_failures_are_noted_in_order_and_the_next_handler_runs() -> None:
+    """A plain handler that raises is noted (and the inbox woken), the next handler still
+    runs, and the noted errors are reported in order."""
+    seen: list[str] = []
+
+    def first(message: bgws.Message) -> None:
+        raise ValueError("first")
+
+    def second(message: bgws.Message) -> None:
+        raise KeyError("second")
+
+    router, reports = new_router()
+    router.add_route("a", first)
+    router.add_route("a", second)
+    router.add_route("a", lambda m: seen.append("third"))
+    found = router.route(message("a"))
+    assert found is not None
+    router.run_plain(found[0], message("a"))
+    assert seen == ["third"]
+    assert reports.wakes == 2
+    assert len(router.unreported) == 2
+    assert router.handler_errors == 2
+    await router.report_unreported()
+    assert router.unreported == []
+    assert [type(e.__cause__) for e in reports.errors] == [ValueError, KeyError]
+    assert all(isinstance(e, HandlerError) for e in reports.errors)
+
+
+async def test_async_handler_failure_is_reported_at_once() -> None:
+    """An async handler that raises is reported when it fails, not noted for later."""
+    router, reports = new_router()
+
+    async def broken(message: bgws.Message) -> None:
+        raise RuntimeError("broken")
+
+    router.add_route("a", broken)
+    await router.dispatch(message("a"))
+    assert router.unreported == []
+    assert reports.wakes == 0
+    assert len(reports.errors) == 1
+    assert isinstance(reports.errors[0].__cause__, RuntimeError)
