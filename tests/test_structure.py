@@ -30,8 +30,6 @@ PENDING_SIZE: dict[str, str] = {
     "bgws.service": "the dispatcher and delivery lines move into _engine (other branches)",
     "bgws.service.Service": "its engine attributes move into _engine (other branches)",
     "bgws._engine.delivery": "split into writer, acks, requests, subscriptions (other branch)",
-    "bgws.testing._server": "the public test server: not split yet (left open in issue 10)",
-    "bgws.testing._server.Server": "as above: its bookkeeping wants grouping into parts",
 }
 
 # Public API that merely starts with an underscore (to stay clear of field names).

@@ -10,24 +10,21 @@ and replay it on resume requests. Built on picows; single event loop, not thread
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Final, TypeAlias
 
-from picows import WSUpgradeResponse, WSUpgradeResponseWithListener, ws_create_server
+from picows import WSUpgradeResponse, WSUpgradeResponseWithListener
 
 from bgws.testing._connection import Connection, ConnectionEvents, make_listener
 from bgws.testing._delivery import AckFunction, AckReply, Feed, Reply
 from bgws.testing._hooks import HookRunner
 from bgws.testing._records import (
     DEFAULT_OVERSIZED_SIZE,
-    ConnectionReport,
     Handshake,
     MalformedKind,
     Message,
@@ -37,6 +34,8 @@ from bgws.testing._records import (
     split_payload,
 )
 from bgws.testing._responder import Responder
+from bgws.testing._serverstate import DEFAULT_TIMEOUT, ServerState
+from bgws.testing._serverviews import ServerViews
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -47,9 +46,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("bgws.testing")
-
-DEFAULT_TIMEOUT: Final = 5.0
-"""Default timeout, in seconds, of the ``wait_*`` methods."""
 
 MessageHook: TypeAlias = Callable[[Connection, ReceivedMessage], object]
 """``on_message(connection, message)``: a plain function, or one returning an awaitable
@@ -65,11 +61,14 @@ _GOING_AWAY: Final = 1001
 _SWITCHING_PROTOCOLS: Final = 101
 
 
-class Server:
+class Server(ServerViews):
     """A WebSocket server on loopback for testing clients, with fault injection.
 
     Use it as ``async with Server() as server:`` (or :meth:`start` / :meth:`stop`). It can be
     stopped and started again: the port, the records and the counters are kept.
+
+    The read-only views and the ``wait_*`` methods come from :class:`ServerViews`; the private
+    bookkeeping (listener, counters, refusals, stall flag) is one :class:`ServerState`.
 
     Hooks run on the event loop. One that raises is recorded in :attr:`errors` (the
     connection stays up), and leaving ``async with`` re-raises it, so an assertion inside a
@@ -130,8 +129,7 @@ class Server:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
-        self._ssl_context = ssl_context
-        self._port = port
+        self._state = ServerState(port, ssl_context)
         self.echo = echo
         self.on_message = on_message
         self.on_connect = on_connect
@@ -146,21 +144,12 @@ class Server:
         self.connections: list[Connection] = []
         self.messages: list[ReceivedMessage] = []
         self.errors: list[Exception] = []
-        self._closed_connections: list[Connection] = []
-        self._open_count = 0
-        self._next_id = 0
-        self._refusals: deque[int] = deque()
-        self._stall_new = False
-        self._changed = asyncio.Event()
-        self._listener: asyncio.Server | None = None
-        self._listener_closed: asyncio.Task[None] | None = None
-        self._stopping = False
         self._hooks = HookRunner(self._record_error)
         self._responder = Responder(self, self._record_error)
 
     def __repr__(self) -> str:
         state = "serving" if self.is_serving else "stopped"
-        return f"<Server {self.host}:{self._port} {state}, {self._open_count} open>"
+        return f"<Server {self.host}:{self._state.port} {state}, {self.connections_open} open>"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -185,23 +174,7 @@ class Server:
             RuntimeError: It is already listening.
             OSError: The port cannot be bound.
         """
-        if self._listener is not None:
-            raise RuntimeError("the server is already listening")
-        listener: asyncio.Server = await ws_create_server(
-            self._accept,
-            self.host,
-            self._port,
-            enable_auto_pong=False,
-            use_aiofastnet=False,
-            reuse_address=True,
-            ssl=self._ssl_context,
-        )
-        self._listener = listener
-        self._port = int(listener.sockets[0].getsockname()[1])
-        # Register a wait_closed() waiter while the server is open: on Python 3.11 a call made
-        # after close() returns at once instead of waiting for every socket to be gone.
-        self._listener_closed = asyncio.get_running_loop().create_task(listener.wait_closed())
-        await asyncio.sleep(0)
+        await self._state.listen(self._accept, self.host)
         logger.debug("listening on %s", self.url)
 
     async def stop(self, *, graceful: bool = True) -> None:
@@ -214,10 +187,11 @@ class Server:
 
         Hook coroutines still running are cancelled. Does nothing if not listening.
         """
-        listener = self._listener
+        state = self._state
+        listener = state.listener
         if listener is None:
             return
-        self._stopping = True
+        state.stopping = True
         try:
             listener.close()
             for connection in self._live_connections():
@@ -227,23 +201,17 @@ class Server:
                     connection.drop()
             try:
                 await self.wait_until(
-                    lambda: self._open_count == 0, timeout=self.close_timeout, what="closes"
+                    lambda: state.open_count == 0, timeout=self.close_timeout, what="closes"
                 )
             except TimeoutError:
                 for connection in self._live_connections():
                     connection.drop()
-                await self.wait_until(lambda: self._open_count == 0, what="aborts")
+                await self.wait_until(lambda: state.open_count == 0, what="aborts")
             await self._hooks.cancel()
-            if self._listener_closed is not None:
-                # Bounded: a client that connected but never sent its upgrade request keeps
-                # its socket until picows' handshake timeout.
-                await asyncio.wait({self._listener_closed}, timeout=DEFAULT_TIMEOUT)
-                self._listener_closed.cancel()
-                await asyncio.wait({self._listener_closed})
+            await state.wait_listener_closed(DEFAULT_TIMEOUT)
         finally:
-            self._listener = self._listener_closed = None
-            self._stopping = False
-        logger.debug("stopped listening on port %d", self._port)
+            state.forget_listener()
+        logger.debug("stopped listening on port %d", state.port)
 
     async def restart(self) -> None:
         """Abort every connection, stop listening, and listen again on the same port."""
@@ -267,7 +235,7 @@ class Server:
     @property
     def is_serving(self) -> bool:
         """Whether it is listening."""
-        return self._listener is not None
+        return self._state.listener is not None
 
     @property
     def port(self) -> int:
@@ -276,15 +244,16 @@ class Server:
         Raises:
             RuntimeError: Port 0 was asked for and the server was never started.
         """
-        if self._port == 0:
+        port = self._state.port
+        if port == 0:
             raise RuntimeError("the server has no port yet: start it first")
-        return self._port
+        return port
 
     @property
     def url(self) -> str:
         """``ws://HOST:PORT/`` (``wss://`` with TLS), valid while stopped too, once started."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "ws" if self._ssl_context is None else "wss"
+        scheme = "ws" if self._state.ssl_context is None else "wss"
         return f"{scheme}://{host}:{self.port}/"
 
     @property
@@ -301,174 +270,6 @@ class Server:
         if seconds < 0:
             raise ValueError(f"delay must be >= 0, got {seconds}")
         self._delay = float(seconds)
-
-    @property
-    def open_connections(self) -> list[Connection]:
-        """The connections that are connected and not closing."""
-        return [c for c in self.connections if c.is_open]
-
-    @property
-    def connections_accepted(self) -> int:
-        """How many handshakes were accepted since the server was created."""
-        return len(self.connections)
-
-    @property
-    def connections_open(self) -> int:
-        """How many accepted connections still have a socket (including closing ones)."""
-        return self._open_count
-
-    @property
-    def disconnects(self) -> int:
-        """How many accepted connections have lost their socket since the server was created."""
-        return len(self._closed_connections)
-
-    def received_json(self) -> list[Any]:
-        """Every received text message decoded as JSON, in order (binary ones are skipped).
-
-        Raises:
-            msgspec.DecodeError: A text message is not JSON (a ``ValueError``).
-        """
-        return [message.json() for message in self.messages if message.is_text]
-
-    @property
-    def duplicates(self) -> list[Any]:
-        """Every repeated id received since the server was created, in order.
-
-        Repeats on any connection count, across restarts: an id received three times is listed
-        twice. ``len()`` is the count.
-        """
-        return list(self._responder.ledger.duplicates)
-
-    def unique_ids(self) -> list[Any]:
-        """Every distinct id received since the server was created, in first-seen order."""
-        return self._responder.ledger.unique()
-
-    def received_ids(self) -> list[Any]:
-        """Every id received since the server was created, in order, repeats included."""
-        return list(self._responder.ledger.ids)
-
-    @property
-    def published(self) -> list[dict[str, Any]]:
-        """The published messages kept for replay (the newest ``feed.history``), with seqs."""
-        return self._responder.log.messages()
-
-    def report(self) -> list[ConnectionReport]:
-        """One record per accepted connection, in order, to assert on or print.
-
-        Each says what the connection received and what the server answered: ids, duplicates,
-        acks, resumes, replays, close code. ``str()`` of a record is one readable line.
-        """
-        return self._responder.report(self.connections)
-
-    # -- waiting -----------------------------------------------------------------------------
-
-    async def wait_until(
-        self,
-        predicate: Callable[[], bool],
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        what: str = "the condition",
-    ) -> None:
-        """Wait until ``predicate()`` is true, checking it after every server event.
-
-        Events are handshakes, connections opened and closed, messages received and hook errors.
-
-        Args:
-            predicate: Checked now and after each event.
-            timeout: Seconds before giving up; ``None`` waits forever.
-            what: Named in the timeout message.
-
-        Raises:
-            TimeoutError: The predicate was still false after ``timeout`` seconds.
-        """
-        try:
-            async with asyncio.timeout(timeout):
-                while not predicate():
-                    await self._changed.wait()
-        except TimeoutError:
-            raise TimeoutError(
-                f"timed out after {timeout}s waiting for {what} "
-                f"({len(self.messages)} messages, {self.connections_accepted} connections "
-                f"accepted, {self._open_count} open, {self.disconnects} disconnects, "
-                f"{len(self.handshakes)} handshakes)"
-            ) from None
-
-    async def wait_for_messages(
-        self,
-        n: int,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-    ) -> list[ReceivedMessage]:
-        """Wait until at least ``n`` data messages were received in total.
-
-        Returns:
-            Every message received so far (at least ``n``), in order.
-
-        Raises:
-            TimeoutError: Fewer than ``n`` after ``timeout`` seconds.
-        """
-        await self.wait_until(
-            lambda: len(self.messages) >= n, timeout=timeout, what=f"{n} messages"
-        )
-        return list(self.messages)
-
-    async def wait_for_connections(
-        self,
-        n: int,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-    ) -> list[Connection]:
-        """Wait until at least ``n`` handshakes were accepted in total.
-
-        Returns:
-            Every accepted connection so far (at least ``n``), in order.
-
-        Raises:
-            TimeoutError: Fewer than ``n`` after ``timeout`` seconds.
-        """
-        await self.wait_until(
-            lambda: len(self.connections) >= n, timeout=timeout, what=f"{n} connections"
-        )
-        return list(self.connections)
-
-    async def wait_for_disconnects(
-        self,
-        n: int,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-    ) -> list[Connection]:
-        """Wait until at least ``n`` accepted connections have lost their socket in total.
-
-        Returns:
-            The closed connections so far (at least ``n``), in the order they closed.
-
-        Raises:
-            TimeoutError: Fewer than ``n`` after ``timeout`` seconds.
-        """
-        await self.wait_until(
-            lambda: len(self._closed_connections) >= n, timeout=timeout, what=f"{n} disconnects"
-        )
-        return list(self._closed_connections)
-
-    async def wait_for_ids(
-        self,
-        n: int,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-    ) -> list[Any]:
-        """Wait until at least ``n`` distinct ids were received in total.
-
-        Returns:
-            Every distinct id so far (at least ``n``), in first-seen order.
-
-        Raises:
-            TimeoutError: Fewer than ``n`` after ``timeout`` seconds.
-        """
-        ledger = self._responder.ledger
-        await self.wait_until(
-            lambda: ledger.unique_count >= n, timeout=timeout, what=f"{n} distinct ids"
-        )
-        return ledger.unique()
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -562,11 +363,7 @@ class Server:
         Raises:
             ValueError: ``n`` is negative or ``status`` is not in 400-599.
         """
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        if not 400 <= status <= 599:
-            raise ValueError(f"a refusal status must be in 400-599, got {status}")
-        self._refusals.extend([status] * n)
+        self._state.refuse(n, status)
 
     def stall(self, *, new_connections: bool = False) -> int:
         """Freeze every open link, as a half-open TCP connection would.
@@ -581,7 +378,7 @@ class Server:
         Returns:
             How many connections were stalled now.
         """
-        self._stall_new = new_connections
+        self._state.stall_new = new_connections
         return sum(c.stall() for c in self._live_connections())
 
     def unstall(self) -> int:
@@ -590,7 +387,7 @@ class Server:
         Returns:
             How many connections were resumed.
         """
-        self._stall_new = False
+        self._state.stall_new = False
         return sum(c.unstall() for c in self._live_connections())
 
     # -- acks ----------------------------------------------------------------------------------
@@ -634,13 +431,13 @@ class Server:
         return [c for c in self.connections if not c.is_closed]
 
     def _accept(self, request: Any) -> Any:
-        self._next_id += 1
+        state = self._state
         target = bytes(request.path).decode("latin-1")
-        handshake = Handshake.from_request(self._next_id, target, request.headers, time.monotonic())
-        status: int | None = None
-        if self._refusals:
-            status = self._refusals.popleft()
-        elif self.on_handshake is not None:
+        handshake = Handshake.from_request(
+            state.next_handshake_id(), target, request.headers, time.monotonic()
+        )
+        status = state.next_refusal()
+        if status is None and self.on_handshake is not None:
             try:
                 status = self.on_handshake(handshake)
                 if status is not None and not 400 <= status <= 599:
@@ -648,11 +445,11 @@ class Server:
             except Exception as exc:
                 self._record_error(exc)
                 status = 500
-        if status is None or self._stopping:
-            status = 503 if self._stopping else _SWITCHING_PROTOCOLS
+        if status is None or state.stopping:
+            status = 503 if state.stopping else _SWITCHING_PROTOCOLS
         handshake = dataclasses.replace(handshake, status=status)
         self.handshakes.append(handshake)
-        self._notify()
+        self._state.notify()
         if status != _SWITCHING_PROTOCOLS:
             body = f"{status} refused by bgws.testing".encode()
             response = WSUpgradeResponse.create_error_response(status, body)
@@ -664,26 +461,25 @@ class Server:
 
     def _connection_opened(self, connection: Connection) -> None:
         self.connections.append(connection)
-        self._open_count += 1
-        self._notify()
-        if self._stopping:
+        self._state.opened()
+        self._state.notify()
+        if self._state.stopping:
             connection.drop()
             return
-        if self._stall_new:
+        if self._state.stall_new:
             connection.stall()
         if self.on_connect is not None:
             self._hooks.run(connection, self.on_connect, connection)
 
     def _connection_closed(self, connection: Connection) -> None:
-        self._open_count -= 1
-        self._closed_connections.append(connection)
+        self._state.closed(connection)
         self._responder.connection_closed(connection)
-        self._notify()
+        self._state.notify()
 
     def _message_received(self, connection: Connection, message: ReceivedMessage) -> None:
         self.messages.append(message)
         self._responder.received(connection, message)
-        self._notify()
+        self._state.notify()
         if self.echo:
             opcode, payload = encode(message.data)
             connection.send_frames(opcode, [payload])
@@ -693,8 +489,4 @@ class Server:
     def _record_error(self, exc: Exception) -> None:
         logger.error("a bgws.testing.Server hook raised", exc_info=exc)
         self.errors.append(exc)
-        self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._state.notify()
