@@ -2,23 +2,24 @@
 
 A :class:`Service` owns four kinds of task, each started and cancelled in one place:
 
-* the *connect loop* (one per service run): connect, wait for the link to drop, back off, retry;
+* the *connect loop* (one per service run): connect, wait for the link to drop, back off, retry
+  (run by its :class:`~bgws._engine.supervisor.Supervisor`, with the keepalive);
 * the *dispatcher* (one per service): drains the inbox into plugins and handlers;
 * the *writer* and the *keepalive* (one each per link): drain the outbox, ping and watch pongs.
 
 Decisions (which state next, how long to wait) come from the pure :class:`~bgws.machine.Machine`;
-this module only carries them out.
+this module and the supervisor only carry them out. The application's handlers and plugins are
+kept in one :class:`~bgws._engine.hooks.Hooks` bundle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -26,21 +27,16 @@ import msgspec
 
 from ._engine import connect as _connect
 from ._engine.delivery import PLAIN, Delivery, SendOptions
+from ._engine.hooks import Hooks, call
 from ._engine.inbox import Inbox
-from ._engine.observe import StateWatch, describe
+from ._engine.observe import Counters, StateWatch, describe
 from ._engine.router import Router
 from ._engine.store import Store
+from ._engine.supervisor import Supervisor
 from ._redact import redact_json, redact_url
 from .backoff import Backoff
 from .config import Config
-from .errors import (
-    BgwsError,
-    DeadLink,
-    HandlerError,
-    LinkError,
-    ServiceClosed,
-    ServiceError,
-)
+from .errors import HandlerError, ServiceClosed, ServiceError
 from .handlers import (
     AuthHandler,
     ErrorHandler,
@@ -51,14 +47,14 @@ from .handlers import (
     NotificationHandler,
     TemplateHeartbeat,
 )
-from .machine import Decision, Event, Machine, State, Verdict, classify_error
+from .machine import Event, Machine, State, Verdict, classify_error
 from .message import Codec, Message
 from .notify import build_notifications
 from .plugins import Plugin, PluginChain
 from .runner import ServiceThread, start_in_thread
 from .stats import ServiceStats, StateChange
 from .storage import StorageBackend
-from .transport import Link, Transport, get_transport
+from .transport import Transport, get_transport
 
 __all__ = ["Service"]
 
@@ -117,7 +113,6 @@ class Service:
         if not isinstance(config, Config):
             raise TypeError("config must be a bgws.Config")
         _connect.check_link_options(config, auth_handler, ssl_context)
-        self._ssl_context = ssl_context
         if storage is not None and not isinstance(storage, StorageBackend):
             raise TypeError(
                 "storage must be a bgws.StorageBackend; to choose SQLite or memory set "
@@ -125,23 +120,26 @@ class Service:
             )
         self.config = config
         self.log = logging.getLogger(f"bgws.{config.service_tag}")
-        self._message_handler = message_handler
         # Notification rules come first, so a plugin that claims a message cannot hide it.
         notification_handler, rule_plugins = build_notifications(config, notification_handler)
-        self._notifier = notification_handler
-        self._auth = auth_handler
-        self._lifecycle = lifecycle_handler
-        self._errors = error_handler if error_handler is not None else ErrorHandler()
         if heartbeat_handler is None and config.app_heartbeat is not None:
             heartbeat_handler = TemplateHeartbeat(
                 config.app_heartbeat_message() or {}, config.app_heartbeat_reply_type
             )
-        self._heartbeat = heartbeat_handler
-        self._plugin_list: list[Plugin] = [*rule_plugins, *plugins]
-        self._plugins = PluginChain(())
-        self._transport = transport if transport is not None else get_transport(config.transport)
-        self._classify = classify if classify is not None else classify_error
-        self._codec = Codec(
+        self._counters = Counters()
+        self._hooks = hooks = Hooks(
+            message=message_handler,
+            notifier=notification_handler,
+            auth=auth_handler,
+            lifecycle=lifecycle_handler,
+            errors=error_handler if error_handler is not None else ErrorHandler(),
+            heartbeat=heartbeat_handler,
+            plugins=[*rule_plugins, *plugins],
+            counters=self._counters,
+            log=self.log,
+        )
+        classify = classify if classify is not None else classify_error
+        codec = Codec(
             config.codec,
             type_field=config.type_field,
             id_field=config.id_field,
@@ -151,32 +149,37 @@ class Service:
             backoff or Backoff(config.initial_reconnect_delay, config.max_reconnect_delay),
             max_attempts=config.max_reconnect_attempts,
             min_uptime=config.min_uptime,
-            classify=self._classify,
+            classify=classify,
             reconnect_on_close=config.reconnect_on_close,
         )
-        self._delivery = Delivery(config, self._codec, self._report_soon, store)
+        self._delivery = Delivery(config, codec, hooks.report_soon, store)
         # Connection info lives in the service's store unless a storage of its own is given.
         self._storage: StorageBackend | Store = (
             storage if storage is not None else self._delivery.store
         )
-        self._router = Router(self._report)
+        self._router = Router(hooks.report)
         self._inbox = Inbox(
-            self._codec,
+            codec,
             self._router,
             config.inbox_size,
             config.inbox_max_bytes,
             priority_types=config.priority_types,
         )
-        self._connection_data: Mapping[str, Any] | None = None
-        self._link: Link | None = None
-        self._keepalive: asyncio.Task[None] | None = None
-        self._run_task: asyncio.Task[None] | None = None
+        self._supervisor = Supervisor(
+            config,
+            self._machine,
+            transport if transport is not None else get_transport(config.transport),
+            self._inbox,
+            codec,
+            self._delivery,
+            hooks,
+            classify=classify,
+            ssl_context=ssl_context,
+            announce=self._announce,
+            remember=self._store,
+        )
         self._dispatch_task: asyncio.Task[None] | None = None
-        self._side_tasks: set[asyncio.Task[Any]] = set()
         self._watch = StateWatch()
-        self._stats = _Counters()
-        self._last_error: BaseException | None = None
-        self._connected_since: float | None = None
         self._stopped = asyncio.Event()
 
     # -- registration -----------------------------------------------------------------------
@@ -215,7 +218,7 @@ class Service:
         """
         if not self._machine.can("add_plugin"):
             raise ServiceError("plugins are composed at start; add them before start()")
-        self._plugin_list.append(plugin)
+        self._hooks.plugins.append(plugin)
 
     def on_state_change(self, callback: Callable[[StateChange], Any]) -> Callable[[], None]:
         """Call ``callback`` (plain or async) with every :class:`StateChange`.
@@ -246,37 +249,14 @@ class Service:
 
         ``None`` while not connected, or when the server chose none.
         """
-        link = self._link
+        link = self._supervisor.link
         return None if link is None else link.subprotocol
 
     @property
     def stats(self) -> ServiceStats:
         """A snapshot of the service's counters."""
-        d = self._inbox
-        c = self._stats
-        out = self._delivery
-        since = self._connected_since
-        return ServiceStats(
-            state=self.state,
-            url=redact_url(self.config.url),
-            connected_since=since,
-            uptime=(time.time() - since) if since is not None else 0.0,
-            reconnects=c.reconnects,
-            sent=out.sent,
-            received=d.received,
-            dispatched=d.dispatched,
-            queued=out.outbox.queued,
-            in_flight=out.outbox.in_flight,
-            resent=out.resent,
-            dropped=out.dropped,
-            expired=out.expired,
-            duplicates=out.duplicates,
-            gaps=out.gaps,
-            handler_errors=self._router.handler_errors,
-            decode_errors=d.decode_errors,
-            dead_links=c.dead_links,
-            errors=c.errors,
-            last_error=describe(self._last_error),
+        return self._counters.snapshot(
+            self.state, redact_url(self.config.url), self._inbox, self._router, self._delivery
         )
 
     async def wait_for(self, state: State, timeout: float | None = None) -> None:
@@ -287,9 +267,8 @@ class Service:
             ServiceClosed: the service reached ``CLOSED`` or ``FAILED`` instead (the error names
                 the reason).
         """
-        await self._watch.wait(
-            self.state, state, timeout, self.config.service_tag or "", describe(self._last_error)
-        )
+        why = describe(self._counters.last_error)
+        await self._watch.wait(self.state, state, timeout, self.config.service_tag or "", why)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -305,34 +284,35 @@ class Service:
         if not self._machine.can("start"):
             raise ServiceError("a service starts once; create a new one to start again")
         self._machine.start()
+        hooks = self._hooks
         try:
-            self._plugins = PluginChain(self._plugin_list)
-            for plugin in self._plugins.plugins:
+            hooks.chain = PluginChain(hooks.plugins)
+            for plugin in hooks.chain.plugins:
                 try:
-                    await _call(plugin.initialize)
+                    await call(plugin.initialize)
                 except Exception as exc:
                     raise HandlerError(f"plugin {plugin.name}.initialize") from exc
             await self._delivery.open()
         except BaseException as exc:
             # A service that could not start is closed: later calls say so clearly.
-            self._last_error = exc
+            self._counters.last_error = exc
             self._machine.stop()
             self._machine.closed()
             self._stopped.set()
             raise
         self._router.configure(
-            plugins=self._plugins,
-            message_handler=self._message_handler,
-            heartbeat=self._heartbeat,
+            plugins=hooks.chain,
+            message_handler=hooks.message,
+            heartbeat=hooks.heartbeat,
             interceptor=self._delivery,
         )
         self._dispatch_task = asyncio.create_task(
             self._inbox.run(), name=f"bgws-dispatch-{self.config.service_tag}"
         )
-        if self._lifecycle is not None:
-            await self._hook(self._lifecycle.on_service_started)
-        for plugin in self._plugins.plugins:
-            await self._guarded(plugin.on_service_started, f"plugin {plugin.name}")
+        if hooks.lifecycle is not None:
+            await hooks.hook(hooks.lifecycle.on_service_started)
+        for plugin in hooks.chain.plugins:
+            await hooks.guarded(plugin.on_service_started, f"plugin {plugin.name}")
         self.log.info("service started (%s)", redact_url(self.config.url))
 
     async def connect(self, connection_data: Mapping[str, Any] | None = None) -> None:
@@ -353,14 +333,12 @@ class Service:
         if not machine.can("connect"):
             raise ServiceClosed("the service was stopped")
         if connection_data is not None:
-            self._connection_data = dict(connection_data)
+            self._supervisor.connection_data = dict(connection_data)
             kept = redact_json(connection_data)  # secrets stay in memory, never on disk
             await self._store("connection_data", msgspec.json.encode(kept).decode())
         if machine.can(Event.CONNECT):
             await self._transition(machine.connect, None)
-            self._run_task = asyncio.create_task(
-                self._connect_loop(), name=f"bgws-connect-{self.config.service_tag}"
-            )
+            self._supervisor.start()
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop gracefully: flush what can be sent, close the link, stop every task.
@@ -373,34 +351,18 @@ class Service:
             return
         deadline = timeout if timeout is not None else self.config.close_timeout
         await self._transition(self._machine.stop, None)
-        link = self._link
-        run_task = self._run_task
-        if link is not None and run_task is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(deadline):
-                    await self._delivery.outbox.wait_empty()
-            # Closing is bounded by ``deadline``; an unanswered probe during the closing
-            # handshake proves nothing and must not count as a dead link.
-            if self._keepalive is not None:
-                self._keepalive.cancel()
-            link.close(1000, "bye")
-        if run_task is not None:
-            if link is not None:  # let the loop see the close and run its hooks
-                await asyncio.wait([run_task], timeout=deadline)
-            run_task.cancel()
-            await asyncio.gather(run_task, return_exceptions=True)
-        # Connect attempts cut short by the stop finish and close.
-        await self._guarded(functools.partial(self._transport.aclose, deadline), "transport")
+        await self._supervisor.stop(deadline)
         await self._settle_inbox(deadline)
         await self._delivery.close()
-        await self._finish_side_tasks()
-        for plugin in self._plugins.plugins:
-            await self._guarded(plugin.on_service_stopped, f"plugin {plugin.name}")
-            await self._guarded(plugin.dispose, f"plugin {plugin.name}")
-        if self._lifecycle is not None:
-            await self._hook(self._lifecycle.on_service_stopped)
+        hooks = self._hooks
+        await hooks.settle()
+        for plugin in hooks.chain.plugins:
+            await hooks.guarded(plugin.on_service_stopped, f"plugin {plugin.name}")
+            await hooks.guarded(plugin.dispose, f"plugin {plugin.name}")
+        if hooks.lifecycle is not None:
+            await hooks.hook(hooks.lifecycle.on_service_stopped)
         if self._storage is not self._delivery.store:  # the delivery closed its own
-            await self._guarded(self._storage.close, "storage")
+            await hooks.guarded(self._storage.close, "storage")
         await self._transition(self._machine.closed, None)
         self._stopped.set()
         self.log.info("service stopped")
@@ -579,122 +541,15 @@ class Service:
         if not machine.can("send"):
             raise ServiceClosed(f"cannot {what}: the service is {machine.state}")
 
-    # -- the connect loop -------------------------------------------------------------------
-
-    async def _connect_loop(self) -> None:
-        machine = self._machine
-        while machine.state is State.CONNECTING:
-            link: Link | None = None
-            conn = _connect.Connection(self._inbox, self.config.auth_close_codes, self._report_soon)
-            try:
-                link = await _connect.open_link(
-                    self.config,
-                    self._transport,
-                    conn,
-                    self._auth,
-                    self._connection_data,
-                    self._codec,
-                    self._ssl_context,
-                )
-            except Exception as exc:  # every failure is classified, none escapes
-                error = exc if isinstance(exc, BgwsError) else LinkError(str(exc))
-                if error is not exc:
-                    error.__cause__ = exc
-                decision = await self._failed(error, connected=False)
-            else:
-                decision = await self._run_link(link, conn)
-            if decision is None or decision.state is State.FAILED:
-                return
-            self.log.info(
-                "reconnecting in %.3fs (attempt %d): %s",
-                decision.delay,
-                decision.attempt,
-                describe(decision.reason),
-            )
-            await asyncio.sleep(decision.delay)
-            await self._transition(machine.retry, None)
-            self._stats.reconnects += 1
-
-    async def _run_link(self, link: Link, conn: _connect.Connection) -> Decision | None:
-        """Serve one open link until it drops; returns what to do next."""
-        now = time.monotonic()
-        self._link = link
-        self._connected_since = time.time()
-        old = self._machine.state
-        self._machine.connected(now)
-        conn.attach(link)  # frames that came with the handshake are dispatched from now on
-        await self._announce(old, None)
-        self._delivery.link_up(link)
-        keepalive = asyncio.create_task(
-            conn.keepalive(self.config, self._heartbeat, self._codec, self._delivery.writer)
-        )
-        self._keepalive = keepalive
-        try:
-            await self._on_connected()
-            error = await conn.lost
-        finally:
-            self._link = None
-            self._keepalive = None
-            self._connected_since = None
-            conn.detach()
-            keepalive.cancel()
-            await asyncio.gather(keepalive, return_exceptions=True)
-            await self._delivery.link_down()
-            if self._machine.state is State.CLOSING:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.config.close_timeout):
-                        await link.wait_closed()
-        if isinstance(error, DeadLink):
-            self._stats.dead_links += 1
-        await self._on_disconnected()
-        if self._machine.state is State.CLOSING:
-            return None
-        return await self._failed(error, connected=True)
-
-    async def _failed(self, error: BaseException, *, connected: bool) -> Decision | None:
-        if self._machine.state is State.CLOSING:
-            return None
-        self._last_error = error
-        refreshed = False
-        if self._classify(error) == "auth" and self._auth is not None:
-            try:
-                refreshed = bool(await self._auth.on_auth_failure(str(error)))
-            except Exception as exc:
-                await self._report(_wrap(exc, "auth handler on_auth_failure"))
-        now = time.monotonic()
-        old = self._machine.state
-        decision = self._machine.failed(error, now, auth_refreshed=refreshed)
-        await self._announce(old, error, decision.delay)
-        if connected or decision.state is State.FAILED:
-            self.log.warning("link %s: %s", "lost" if connected else "failed", describe(error))
-        if decision.state is State.FAILED and isinstance(error, BgwsError):
-            await self._report(error)
-        return decision
-
-    async def _on_connected(self) -> None:
-        if self._auth is not None:
-            await self._guarded(self._auth.on_auth_success, "auth handler")
-        await self._store("last_connected_at", repr(time.time()))
-        if self._message_handler is not None:
-            await self._guarded(self._message_handler.on_connection_established, "message handler")
-        for plugin in self._plugins.plugins:
-            await self._guarded(functools.partial(plugin.on_connection_changed, True), plugin.name)
-
-    async def _on_disconnected(self) -> None:
-        if self._message_handler is not None:
-            await self._guarded(self._message_handler.on_connection_lost, "message handler")
-        for plugin in self._plugins.plugins:
-            await self._guarded(functools.partial(plugin.on_connection_changed, False), plugin.name)
-
     # -- state changes ----------------------------------------------------------------------
 
     async def _transition(self, move: Callable[[], object], reason: BaseException | None) -> None:
         old = self._machine.state
         move()
-        await self._announce(old, reason)
+        await self._announce(old, reason, None)
 
     async def _announce(
-        self, old: State, reason: BaseException | None, delay: float | None = None
+        self, old: State, reason: BaseException | None, delay: float | None
     ) -> None:
         """Tell everyone who listens that the machine moved from ``old``."""
         new = self._machine.state
@@ -704,52 +559,28 @@ class Service:
             old, new, reason, time.time(), delay if new is State.BACKING_OFF else None
         )
         self.log.info("%s -> %s%s", old, new, f" ({describe(reason)})" if reason else "")
+        hooks = self._hooks
         for callback in self._watch.publish(change):
-            await self._guarded(callback, "state callback")
-        if self._lifecycle is not None:
-            await self._hook(self._lifecycle.on_state_changed, old, new)
-        if self.config.foreground and self._notifier is not None:
-            await self._hook(self._notifier.on_state_changed, new)
+            await hooks.guarded(callback, "state callback")
+        if hooks.lifecycle is not None:
+            await hooks.hook(hooks.lifecycle.on_state_changed, old, new)
+        if self.config.foreground and hooks.notifier is not None:
+            await hooks.hook(hooks.notifier.on_state_changed, new)
 
-    # -- errors and hooks -------------------------------------------------------------------
+    # -- hooks and storage ------------------------------------------------------------------
 
-    async def _report(self, error: BgwsError) -> None:
-        self._stats.errors += 1
-        self._last_error = error
-        try:
-            await _call(lambda: self._errors.on_error(error))
-        except Exception:
-            self.log.exception("the error handler raised while reporting %s", type(error).__name__)
+    @property
+    def _notifier(self) -> NotificationHandler | None:
+        return self._hooks.notifier  # as Service.__init__ wired it (the tests look)
 
-    def _report_soon(self, error: BgwsError) -> None:
-        self._spawn(self._report(error))
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
-
-    async def _finish_side_tasks(self) -> None:
-        while self._side_tasks:
-            await asyncio.gather(*list(self._side_tasks), return_exceptions=True)
-
-    async def _guarded(self, func: Callable[[], Any] | None, where: str) -> None:
-        if func is None:
-            return
-        try:
-            await _call(func)
-        except Exception as exc:
-            await self._report(_wrap(exc, where))
-
-    async def _hook(self, hook: Callable[..., Any], *args: Any) -> None:
-        """Call a class-based handler's hook; an error it raises is reported, named after it."""
-        owner = getattr(hook, "__self__", None)
-        where = f"{type(owner).__name__}.{hook.__name__}" if owner is not None else repr(hook)
-        await self._guarded(functools.partial(hook, *args), where)
+    @property
+    def _plugin_list(self) -> list[Plugin]:
+        return self._hooks.plugins
 
     async def _store(self, logical_key: str, value: str) -> None:
         key = self.config.storage_keys.get(logical_key, logical_key)
-        await self._guarded(lambda: self._storage.store_connection_info(key, value), "storage")
+        storage = self._storage
+        await self._hooks.guarded(lambda: storage.store_connection_info(key, value), "storage")
 
     async def _settle_inbox(self, deadline: float) -> None:
         task = self._dispatch_task
@@ -766,25 +597,3 @@ class Service:
             f"<Service {self.config.service_tag!r} {self.state} "
             f"url={redact_url(self.config.url)!r} queued={len(self._delivery.outbox)}>"
         )
-
-
-class _Counters:
-    __slots__ = ("dead_links", "errors", "reconnects")
-
-    def __init__(self) -> None:
-        self.reconnects = self.dead_links = self.errors = 0
-
-
-async def _call(func: Callable[[], Any]) -> Any:
-    result = func()
-    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-        return await result
-    return result
-
-
-def _wrap(exc: Exception, where: str) -> BgwsError:
-    if isinstance(exc, BgwsError):
-        return exc
-    error = HandlerError(where)
-    error.__cause__ = exc
-    return error

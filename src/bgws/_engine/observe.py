@@ -1,23 +1,31 @@
-"""Watching a service's state: callbacks, async iterators and waiters, fed one change at a time.
+"""Watching a service: its state changes, and the counters behind its stats.
 
 :class:`StateWatch` holds everyone who listens to one service's state machine; the service
 calls :meth:`StateWatch.publish` with each :class:`~bgws.stats.StateChange`.
+:class:`Counters` holds the service-level counters and builds the
+:class:`~bgws.stats.ServiceStats` snapshot from them and from the engine's own counters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ServiceClosed
 from ..machine import State
-from ..stats import StateChange
+from ..stats import ServiceStats, StateChange
 from .router import is_async
 
-__all__ = ["StateWatch", "describe"]
+if TYPE_CHECKING:
+    from .delivery import Delivery
+    from .inbox import Inbox
+    from .router import Router
+
+__all__ = ["Counters", "StateWatch", "describe"]
 
 _TERMINAL = (State.CLOSED, State.FAILED)
 
@@ -25,6 +33,49 @@ _TERMINAL = (State.CLOSED, State.FAILED)
 def describe(error: BaseException | None) -> str | None:
     """``"Type: message"`` for an error, ``None`` for none."""
     return None if error is None else f"{type(error).__name__}: {error}"
+
+
+class Counters:
+    """The counters one service keeps beside its engine's, and its last error.
+
+    The connect loop counts reconnects and dead links and sets ``connected_since``; the error
+    reporter counts errors and keeps ``last_error``.
+    """
+
+    __slots__ = ("connected_since", "dead_links", "errors", "last_error", "reconnects")
+
+    def __init__(self) -> None:
+        self.reconnects = self.dead_links = self.errors = 0
+        self.last_error: BaseException | None = None
+        self.connected_since: float | None = None
+
+    def snapshot(
+        self, state: State, url: str, inbox: Inbox, router: Router, delivery: Delivery
+    ) -> ServiceStats:
+        """The :class:`ServiceStats` of a service in ``state`` (``url`` already redacted)."""
+        since = self.connected_since
+        return ServiceStats(
+            state=state,
+            url=url,
+            connected_since=since,
+            uptime=(time.time() - since) if since is not None else 0.0,
+            reconnects=self.reconnects,
+            sent=delivery.sent,
+            received=inbox.received,
+            dispatched=inbox.dispatched,
+            queued=delivery.outbox.queued,
+            in_flight=delivery.outbox.in_flight,
+            resent=delivery.resent,
+            dropped=delivery.dropped,
+            expired=delivery.expired,
+            duplicates=delivery.duplicates,
+            gaps=delivery.gaps,
+            handler_errors=router.handler_errors,
+            decode_errors=inbox.decode_errors,
+            dead_links=self.dead_links,
+            errors=self.errors,
+            last_error=describe(self.last_error),
+        )
 
 
 class _Watcher:
