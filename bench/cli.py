@@ -1,4 +1,4 @@
-"""The command line: ``python -m bench [--quick] [--runs N] [--only W] [--clients C ...]``.
+"""The command line: ``python -m bench [--quick] [--runs N] [--only W] [--styles S] ...``.
 
 Starts the server, runs the plan, prints the table (with ratios and PASS/MISS per target) and
 writes the JSON and the PNG chart (``docs/benchmarks.json`` and ``docs/benchmarks.png`` by
@@ -34,6 +34,7 @@ from bench.report import (
     write_json,
 )
 from bench.runner import ROOT, Outcome, Server, deadline_for, run_cases
+from bench.styles import STYLES
 from bench.workloads import CLIENTS, PEERS, WORKLOAD_NAMES, WORKLOADS, Case, plan
 
 __all__ = ["INSTALL_HINT", "main"]
@@ -66,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="CLIENT",
         help=f"run only these clients: {', '.join(CLIENTS)}",
+    )
+    parser.add_argument(
+        "--styles",
+        action="append",
+        default=None,
+        metavar="STYLE",
+        help="measure only these handler styles in the receive, send and echo rows "
+        f"(repeat or comma-separate): {', '.join(STYLES)}",
     )
     parser.add_argument("--json", type=Path, default=None, help="where to write the results")
     parser.add_argument("--chart", type=Path, default=None, help="where to write the PNG chart")
@@ -172,11 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         return _replot(args)
     workloads = _split(args.only, WORKLOAD_NAMES, "workload")
     clients = _split(args.clients, CLIENTS, "client")
+    styles = _split(args.styles, STYLES, "style")
     counts = QUICK if args.quick else FULL
     runs = max(1, args.runs if args.runs is not None else (1 if args.quick else 5))
     with_uvloop = args.uvloop == "auto" and uvloop_available()
     loops = ["asyncio", "uvloop"] if with_uvloop else ["asyncio"]
-    cases = plan(workloads, clients, uvloop=with_uvloop)
+    cases = plan(workloads, clients, uvloop=with_uvloop, styles=styles)
     missing = sorted({c.client for c in cases if not _installed(c.client)})
     notes = [f"{name} is not installed: skipped ({INSTALL_HINT})" for name in missing]
     if not with_uvloop:

@@ -6,6 +6,11 @@ SQLite store, so checkpoints are written); ``send`` with ``memory`` (memory outb
 ``send_window``), ``sqlite-acks`` (the same, and the server acks every id) or
 ``sqlite-tasks`` (SQLite outbox, ``send_window`` concurrent ``send()`` calls at a time: many
 producers, each waiting for its own message to be on disk).
+
+Every documented handler style (:mod:`bench.styles`) has its own ``receive``, ``send``
+(memory outbox) and ``echo`` rows; ``echo`` goes through ``request()`` (variants ``""`` and
+``<style>``) or through ``send()`` plus a handler that resolves a future (``handler`` and
+``handler-<style>``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import bgws
 from bench.common import SEND_DATA, Job, Metrics, Probe, gc_settled, percentile, rss_bytes
+from bench.styles import build, style_of
 
 __all__ = ["WORKLOADS"]
 
@@ -25,7 +31,12 @@ _CONNECT_BATCH = 100
 
 
 def _config(job: Job, path: str, **options: Any) -> bgws.Config:
-    values: dict[str, Any] = {
+    return bgws.Config(**_values(job, path, **options))
+
+
+def _values(job: Job, path: str, **options: Any) -> dict[str, Any]:
+    """The config fields of a run (every style builds its service from them)."""
+    return {
         "app_name": "bench",
         "url": job.url(path),
         "storage": "memory",
@@ -33,7 +44,6 @@ def _config(job: Job, path: str, **options: Any) -> bgws.Config:
         "close_timeout": 10.0,
         **options,
     }
-    return bgws.Config(**values)
 
 
 def _store(job: Job, name: str) -> dict[str, Any]:
@@ -48,17 +58,18 @@ async def receive(job: Job) -> Metrics:
         options = {**_store(job, "resume"), "resume": bgws.ResumePolicy(seq_field="seq")}
     elif job.variant == "websockets":
         options = {"transport": "websockets"}
-    service = bgws.Service(_config(job, f"/firehose?n={n}", **options))
     done = asyncio.get_running_loop().create_future()
     count = 0
 
-    @service.on("tick")
     def on_tick(message: bgws.Message) -> None:
         nonlocal count
         count += 1
         if count == n:
             done.set_result(None)
 
+    style = style_of("receive", job.variant) or "def"
+    values = _values(job, f"/firehose?n={n}", **options)
+    service = build(style, values, "tick", on_tick)
     probe = Probe()
     async with service:
         await service.wait_for(bgws.State.CONNECTED, timeout=job.deadline)
@@ -80,23 +91,24 @@ async def send(job: Job) -> Metrics:
         options.update(_store(job, job.variant))
     if acks:
         options.update(ack=bgws.AckPolicy(), max_in_flight=1000)
-    service = bgws.Service(_config(job, "/ack" if acks else "/echo", **options))
     done = asyncio.get_running_loop().create_future()
     echoes = 0
 
-    @service.on("echo")
     def on_echo(message: bgws.Message) -> None:
         nonlocal echoes
         echoes += 1
         if echoes == n:
             done.set_result(None)
 
+    style = style_of("send", job.variant)
+    values = _values(job, "/ack" if acks else "/echo", **options)
+    service = build(style or "def", values, "echo", on_echo)
     message = {"type": "echo", "data": SEND_DATA}
     probe = Probe()
     async with service:
         await service.wait_for(bgws.State.CONNECTED, timeout=job.deadline)
         with probe.measure():
-            if job.variant == "memory":
+            if style is not None:  # the memory outbox
                 for _ in range(n):
                     await service.send(message)
             else:
@@ -117,21 +129,46 @@ async def send(job: Job) -> Metrics:
 
 
 async def echo(job: Job) -> Metrics:
-    """Sequential ``service.request`` round trips; latency percentiles and CPU per trip."""
+    """Sequential round trips; latency percentiles and CPU per trip.
+
+    Through ``service.request()``, or (``handler`` variants) through ``service.send()`` with
+    the style's handler for ``echo`` resolving the future the loop waits on.
+    """
     n = job.counts.echo
-    service = bgws.Service(_config(job, "/echo"))
+    waiting: list[asyncio.Future[bgws.Message]] = []
+
+    def on_echo(message: bgws.Message) -> None:
+        if waiting:
+            waiting.pop().set_result(message)
+
+    style = style_of("echo", job.variant) or "def"
+    service = build(style, _values(job, "/echo"), "echo", on_echo)
     message = {"type": "echo", "data": SEND_DATA}
+    if job.variant.startswith("handler"):
+        create_future = asyncio.get_running_loop().create_future
+
+        async def trip() -> None:
+            reply: asyncio.Future[bgws.Message] = create_future()
+            waiting.append(reply)
+            await service.send(message)
+            await reply  # bounded by the run's deadline
+
+    else:
+
+        async def trip() -> None:
+            await service.request(message, timeout=10)
+
     times: list[float] = []
     probe = Probe()
     clock = time.perf_counter
     async with service:
         await service.wait_for(bgws.State.CONNECTED, timeout=job.deadline)
         for _ in range(max(10, n // 10)):  # warm-up
-            await service.request(message, timeout=10)
+            await trip()
         with probe.measure():
             for _ in range(n):
                 start = clock()
-                await service.request(message, timeout=10)
+                await trip()
                 times.append(clock() - start)
     return _latency(times, probe)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.common import Counts
+from bench.styles import STYLES, style_of, style_variants, variant_label
 
 __all__ = [
     "CLIENTS",
@@ -74,13 +75,24 @@ _RATE = Metric("rate", "msg/s", True)
 _CPU_MSG = Metric("cpu_us", "CPU us/msg", False, 2)
 _ALL = tuple((client, "") for client in CLIENTS[1:])
 
+
+def _styled(workload: str) -> tuple[tuple[str, str], ...]:
+    """The bgws rows of ``workload``, one per documented handler style (and echo path)."""
+    return tuple(("bgws", variant) for variant in style_variants(workload))
+
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "receive",
         "receive firehose: JSON messages of ~100 bytes pushed as fast as possible, each decoded "
         "(msgspec) and, for bgws, dispatched to a registered handler",
         (_RATE, _CPU_MSG),
-        (("bgws", "memory"), ("bgws", "resume"), ("bgws", "websockets"), *_ALL),
+        (
+            *_styled("receive"),
+            ("bgws", "resume"),
+            ("bgws", "websockets"),
+            *_ALL,
+        ),
         uvloop=True,
     ),
     Workload(
@@ -89,7 +101,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "concurrently; done when every echo (ack) is in",
         (_RATE, _CPU_MSG),
         (
-            ("bgws", "memory"),
+            *_styled("send"),
             ("bgws", "sqlite"),
             ("bgws", "sqlite-acks"),
             ("bgws", "sqlite-tasks"),
@@ -99,13 +111,14 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "echo",
-        "echo round trip: sequential request/response pairs (bgws: service.request)",
+        "echo round trip: sequential request/response pairs (bgws: service.request, or "
+        "service.send and a handler that resolves a future)",
         (
             Metric("p50_us", "p50 us", False, 1),
             Metric("p99_us", "p99 us", False, 1),
             Metric("cpu_us", "CPU us/rt", False, 1),
         ),
-        (("bgws", ""), *_ALL),
+        (*_styled("echo"), *_ALL),
         uvloop=True,
     ),
     Workload(
@@ -179,9 +192,15 @@ class Case:
     loop: str
 
     @property
+    def style(self) -> str | None:
+        """The handler style a bgws row measures (``None``: not a style row)."""
+        return style_of(self.workload, self.variant) if self.client == "bgws" else None
+
+    @property
     def label(self) -> str:
         """The row's client name, e.g. ``bgws (sqlite+acks)``."""
-        shown = _VARIANT_LABELS.get(self.variant, self.variant)
+        styled = variant_label(self.workload, self.variant) if self.client == "bgws" else None
+        shown = _VARIANT_LABELS.get(self.variant, self.variant) if styled is None else styled
         return f"{self.client} ({shown})" if shown else self.client
 
     @property
@@ -194,8 +213,9 @@ def plan(
     clients: tuple[str, ...],
     *,
     uvloop: bool,
+    styles: tuple[str, ...] = STYLES,
 ) -> list[Case]:
-    """The rows to measure, in table order."""
+    """The rows to measure, in table order (style rows only for the ``styles`` picked)."""
     cases: list[Case] = []
     for workload in WORKLOADS:
         if workload.name not in workloads:
@@ -207,7 +227,10 @@ def plan(
                     continue
                 if loop == "uvloop" and client not in ASYNC_CLIENTS:
                     continue
-                cases.append(Case(workload.name, client, variant, loop))
+                case = Case(workload.name, client, variant, loop)
+                if case.style is not None and case.style not in styles:
+                    continue
+                cases.append(case)
     return cases
 
 
@@ -241,14 +264,72 @@ class Target:
         return self.limit
 
 
+def _style_targets() -> tuple[Target, ...]:
+    """Issue 11's targets for every documented handler style, side by side with raw picows."""
+    targets: list[Target] = []
+    for workload, at_least, metric, limits in (
+        ("receive", True, "rate", {"plugins": 0.7}),
+        ("send", True, "rate", {}),
+        ("echo", False, "cpu_us", {}),
+    ):
+        default = {"receive": 0.8, "send": 0.9, "echo": 1.25}[workload]
+        for variant in style_variants(workload):
+            label = variant_label(workload, variant)
+            what = f"{workload} ({label})" if label else f"{workload} (def handler)"
+            if workload == "send":
+                what = f"send, memory outbox ({label or 'def handler'})"
+            if workload == "echo":
+                what = f"echo CPU/round trip ({label})"
+            limit = limits.get(style_of(workload, variant) or "", default)
+            op = ">=" if at_least else "<="
+            targets.append(
+                Target(
+                    f"{what} {op} {limit:g}x raw picows",
+                    workload,
+                    variant,
+                    metric,
+                    at_least,
+                    limit,
+                    "picows",
+                )
+            )
+            if workload == "receive":
+                targets.append(
+                    Target(
+                        f"{what} >= 3.5x raw websockets",
+                        workload,
+                        variant,
+                        metric,
+                        True,
+                        3.5,
+                        "websockets",
+                    )
+                )
+    return tuple(targets)
+
+
 TARGETS: tuple[Target, ...] = (
-    Target("receive >= 0.8x raw picows", "receive", "memory", "rate", True, 0.8, "picows"),
-    Target("receive >= 3x raw websockets", "receive", "memory", "rate", True, 3.0, "websockets"),
-    Target("send, memory outbox >= 0.8x raw picows", "send", "memory", "rate", True, 0.8, "picows"),
-    Target("send, SQLite outbox >= 100,000 msg/s", "send", "sqlite", "rate", True, 100_000),
-    Target("send, SQLite + acks >= 50,000 msg/s", "send", "sqlite-acks", "rate", True, 50_000),
-    Target("echo CPU/round trip <= 1.3x raw picows", "echo", "", "cpu_us", False, 1.3, "picows"),
-    Target("memory/connection <= 1.5x raw picows", "memory", "", "kib", False, 1.5, "picows"),
+    *_style_targets(),
+    Target(
+        "receive with resume checkpoints (SQLite) >= 0.7x raw picows",
+        "receive",
+        "resume",
+        "rate",
+        True,
+        0.7,
+        "picows",
+    ),
+    Target("send, SQLite send_many >= 150,000 msg/s", "send", "sqlite", "rate", True, 150_000),
+    Target("send, SQLite + acks >= 100,000 msg/s", "send", "sqlite-acks", "rate", True, 100_000),
+    Target(
+        "send, SQLite, concurrent send() >= 60,000 msg/s",
+        "send",
+        "sqlite-tasks",
+        "rate",
+        True,
+        60_000,
+    ),
+    Target("memory/connection <= 1.2x raw picows", "memory", "", "kib", False, 1.2, "picows"),
     Target("10,000 services <= 1 GiB RSS", "services", "", "rss_mib", False, 1024),
     Target(
         "idle CPU of 1 connected service <= 0.1% (20 s heartbeat)",
