@@ -163,7 +163,12 @@ class Router:
         self._plugins = plugins if plugins else None
         self._interceptor = interceptor if interceptor is not None else _NO_INTERCEPTOR
         self._interceptor.watch(self.direct.clear)
-        if message_handler is not None:
+        # The default handle_message does nothing: a class handler that only watches the
+        # link (on_connection_lost...) costs its messages nothing, not a coroutine each.
+        if (
+            message_handler is not None
+            and type(message_handler).handle_message is not MessageHandler.handle_message
+        ):
             handle = message_handler.handle_message
             self._message_handler = (handle, is_async(handle))
         self._heartbeat = heartbeat
