@@ -67,8 +67,8 @@ def built(
 ) -> tuple[bgws.Service, bgws.NotificationHandler, list[bgws.Plugin]]:
     """A test service, its notifier and its rule plugins, as Service.__init__ wired them."""
     service = make_service(url, notification_handler=handler, **overrides)
-    plugins = [p for p in service._plugin_list if isinstance(p, NotificationRules)]
-    return service, service._notifier, plugins  # type: ignore[return-value]
+    plugins = [p for p in service._hooks.plugins if isinstance(p, NotificationRules)]
+    return service, service._hooks.notifier, plugins  # type: ignore[return-value]
 
 
 # -- templates --------------------------------------------------------------------------------

@@ -569,14 +569,6 @@ class Service:
 
     # -- hooks and storage ------------------------------------------------------------------
 
-    @property
-    def _notifier(self) -> NotificationHandler | None:
-        return self._hooks.notifier  # as Service.__init__ wired it (the tests look)
-
-    @property
-    def _plugin_list(self) -> list[Plugin]:
-        return self._hooks.plugins
-
     async def _store(self, logical_key: str, value: str) -> None:
         key = self.config.storage_keys.get(logical_key, logical_key)
         storage = self._storage

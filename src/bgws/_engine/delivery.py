@@ -411,10 +411,6 @@ class Delivery:
 
     # -- subscriptions ----------------------------------------------------------------------
 
-    def subscription_key(self, message: Mapping[str, Any] | str | bytes) -> str:
-        """The default key of a subscription (see :meth:`Subscriptions.key`)."""
-        return self.subscriptions_kept.key(message)
-
     async def subscribe(self, message: Mapping[str, Any] | str | bytes, key: str | None) -> str:
         """Keep ``message`` and send it now (if connected) and after every reconnect."""
         return await self.subscriptions_kept.add(message, key)
