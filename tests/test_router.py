@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import bgws
 from bgws._engine.router import Router
@@ -131,8 +132,9 @@ def test_direct_table_only_while_nothing_but_handlers_is_in_play() -> None:
     assert "a" in router.direct
 
 
-def test_async_handlers_never_in_the_direct_table() -> None:
-    """A type with an async handler is routed through the inbox's task, never directly."""
+def test_async_handlers_go_to_the_inline_table_not_the_plain_one() -> None:
+    """A type with an async handler is routed by one lookup in the inline table (its
+    coroutine is driven by hand), never by the plain one."""
     router, _ = new_router()
 
     async def slow(message: bgws.Message) -> None:
@@ -144,6 +146,67 @@ def test_async_handlers_never_in_the_direct_table() -> None:
     assert found is not None
     assert found[1] is False
     assert router.direct == {}
+    assert router.direct_async["a"](message("a")) is None  # finished without suspending
+    router.add_tap(lambda m: None)
+    assert router.direct_async == {}
+
+
+async def test_inline_handlers_after_a_suspended_one_wait_for_it() -> None:
+    """Handlers run inline in order; once one suspends, the handlers after it (the class
+    handler here) run only when the task finishes it; a failure before suspending is
+    noted, one after is reported at once."""
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def first(m: bgws.Message) -> None:
+        seen.append("first")
+        raise ValueError("before")
+
+    async def second(m: bgws.Message) -> None:
+        seen.append("second")
+        await gate.wait()
+        seen.append("second done")
+        raise KeyError("after")
+
+    class Everything(bgws.MessageHandler):
+        def handle_message(self, message: bgws.Message) -> None:  # type: ignore[override]
+            seen.append("class")
+
+    router, reports = new_router()
+    router.add_route("a", first)
+    router.add_route("a", second)
+    router.configure(plugins=PluginChain(()), message_handler=Everything(), heartbeat=None)
+    router.route(message("a"))
+    suspended = router.direct_async["a"](message("a"))
+    assert suspended is not None
+    assert seen == ["first", "second"]
+    assert [type(e.__cause__) for e in router.unreported] == [ValueError]
+    asyncio.get_running_loop().call_soon(gate.set)
+    await asyncio.wait_for(_finish(suspended), timeout=5)
+    assert seen == ["first", "second", "second done", "class"]
+    assert [type(e.__cause__) for e in reports.errors] == [KeyError]
+
+
+async def _finish(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+def test_the_default_class_handler_costs_messages_nothing() -> None:
+    """A MessageHandler that does not override handle_message is left out of routing: a
+    plain handler's type stays in the plain table, with the handler itself as its runner."""
+
+    class Watcher(bgws.MessageHandler):
+        def on_connection_lost(self) -> None:
+            return None
+
+    def handle(m: bgws.Message) -> None:
+        return None
+
+    router, _ = new_router()
+    router.add_route("a", handle)
+    router.configure(plugins=PluginChain(()), message_handler=Watcher(), heartbeat=None)
+    router.route(message("a"))
+    assert router.direct["a"] is handle
 
 
 async def test_plain_failures_are_noted_in_order_and_the_next_handler_runs() -> None:

@@ -3,12 +3,13 @@
 While nothing waits in the inbox, the transport's read callback decodes each frame and routes
 the message at once (:meth:`Inbox.route_now`): plain handlers run right there, with no queue
 and no task switch; with nothing but type handlers in play, routing is one dict lookup
-(:attr:`Router.direct <bgws._engine.router.Router.direct>`). A message whose handlers are
-async is held, and so is every message after it (:meth:`Inbox.enqueue`), until the inbox's
-task has awaited them in order. Which of the two takes a frame is one strategy, swapped
-when the inbox starts or stops holding messages (and fixed to ``enqueue`` when priority
-types need messages to pile up): the reader calls whichever is current, with no flag to
-test per frame.
+(:attr:`Router.direct <bgws._engine.router.Router.direct>`). Async handlers run there too,
+their coroutines driven by hand: one that finishes without suspending costs no task and no
+queue. One that really suspends is held, and so is every message after it
+(:meth:`Inbox.enqueue`), until the inbox's task has finished it and awaited the rest in order.
+Which of the two takes a frame is one strategy, swapped when the inbox starts or stops holding
+messages (and fixed to ``enqueue`` when priority types need messages to pile up): the reader
+calls whichever is current, with no flag to test per frame.
 
 What the inbox holds, queued or being dispatched, is bounded in messages and bytes
 (:class:`InboxLoad` pauses the reader): memory stays bounded. No task or future is made per
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..errors import DecodeError
 from ..message import Codec, Message
-from .router import Router, name_of
+from .router import Router, Suspended, name_of
 
 __all__ = ["Inbox", "InboxLoad", "Receive"]
 
@@ -150,6 +151,7 @@ class Inbox:
     __slots__ = (
         "_decode",
         "_direct",
+        "_direct_async",
         "_idle",
         "_items",
         "_queued_stamp",
@@ -175,9 +177,10 @@ class Inbox:
         self._decode = codec.decode
         self._router = router
         self._direct = router.direct
+        self._direct_async = router.direct_async
         self.load = InboxLoad(size, max_bytes)
-        # Queued: a float (the read stamp of later items), a text frame's payload (bytes), or
-        # (message, steps, size): a binary frame (steps None) or one routed by the reader.
+        # Queued: a float (the read stamp of later items), a text frame's payload (bytes),
+        # (message, None, size): a binary frame, or a Suspended handler started by the reader.
         self._items: list[Any] = []
         self._stamp: float | None = None
         self._queued_stamp: float | None = None
@@ -226,11 +229,11 @@ class Inbox:
     def route_now(self, payload: bytes, binary: bool, last: bool) -> None:
         """Decode and route one frame in the read callback (nothing is held).
 
-        Plain handlers run at once: no task switch and no queue, for a lone reply as for
-        every frame of a burst (a read is bounded by the read buffer, so a burst yields to
-        the loop between reads). A message whose handlers are async is held, and from then
-        on every frame is (:meth:`enqueue`) until the inbox's task has caught up: order is
-        kept.
+        Handlers run at once: no task switch and no queue, for a lone reply as for every
+        frame of a burst (a read is bounded by the read buffer, so a burst yields to the loop
+        between reads). An async handler runs until it finishes or really suspends; if it
+        suspends, the rest of it (and of the message's handlers) is held, and from then on
+        every frame is (:meth:`enqueue`) until the inbox's task has caught up: order is kept.
         """
         # The read stamp: _stamp_of's steps, written out because this is the hot path and
         # the call measured 2-3% of receive CPU (1.28 -> 1.31 us a message); the decode call
@@ -256,17 +259,23 @@ class Inbox:
             except Exception as exc:  # a lone handler (a composed runner never raises)
                 self._router.note_failure(exc, name_of(run), message)
             return
-        router = self._router
-        found = router.route(message)
-        if found is None:
-            return
-        steps, all_sync = found
-        if all_sync:
-            router.run_plain(steps, message)
-            return
-        size = len(payload)  # an async handler: the inbox's task awaits it, in order
-        self._items.append((message, steps, size))
-        self._take(size)
+        run_async = self._direct_async.get(message.type)
+        if run_async is not None:
+            suspended = run_async(message)
+        else:
+            router = self._router
+            found = router.route(message)
+            if found is None:
+                return
+            steps, all_sync = found
+            if all_sync:
+                router.run_plain(steps, message)
+                return
+            suspended = router.run_inline(steps, message)
+        if suspended is not None:  # the inbox's task finishes it; later messages wait behind
+            size = suspended.size = len(payload)
+            self._items.append(suspended)
+            self._take(size)
 
     def enqueue(self, payload: bytes, binary: bool, last: bool) -> None:
         """Hold one frame for the inbox's task (messages are held, or priority types apply).
@@ -335,7 +344,17 @@ class Inbox:
     # -- the inbox's task -------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Dispatch forever (the service cancels it at stop)."""
+        """Dispatch forever (the service cancels it at stop).
+
+        At the cancel, the handlers that suspended in the read callback and are still
+        queued are closed (``GeneratorExit`` in them), as a task's coroutine would be.
+        """
+        try:
+            await self._run()
+        finally:
+            _close_suspended(self._items, 0)
+
+    async def _run(self) -> None:
         ready = self._ready
         router = self._router
         while True:
@@ -361,10 +380,21 @@ class Inbox:
         router = self._router
         done = self._done
         stamp = 0.0
-        for item in batch:
+        for index, item in enumerate(batch):
             kind = type(item)
             if kind is float:
                 stamp = item
+                continue
+            if kind is Suspended:  # started in the read callback: finish it, in order
+                try:
+                    await item
+                except BaseException:
+                    _close_suspended(batch, index + 1)
+                    raise
+                finally:
+                    done(item.size)
+                if router.unreported:
+                    await router.report_unreported()
                 continue
             try:
                 if kind is tuple:
@@ -392,6 +422,9 @@ class Inbox:
                     await router.run(steps, message)
                 if router.unreported:
                     await router.report_unreported()
+            except BaseException:
+                _close_suspended(batch, index + 1)
+                raise
             finally:
                 done(size)
 
@@ -425,6 +458,13 @@ class Inbox:
                 await self._router.dispatch(message)
             finally:
                 self._done(size)
+
+
+def _close_suspended(items: list[Any], start: int) -> None:
+    """Close the suspended handlers in ``items[start:]``: they will never be finished."""
+    for item in items[start:]:
+        if type(item) is Suspended:
+            item.close()
 
 
 def _ignore(receive: Receive) -> None:

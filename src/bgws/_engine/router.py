@@ -17,9 +17,10 @@ asks it where a message goes and runs the answer now or later.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Protocol
 
 from ..errors import BgwsError, HandlerError
@@ -27,7 +28,7 @@ from ..handlers import Handler, HeartbeatHandler, MessageHandler
 from ..message import Message
 from ..plugins import PluginChain
 
-__all__ = ["Interceptor", "Route", "Router", "is_async"]
+__all__ = ["Interceptor", "Route", "Router", "Suspended", "is_async"]
 
 
 class Interceptor(Protocol):
@@ -82,10 +83,13 @@ class Router:
 
     Attributes:
         direct: message type -> one plain callable running all of the type's handlers, for
-            the types that need nothing but handlers, and only while nothing else (heartbeat
-            handler, taps, plugins, an intercepting interceptor) is in play: routing such a
-            message is one dict lookup. Filled as types are seen, emptied (in place: the
-            inbox holds it) whenever that stops being true.
+            the types that need nothing but plain handlers, and only while nothing else
+            (heartbeat handler, taps, plugins, an intercepting interceptor) is in play:
+            routing such a message is one dict lookup. Filled as types are seen, emptied (in
+            place: the inbox holds it) whenever that stops being true.
+        direct_async: the same for the types with an async handler: the callable runs the
+            handlers inline (:meth:`run_inline`) and returns ``None``, or the
+            :class:`Suspended` rest when one really suspends.
         unreported: errors noted in plain code, waiting for the inbox's task to report them.
         handler_errors: how many handlers, plugins and taps raised.
     """
@@ -103,6 +107,7 @@ class Router:
         "_taps",
         "_wake",
         "direct",
+        "direct_async",
         "handler_errors",
         "unreported",
     )
@@ -115,6 +120,7 @@ class Router:
         # Message type -> (its handlers, whether all are plain); built once per type.
         self._plans: dict[str | None, tuple[Route, bool]] = {}
         self.direct: dict[str | None, Callable[[Message], None]] = {}
+        self.direct_async: dict[str | None, Callable[[Message], Suspended | None]] = {}
         # None rather than an empty chain: the chain's __bool__ is a Python call per message.
         self._plugins: PluginChain | None = None
         self._message_handler: tuple[Handler, bool] | None = None
@@ -162,7 +168,7 @@ class Router:
         """
         self._plugins = plugins if plugins else None
         self._interceptor = interceptor if interceptor is not None else _NO_INTERCEPTOR
-        self._interceptor.watch(self.direct.clear)
+        self._interceptor.watch(self._clear_direct)
         # The default handle_message does nothing: a class handler that only watches the
         # link (on_connection_lost...) costs its messages nothing, not a coroutine each.
         if (
@@ -181,7 +187,7 @@ class Router:
             A function that removes the tap.
         """
         self._taps.append(tap)
-        self.direct.clear()
+        self._clear_direct()
 
         def remove() -> None:
             if tap in self._taps:
@@ -203,7 +209,11 @@ class Router:
 
     def _replan(self) -> None:
         self._plans.clear()
+        self._clear_direct()
+
+    def _clear_direct(self) -> None:
         self.direct.clear()
+        self.direct_async.clear()
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -239,13 +249,15 @@ class Router:
         if plan is None:
             plan = self._plans[msg_type] = self._plan(msg_type)
         if (
-            plan[1]
-            and not interceptor.intercepts  # first: it is what stops a resuming service here
+            not interceptor.intercepts  # first: it is what stops a resuming service here
             and heartbeat is None
             and plugins is None
             and not taps
         ):
-            self.direct[msg_type] = _runner(plan[0], self.run_plain)
+            if plan[1]:
+                self.direct[msg_type] = _runner(plan[0], self.run_plain)
+            else:
+                self.direct_async[msg_type] = _inline_runner(plan[0], self)
         return plan
 
     def _plan(self, msg_type: str | None) -> tuple[Route, bool]:
@@ -272,6 +284,29 @@ class Router:
                 func(message)
             except Exception as exc:
                 self.note_failure(exc, name_of(func), message)
+
+    def run_inline(self, steps: Route, message: Message) -> Suspended | None:
+        """Run handlers in order now, driving async ones by hand until one really suspends.
+
+        An ``async`` handler that finishes without suspending costs no task and no queue.
+        Failures are noted, as for plain handlers (:meth:`note_failure`).
+
+        Returns:
+            ``None`` when every handler is done, else the :class:`Suspended` handler with the
+            handlers after it: awaiting it (in a task) finishes them, in order.
+        """
+        for index, (func, awaitable) in enumerate(steps):
+            try:
+                result = func(message)
+                if awaitable:
+                    try:
+                        yielded = result.send(None)  # type: ignore[union-attr]
+                    except StopIteration:
+                        continue
+                    return Suspended(self, func, result, yielded, steps[index + 1 :], message)  # type: ignore[arg-type]
+            except Exception as exc:
+                self.note_failure(exc, name_of(func), message)
+        return None
 
     async def run(self, steps: Route, message: Message) -> None:
         """Run handlers in order, awaiting the async ones; a failure is reported at once."""
@@ -324,6 +359,110 @@ def _runner(steps: Route, run_plain: Callable[[Route, Message], None]) -> Callab
     if len(steps) == 1:
         return steps[0][0]  # type: ignore[return-value]
     return functools.partial(run_plain, steps)
+
+
+def _inline_runner(steps: Route, router: Router) -> Callable[[Message], Suspended | None]:
+    """One callable running a type's handlers inline: lean for one async handler."""
+    if len(steps) != 1:
+        return functools.partial(router.run_inline, steps)
+    func = steps[0][0]
+    name = name_of(func)
+    note_failure = router.note_failure
+
+    def run_one(message: Message) -> Suspended | None:
+        try:
+            coro = func(message)
+            yielded = coro.send(None)  # type: ignore[union-attr]
+        except StopIteration:
+            return None
+        except Exception as exc:
+            note_failure(exc, name, message)
+            return None
+        return Suspended(router, func, coro, yielded, (), message)  # type: ignore[arg-type]
+
+    return run_one
+
+
+class Suspended:
+    """An async handler that suspended when run inline, with the handlers after it.
+
+    Awaiting it (in the inbox's task) finishes the handler: what its coroutine yielded in
+    the read callback (a future to wait for, or ``None``: a bare yield) is yielded again to
+    the task, and what the task sends or throws in is passed on, exactly as if the task had
+    started the coroutine. The rest of the coroutine runs in a copy of the context it
+    suspended in, so context variables it set before suspending are still set. Then the
+    handlers after it run, as on the queued route. A failure is reported at once as a
+    :class:`bgws.HandlerError`.
+
+    Args:
+        router: reports failures and runs the handlers after it.
+        func: the handler (names it in a :class:`bgws.HandlerError`).
+        coro: its coroutine, suspended.
+        yielded: what the coroutine yielded.
+        rest: the handlers still to run for ``message``.
+        message: the message being handled.
+
+    Attributes:
+        size: the message's payload bytes (set by the inbox that holds it).
+    """
+
+    __slots__ = ("_context", "_coro", "_func", "_rest", "_router", "_yielded", "message", "size")
+
+    def __init__(
+        self,
+        router: Router,
+        func: Handler,
+        coro: Coroutine[Any, Any, Any],
+        yielded: Any,
+        rest: Route,
+        message: Message,
+    ) -> None:
+        self._router = router
+        self._func = func
+        self._coro = coro
+        self._yielded = yielded
+        self._rest = rest
+        self._context = contextvars.copy_context()
+        self.message = message
+        self.size = 0
+
+    def close(self) -> None:
+        """Never to be awaited (the service stops): close the handler's coroutine."""
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        router = self._router
+        try:
+            yield from self._finish()
+        except Exception as exc:
+            router.handler_errors += 1
+            error = HandlerError(name_of(self._func), self.message)
+            error.__cause__ = exc
+            yield from router.report(error).__await__()
+        if self._rest:
+            yield from router.run(self._rest, self.message).__await__()
+
+    def _finish(self) -> Generator[Any, Any, None]:
+        """Yield what the coroutine yields, and pass in what is sent or thrown, to its end."""
+        coro = self._coro
+        run = self._context.run
+        yielded = self._yielded
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # thrown in by the task (cancellation, above all)
+                try:
+                    yielded = run(coro.throw, exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                yielded = run(coro.send, sent)
+            except StopIteration:
+                return
 
 
 def name_of(func: Callable[..., Any]) -> str:
