@@ -357,10 +357,12 @@ async def test_suspending_async_handlers_keep_one_order_and_report_failures(
     assert stats.received == stats.dispatched == 13
 
 
+@pytest.mark.parametrize("waits_on", ["event", "sleep0"])
 async def test_a_suspended_handler_is_cancelled_at_stop(
-    bgws_server: Server, make_service: ServiceFactory, transport: Transport
+    bgws_server: Server, make_service: ServiceFactory, transport: Transport, waits_on: str
 ) -> None:
-    """Stopping while an async handler is suspended cancels it; the service stops cleanly."""
+    """Stopping while an async handler is suspended (on a future, or in a sleep(0) loop, so
+    the cancel is thrown in) cancels it; the service stops cleanly."""
     service = make_service(bgws_server.url, transport=transport, close_timeout=0.05)
     started = asyncio.Event()
     seen: list[str] = []
@@ -368,7 +370,10 @@ async def test_a_suspended_handler_is_cancelled_at_stop(
     async def stuck(message: bgws.Message) -> None:
         started.set()
         try:
-            await asyncio.Event().wait()
+            if waits_on == "event":
+                await asyncio.Event().wait()
+            for _ in range(1_000_000):  # bounded; the stop cancels it within close_timeout
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             seen.append("cancelled")
             raise
@@ -416,3 +421,45 @@ async def test_a_handler_suspended_in_the_read_callback_is_closed_if_never_finis
     await asyncio.gather(task, return_exceptions=True)
     assert seen == ["started", "closed"]
     assert reports == []
+
+
+async def test_async_handler_failures_inline_and_after_suspending_are_reported_in_order() -> None:
+    """A lone async handler that raises in the read callback (before suspending) or in the
+    task (after) is reported as a HandlerError each time, in the order of its messages."""
+    reports: list[BgwsError] = []
+
+    async def report(error: BgwsError) -> None:
+        reports.append(error)
+
+    raised_in: list[bool] = []  # whether each raised in the inbox's task
+
+    async def flaky(message: bgws.Message) -> None:
+        if message.data["n"] % 2:
+            await asyncio.sleep(0)
+        raised_in.append(asyncio.current_task() is task)
+        raise ValueError(message.data["n"])
+
+    router = Router(report)
+    router.add_route("t", flaky)
+    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=None)
+    inbox = Inbox(Codec(), router, 100)
+    task = asyncio.create_task(inbox.run())
+    loop = asyncio.get_running_loop()
+    fed = asyncio.Event()
+
+    def feed() -> None:  # as a transport's read callback does, outside any task
+        for n in (0, 2, 1, 4):
+            inbox.receive(b'{"type":"t","n":%d}' % n, False, n == 4)
+        fed.set()
+
+    try:
+        loop.call_soon(feed)
+        await asyncio.wait_for(fed.wait(), timeout=5)
+        await asyncio.wait_for(inbox.wait_idle(), timeout=5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert all(isinstance(e, bgws.HandlerError) for e in reports)
+    assert [e.__cause__.args for e in reports] == [(0,), (2,), (1,), (4,)]  # type: ignore[union-attr]
+    assert router.handler_errors == 4
+    assert raised_in == [False, False, True, True]

@@ -132,21 +132,23 @@ def test_direct_table_only_while_nothing_but_handlers_is_in_play() -> None:
     assert "a" in router.direct
 
 
-def test_async_handlers_go_to_the_inline_table_not_the_plain_one() -> None:
-    """A type with an async handler is routed by one lookup in the inline table (its
-    coroutine is driven by hand), never by the plain one."""
+def test_a_lone_async_handler_goes_to_the_async_table_not_the_plain_one() -> None:
+    """A type whose only handler is async is found by one lookup in the async table (the
+    inbox drives its coroutine), never in the plain one; with more handlers, in neither."""
     router, _ = new_router()
 
     async def slow(message: bgws.Message) -> None:
         return None
 
-    router.add_route("a", lambda m: None)
     router.add_route("a", slow)
-    found = router.route(message("a"))
-    assert found is not None
-    assert found[1] is False
+    router.add_route("b", lambda m: None)
+    router.add_route("b", slow)
+    for msg_type in ("a", "b"):
+        found = router.route(message(msg_type))
+        assert found is not None
+        assert found[1] is False
     assert router.direct == {}
-    assert router.direct_async["a"](message("a")) is None  # finished without suspending
+    assert router.direct_async == {"a": slow}
     router.add_tap(lambda m: None)
     assert router.direct_async == {}
 
@@ -176,8 +178,9 @@ async def test_inline_handlers_after_a_suspended_one_wait_for_it() -> None:
     router.add_route("a", first)
     router.add_route("a", second)
     router.configure(plugins=PluginChain(()), message_handler=Everything(), heartbeat=None)
-    router.route(message("a"))
-    suspended = router.direct_async["a"](message("a"))
+    found = router.route(message("a"))
+    assert found is not None
+    suspended = router.run_inline(found[0], message("a"))
     assert suspended is not None
     assert seen == ["first", "second"]
     assert [type(e.__cause__) for e in router.unreported] == [ValueError]

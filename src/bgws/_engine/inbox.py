@@ -259,9 +259,19 @@ class Inbox:
             except Exception as exc:  # a lone handler (a composed runner never raises)
                 self._router.note_failure(exc, name_of(run), message)
             return
-        run_async = self._direct_async.get(message.type)
-        if run_async is not None:
-            suspended = run_async(message)
+        handler = self._direct_async.get(message.type)
+        if handler is not None:  # a lone async handler: drive its coroutine here
+            try:
+                coro = handler(message)
+                yielded = coro.send(None)
+            except StopIteration:  # finished without suspending
+                return
+            except Exception as exc:
+                self._router.note_failure(exc, name_of(handler), message)
+                return
+            suspended: Suspended | None = Suspended(
+                self._router, handler, coro, yielded, (), message
+            )
         else:
             router = self._router
             found = router.route(message)

@@ -87,9 +87,9 @@ class Router:
             (heartbeat handler, taps, plugins, an intercepting interceptor) is in play:
             routing such a message is one dict lookup. Filled as types are seen, emptied (in
             place: the inbox holds it) whenever that stops being true.
-        direct_async: the same for the types with an async handler: the callable runs the
-            handlers inline (:meth:`run_inline`) and returns ``None``, or the
-            :class:`Suspended` rest when one really suspends.
+        direct_async: message type -> its one async handler, for the types whose only
+            handler is async, on the same terms: the inbox drives the handler's coroutine
+            itself (as :meth:`run_inline` does), with no call in between.
         unreported: errors noted in plain code, waiting for the inbox's task to report them.
         handler_errors: how many handlers, plugins and taps raised.
     """
@@ -120,7 +120,7 @@ class Router:
         # Message type -> (its handlers, whether all are plain); built once per type.
         self._plans: dict[str | None, tuple[Route, bool]] = {}
         self.direct: dict[str | None, Callable[[Message], None]] = {}
-        self.direct_async: dict[str | None, Callable[[Message], Suspended | None]] = {}
+        self.direct_async: dict[str | None, Callable[[Message], Any]] = {}
         # None rather than an empty chain: the chain's __bool__ is a Python call per message.
         self._plugins: PluginChain | None = None
         self._message_handler: tuple[Handler, bool] | None = None
@@ -254,10 +254,11 @@ class Router:
             and plugins is None
             and not taps
         ):
-            if plan[1]:
-                self.direct[msg_type] = _runner(plan[0], self.run_plain)
-            else:
-                self.direct_async[msg_type] = _inline_runner(plan[0], self)
+            steps, all_sync = plan
+            if all_sync:
+                self.direct[msg_type] = _runner(steps, self.run_plain)
+            elif len(steps) == 1:
+                self.direct_async[msg_type] = steps[0][0]
         return plan
 
     def _plan(self, msg_type: str | None) -> tuple[Route, bool]:
@@ -359,28 +360,6 @@ def _runner(steps: Route, run_plain: Callable[[Route, Message], None]) -> Callab
     if len(steps) == 1:
         return steps[0][0]  # type: ignore[return-value]
     return functools.partial(run_plain, steps)
-
-
-def _inline_runner(steps: Route, router: Router) -> Callable[[Message], Suspended | None]:
-    """One callable running a type's handlers inline: lean for one async handler."""
-    if len(steps) != 1:
-        return functools.partial(router.run_inline, steps)
-    func = steps[0][0]
-    name = name_of(func)
-    note_failure = router.note_failure
-
-    def run_one(message: Message) -> Suspended | None:
-        try:
-            coro = func(message)
-            yielded = coro.send(None)  # type: ignore[union-attr]
-        except StopIteration:
-            return None
-        except Exception as exc:
-            note_failure(exc, name, message)
-            return None
-        return Suspended(router, func, coro, yielded, (), message)  # type: ignore[arg-type]
-
-    return run_one
 
 
 class Suspended:
