@@ -253,21 +253,3 @@ async def test_async_handler_failure_is_reported_at_once() -> None:
     assert reports.wakes == 0
     assert len(reports.errors) == 1
     assert isinstance(reports.errors[0].__cause__, RuntimeError)
-
-
-def test_the_default_class_handler_costs_messages_nothing() -> None:
-    """A MessageHandler that does not override handle_message is left out of routing: a
-    plain handler's type stays in the plain table, with the handler itself as its runner."""
-
-    class Watcher(bgws.MessageHandler):
-        def on_connection_lost(self) -> None:
-            return None
-
-    def handle(m: bgws.Message) -> None:
-        return None
-
-    router, _ = new_router()
-    router.add_route("a", handle)
-    router.configure(plugins=PluginChain(()), message_handler=Watcher(), heartbeat=None)
-    router.route(message("a"))
-    assert router.direct["a"] is handle

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from asyncio import current_task
+from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Callable
 from typing import Any
 
@@ -153,6 +154,8 @@ class Inbox:
         "_decode",
         "_direct",
         "_direct_async",
+        "_driver",
+        "_handoff",
         "_idle",
         "_inline",
         "_items",
@@ -195,6 +198,10 @@ class Inbox:
         # Whether async handlers run in the read callback: found at a link's first async
         # handler (None until then), as asyncio.current_task() costs 0.25 us a call.
         self._inline: bool | None = None
+        # The loop and the inbox's task while run() runs: an inline handler runs as that task.
+        self._driver: tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]] | None = None
+        # A handler that suspended in the read callback, until the inbox's task takes it.
+        self._handoff: Suspended | None = None
         # Reordering by priority needs messages to pile up: then every frame is queued.
         self.receive: Receive = self.enqueue if self._ranks else self.route_now
         self.received = 0
@@ -241,10 +248,12 @@ class Inbox:
         suspends, the rest of it (and of the message's handlers) is held, and from then on
         every frame is (:meth:`enqueue`) until the inbox's task has caught up: order is kept.
 
-        Async handlers run here only outside any task (picows' read callback), so that inside
-        them ``asyncio.current_task()`` is ``None``, never a task that ``asyncio.timeout``
-        would cancel by mistake. Called from a task (the websockets transport's reader),
-        their message is held for the inbox's task, as a suspended one is.
+        Async handlers run here only outside any task (picows' read callback), and they run
+        as the inbox's task: ``asyncio.current_task()`` in them is that task, the one that
+        finishes them if they suspend, so ``asyncio.timeout`` and
+        ``send(..., wait_for_ack=True)`` work in them as in a queued handler. Called from a
+        task (the websockets transport's reader), their message is held for the inbox's task,
+        as a suspended one is.
         """
         # The read stamp: _stamp_of's steps, written out because this is the hot path and
         # the call measured 2-3% of receive CPU (1.28 -> 1.31 us a message); the decode call
@@ -273,8 +282,10 @@ class Inbox:
         handler = self._direct_async.get(message.type)
         inline = self._inline
         if inline is None:
-            inline = self._inline = current_task() is None
+            inline = self._inline = self._driver is not None and current_task() is None
         if handler is not None and inline:  # a lone async handler: drive its coroutine here
+            loop, task = self._driver  # type: ignore[misc]
+            _enter_task(loop, task)
             try:
                 coro = handler(message)
                 yielded = coro.send(None)
@@ -283,6 +294,8 @@ class Inbox:
             except Exception as exc:
                 self._router.note_failure(exc, name_of(handler), message)
                 return
+            finally:
+                _leave_task(loop, task)
             suspended: Suspended | None = Suspended(
                 self._router, handler, coro, yielded, (), message
             )
@@ -300,9 +313,15 @@ class Inbox:
                 self._items.append((message, steps, size))
                 self._take(size)
                 return
-            suspended = router.run_inline(steps, message)
+            loop, task = self._driver  # type: ignore[misc]
+            _enter_task(loop, task)
+            try:
+                suspended = router.run_inline(steps, message)
+            finally:
+                _leave_task(loop, task)
         if suspended is not None:  # the inbox's task finishes it; later messages wait behind
             size = suspended.size = len(payload)
+            self._handoff = suspended
             self._items.append(suspended)
             self._take(size)
 
@@ -310,16 +329,34 @@ class Inbox:
         """Hold one frame for the inbox's task (messages are held, or priority types apply).
 
         Reading pauses when the inbox holds ``size`` messages or ``max_bytes`` payload bytes.
+        While acks or replies are awaited, an ack or a reply is taken at once, not held: a
+        handler awaiting one must not wait behind itself.
         """
         stamp = self._stamp_of(last)
         self.received += 1
+        router = self._router
+        if router.takes_early():
+            try:
+                message = self._decode(payload, binary, stamp)
+            except DecodeError:
+                pass  # held as it came: the dispatcher reports it, in order
+            else:
+                if router.take_early(message):
+                    return
+                self._hold(stamp, (message, None, len(payload)), len(payload))
+                return
+        # A binary frame has nothing to decode: the same Message as on the route now.
+        size = len(payload)
+        self._hold(
+            stamp, (self._decode(payload, True, stamp), None, size) if binary else payload, size
+        )
+
+    def _hold(self, stamp: float, item: Any, size: int) -> None:
         items = self._items
         if stamp != self._queued_stamp:
             self._queued_stamp = stamp
             items.append(stamp)
-        size = len(payload)
-        # A binary frame has nothing to decode: the same Message as on the route now.
-        items.append((self._decode(payload, True, stamp), None, size) if binary else payload)
+        items.append(item)
         self._take(size)
 
     def _stamp_of(self, last: bool) -> float:
@@ -378,23 +415,47 @@ class Inbox:
         At the cancel, the handlers that suspended in the read callback and are still
         queued are closed (``GeneratorExit`` in them), as a task's coroutine would be.
         """
+        task = current_task()
+        assert task is not None  # a coroutine function's body runs in a task
+        self._driver = (asyncio.get_running_loop(), task)
         try:
             await self._run()
         finally:
+            self._driver = None
+            self._inline = None
             _close_suspended(self._items, 0)
+
+    def stop(self) -> None:
+        """The service is about to cancel :meth:`run`: that cancel is for the inbox itself.
+
+        Nothing runs inline from now on, and a cancel is no longer passed on to a handler
+        that suspended in the read callback.
+        """
+        self._driver = None
+        self._inline = None
 
     async def _run(self) -> None:
         ready = self._ready
         router = self._router
         while True:
-            await ready.wait()
-            if router.unreported:
-                await router.report_unreported()
-            batch = self._items
-            self._items = []
-            self._queued_stamp = None
-            ready.clear()
-            await self._dispatch_batch(batch)
+            try:
+                await ready.wait()
+                if router.unreported:
+                    await router.report_unreported()
+                batch = self._items
+                self._items = []
+                self._queued_stamp = None
+                ready.clear()
+                await self._dispatch_batch(batch)
+            except asyncio.CancelledError as exc:
+                # A handler that suspended in the read callback ran as this task: a cancel
+                # meant for it (its asyncio.timeout expired) can land here before this task
+                # took it over. It goes to the handler, as it would had this task started it.
+                handoff = self._handoff
+                if handoff is None or self._driver is None:
+                    raise
+                handoff.cancel(exc)
+                continue
             if not ready.is_set():
                 self._idle.set()
 
@@ -415,6 +476,8 @@ class Inbox:
                 stamp = item
                 continue
             if kind is Suspended:  # started in the read callback: finish it, in order
+                if item is self._handoff:
+                    self._handoff = None
                 try:
                     await item
                 except BaseException:

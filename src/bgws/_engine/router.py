@@ -44,6 +44,18 @@ class Interceptor(Protocol):
         """Call ``changed`` whenever ``intercepts`` changes."""
         ...
 
+    def takes_early(self) -> bool:
+        """Whether :meth:`take_early` may consume anything now."""
+        ...
+
+    def take_early(self, message: Message) -> bool:
+        """Consume ``message`` if it answers something waited for (an ack, a reply).
+
+        Called as a message is read, even while earlier messages are held for the handlers:
+        a handler that awaits an ack or a reply must not wait behind itself.
+        """
+        ...
+
 
 Route = tuple[tuple[Handler, bool], ...]
 """The handlers a message still goes to, each with whether it is async."""
@@ -57,6 +69,12 @@ class _NoInterceptor:
 
     def watch(self, changed: Callable[[], None]) -> None:
         return None
+
+    def takes_early(self) -> bool:
+        return False
+
+    def take_early(self, message: Message) -> bool:
+        return False
 
 
 _NO_INTERCEPTOR = _NoInterceptor()
@@ -278,6 +296,18 @@ class Router:
             except Exception as exc:
                 self.note_failure(exc, f"tap {name_of(tap)}", message)
 
+    def takes_early(self) -> bool:
+        """Whether the interceptor awaits acks or replies (:meth:`take_early`)."""
+        return self._interceptor.takes_early()
+
+    def take_early(self, message: Message) -> bool:
+        """Let the interceptor consume an ack or a reply as it is read; ``True``: consumed."""
+        try:
+            return self._interceptor.take_early(message)
+        except Exception as exc:
+            self.note_failure(exc, "the delivery layer", message)
+            return False
+
     def run_plain(self, steps: Route, message: Message) -> None:
         """Run plain handlers in order; a failure is noted and the next handler runs."""
         for func, _ in steps:
@@ -385,7 +415,17 @@ class Suspended:
         size: the message's payload bytes (set by the inbox that holds it).
     """
 
-    __slots__ = ("_context", "_coro", "_func", "_rest", "_router", "_yielded", "message", "size")
+    __slots__ = (
+        "_context",
+        "_coro",
+        "_func",
+        "_pending",
+        "_rest",
+        "_router",
+        "_yielded",
+        "message",
+        "size",
+    )
 
     def __init__(
         self,
@@ -402,8 +442,21 @@ class Suspended:
         self._yielded = yielded
         self._rest = rest
         self._context = contextvars.copy_context()
+        self._pending: BaseException | None = None
         self.message = message
         self.size = 0
+
+    def cancel(self, exc: BaseException) -> None:
+        """Deliver a cancellation that reached the task before the task took this over.
+
+        As ``Task.cancel`` does: the future the handler waits for is cancelled, so the
+        handler sees the cancellation when the task waits for it; when there is none (a bare
+        yield) or it is already done, the cancellation is thrown in first.
+        """
+        yielded = self._yielded
+        if getattr(yielded, "_asyncio_future_blocking", False) and yielded.cancel():
+            return
+        self._pending = exc
 
     def close(self) -> None:
         """Never to be awaited (the service stops): close the handler's coroutine."""
@@ -426,6 +479,13 @@ class Suspended:
         coro = self._coro
         run = self._context.run
         yielded = self._yielded
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            try:
+                yielded = run(coro.throw, pending)
+            except StopIteration:
+                return
         while True:
             try:
                 sent = yield yielded
