@@ -59,6 +59,12 @@ class Interceptor:
         self.intercepts = intercepts
         self._changed()
 
+    def takes_early(self) -> bool:
+        return False
+
+    def take_early(self, message: bgws.Message) -> bool:
+        return False
+
 
 async def test_plugins_then_type_handlers_then_message_handler_then_catch_alls() -> None:
     """Plugins see a message first, then its type handlers in order, then the
@@ -253,3 +259,91 @@ async def test_async_handler_failure_is_reported_at_once() -> None:
     assert reports.wakes == 0
     assert len(reports.errors) == 1
     assert isinstance(reports.errors[0].__cause__, RuntimeError)
+
+
+# -- plugins, taps and heartbeats cost only the types they watch ------------------------------
+
+
+class Claims(bgws.Plugin):
+    """A plugin for ``types`` that records what it sees and claims type ``claimed``."""
+
+    def __init__(self, name: str, types: tuple[str, ...], seen: list[str]) -> None:
+        self.plugin_name = name
+        self.supported_message_types = types
+        self._seen = seen
+
+    def handle_message(self, message: bgws.Message) -> bool:
+        self._seen.append(f"{self.plugin_name}:{message.type}")
+        if message.type == "boom":
+            raise ValueError("boom")
+        return message.type == "claimed"
+
+
+def test_a_plugin_for_other_types_leaves_a_type_on_the_direct_route() -> None:
+    """A type no plugin, tap or heartbeat watches is routed by one dict lookup to its
+    handler, even when plugins watch other types and a heartbeat replies with another."""
+    seen: list[str] = []
+
+    def handle(m: bgws.Message) -> None:
+        seen.append(f"handler:{m.type}")
+
+    router, _ = new_router()
+    router.add_route("tick", handle)
+    chain = PluginChain((Claims("typing", ("typing",), seen),))
+    router.configure(plugins=chain, message_handler=None, heartbeat=bgws.HeartbeatHandler())
+    router.route(message("tick"))
+    assert router.direct["tick"] is handle
+    assert seen == []
+
+
+def test_watching_plugins_run_in_the_direct_runner_in_order() -> None:
+    """A type that plugins watch gets a direct runner that runs them first: a claim stops
+    the handlers, a failing plugin is noted by name and the next one still runs."""
+    seen: list[str] = []
+
+    def handle(m: bgws.Message) -> None:
+        seen.append(f"handler:{m.type}")
+
+    router, reports = new_router()
+    for msg_type in ("tick", "claimed", "boom"):
+        router.add_route(msg_type, handle)
+    chain = PluginChain((Claims("all", ("*",), seen), Claims("more", ("*",), seen)))
+    router.configure(plugins=chain, message_handler=None, heartbeat=None)
+    for msg_type in ("tick", "claimed", "boom"):
+        router.route(message(msg_type))  # fills the direct table (and runs the plugins once)
+    seen.clear()
+    for msg_type in ("tick", "claimed", "boom"):
+        router.direct[msg_type](message(msg_type))
+    assert seen == [
+        "all:tick",
+        "more:tick",
+        "handler:tick",
+        "all:claimed",
+        "all:boom",
+        "more:boom",
+        "handler:boom",
+    ]
+    assert [e.where for e in router.unreported[-2:]] == ["plugin all", "plugin more"]
+    assert reports.wakes == 4
+
+
+def test_a_custom_heartbeat_test_sees_every_message() -> None:
+    """A heartbeat handler with its own is_heartbeat_reply keeps every type off the direct
+    route, so it sees every message; the default one only watches type "pong"."""
+
+    class Custom(bgws.HeartbeatHandler):
+        def is_heartbeat_reply(self, message: bgws.Message) -> bool:
+            return message.get("pong") is True
+
+    router, _ = new_router()
+    router.add_route("tick", lambda m: None)
+    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=Custom())
+    router.route(message("tick"))
+    assert "tick" not in router.direct
+    router.configure(
+        plugins=PluginChain(()), message_handler=None, heartbeat=bgws.HeartbeatHandler()
+    )
+    router.route(message("tick"))
+    router.route(message("pong"))
+    assert "tick" in router.direct
+    assert "pong" not in router.direct
