@@ -4,6 +4,7 @@ frames go straight to the router or queue behind async handlers, by one swapped 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from typing import Any
 
@@ -19,7 +20,7 @@ from bgws.testing import Server
 from bgws.transport import Transport
 from bgws.transport._websockets import WebsocketsTransport
 
-from .conftest import ServiceFactory
+from .conftest import Errors, ServiceFactory
 
 pytest.importorskip("websockets")
 
@@ -250,3 +251,227 @@ async def test_frames_of_one_read_share_its_time_on_both_routes(route: str) -> N
     first, second = {m.received_at for m in seen[:3]}, seen[3].received_at
     assert len(first) == 1
     assert before <= min(first) <= second <= after
+
+
+# -- async handlers run inline until they really suspend --------------------------------------
+
+TRACE: contextvars.ContextVar[str] = contextvars.ContextVar("TRACE", default="unset")
+
+
+async def test_an_async_handler_that_does_not_suspend_runs_inline(
+    bgws_server: Server, make_service: ServiceFactory, transport: Transport
+) -> None:
+    """An async handler that finishes without awaiting runs in picows' read callback, in
+    order with plain handlers, as the dispatcher task, and nothing is ever held; with
+    websockets (frames come from its reader task) the dispatcher task awaits it, in order."""
+    service = make_service(bgws_server.url, transport=transport)
+    order: list[int] = []
+    tasks: set[asyncio.Task[Any] | None] = set()
+    done = asyncio.Event()
+
+    async def quick(message: bgws.Message) -> None:
+        order.append(message.data["n"])
+        tasks.add(asyncio.current_task())
+
+    def plain(message: bgws.Message) -> None:
+        order.append(message.data["n"])
+        if message.data["n"] == 99:
+            done.set()
+
+    service.on("quick")(quick)
+    service.on("plain")(plain)
+    async with service:
+        await service.wait_for(bgws.State.CONNECTED, timeout=5)
+        for n in range(100):
+            bgws_server.push({"type": "quick" if n % 3 else "plain", "n": n})
+        await asyncio.wait_for(done.wait(), timeout=5)
+        dispatcher = service._dispatch_task
+        stats = service.stats
+    assert order == list(range(100))
+    if isinstance(transport, WebsocketsTransport):
+        assert tasks == {dispatcher}
+        assert service._inbox.load.peak > 0
+    else:
+        assert tasks == {dispatcher}
+        assert service._inbox.load.peak == 0  # no message was ever queued
+    assert stats.received == stats.dispatched == 100
+
+
+async def test_suspending_async_handlers_keep_one_order_and_report_failures(
+    bgws_server: Server, make_service: ServiceFactory, transport: Transport, errors: Errors
+) -> None:
+    """Handlers that await a future, sleep(0) or an Event, or raise before or after
+    suspending: each starts in the read callback, is finished by the dispatcher task (its
+    context variables kept), every later message waits behind it, and failures are reported
+    (with websockets, whose reader is a task, the dispatcher task runs them all)."""
+    service = make_service(bgws_server.url, transport=transport)
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+    where: list[tuple[str, bool, bool]] = []  # (kind, started inline, finished held)
+    done = asyncio.Event()
+
+    async def varied(message: bgws.Message) -> None:
+        kind = message.data["kind"]
+        assert asyncio.current_task() is service._dispatch_task
+        started = service._inbox.load.count == 0  # nothing held: run in the read callback
+        TRACE.set(kind)
+        if kind == "raise_before":
+            raise ValueError("before")
+        if kind == "future":
+            future: asyncio.Future[int] = loop.create_future()
+            loop.call_soon(future.set_result, 1)
+            assert await future == 1
+        elif kind == "sleep":
+            await asyncio.sleep(0)
+        elif kind == "event":
+            event = asyncio.Event()
+            loop.call_soon(event.set)
+            await event.wait()
+        elif kind == "raise_after":
+            await asyncio.sleep(0)
+            raise ValueError("after")
+        assert TRACE.get() == kind
+        assert asyncio.current_task() is service._dispatch_task
+        where.append((kind, started, service._inbox.load.count > 0))
+        order.append(kind)
+
+    def plain(message: bgws.Message) -> None:
+        order.append(f"plain {message.data['n']}")
+        if message.data["n"] == 6:
+            done.set()
+
+    service.on("varied")(varied)
+    service.on("plain")(plain)
+    kinds = ["inline", "future", "sleep", "event", "raise_before", "raise_after"]
+    async with service:
+        await service.wait_for(bgws.State.CONNECTED, timeout=5)
+        for n, kind in enumerate(kinds):
+            bgws_server.push({"type": "plain", "n": n})
+            bgws_server.push({"type": "varied", "kind": kind})
+        bgws_server.push({"type": "plain", "n": 6})
+        await asyncio.wait_for(done.wait(), timeout=5)
+        failures = await errors.wait_for(bgws.HandlerError, 2)
+        stats = service.stats
+    expected: list[str] = []
+    for n, kind in enumerate(kinds):
+        expected.append(f"plain {n}")
+        if not kind.startswith("raise"):
+            expected.append(kind)
+    assert order == [*expected, "plain 6"]
+    assert [str(e.__cause__) for e in failures] == ["before", "after"]
+    if isinstance(transport, WebsocketsTransport):  # its reader is a task: none run inline
+        assert all(not started and finished for _, started, finished in where)
+        return
+    # Begun in the read callback (later ones too, unless they arrive while one is held).
+    assert [started for _, started, _ in where[:2]] == [True, True]
+    assert [finished for _, _, finished in where] == [False, True, True, True]
+    assert stats.received == stats.dispatched == 13
+
+
+@pytest.mark.parametrize("waits_on", ["event", "sleep0"])
+async def test_a_suspended_handler_is_cancelled_at_stop(
+    bgws_server: Server, make_service: ServiceFactory, transport: Transport, waits_on: str
+) -> None:
+    """Stopping while an async handler is suspended (on a future, or in a sleep(0) loop, so
+    the cancel is thrown in) cancels it; the service stops cleanly."""
+    service = make_service(bgws_server.url, transport=transport, close_timeout=0.05)
+    started = asyncio.Event()
+    seen: list[str] = []
+
+    async def stuck(message: bgws.Message) -> None:
+        started.set()
+        try:
+            if waits_on == "event":
+                await asyncio.Event().wait()
+            for _ in range(1_000_000):  # bounded; the stop cancels it within close_timeout
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    service.on("stuck")(stuck)
+    async with service:
+        await service.wait_for(bgws.State.CONNECTED, timeout=5)
+        bgws_server.push({"type": "stuck"})
+        await asyncio.wait_for(started.wait(), timeout=5)
+    assert seen == ["cancelled"]
+    assert service.state is bgws.State.CLOSED
+
+
+async def test_a_handler_suspended_in_the_read_callback_is_closed_if_never_finished() -> None:
+    """An async handler started in the read callback and queued is closed when the inbox's
+    task is cancelled before it gets to finish it (no coroutine is left dangling)."""
+    seen: list[str] = []
+    reports: list[BgwsError] = []
+
+    async def report(error: BgwsError) -> None:
+        reports.append(error)
+
+    async def stuck(message: bgws.Message) -> None:
+        seen.append("started")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            seen.append("closed")
+
+    router = Router(report)
+    router.add_route("t", stuck)
+    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=None)
+    inbox = Inbox(Codec(), router, 100)
+    task = asyncio.create_task(inbox.run())
+    loop = asyncio.get_running_loop()
+    fed = asyncio.Event()
+
+    def feed() -> None:  # as a transport's read callback does, outside any task
+        inbox.receive(b'{"type":"t"}', False, True)
+        task.cancel()  # before the task ever runs
+        fed.set()
+
+    loop.call_soon(feed)
+    await asyncio.wait_for(fed.wait(), timeout=5)
+    await asyncio.gather(task, return_exceptions=True)
+    assert seen == ["started", "closed"]
+    assert reports == []
+
+
+async def test_async_handler_failures_inline_and_after_suspending_are_reported_in_order() -> None:
+    """A lone async handler that raises in the read callback (before suspending) or in the
+    task (after) is reported as a HandlerError each time, in the order of its messages."""
+    reports: list[BgwsError] = []
+
+    async def report(error: BgwsError) -> None:
+        reports.append(error)
+
+    raised_in: list[bool] = []  # whether each raised while held (not in the read callback)
+
+    async def flaky(message: bgws.Message) -> None:
+        if message.data["n"] % 2:
+            await asyncio.sleep(0)
+        assert asyncio.current_task() is task
+        raised_in.append(inbox.load.count > 0)
+        raise ValueError(message.data["n"])
+
+    router = Router(report)
+    router.add_route("t", flaky)
+    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=None)
+    inbox = Inbox(Codec(), router, 100)
+    task = asyncio.create_task(inbox.run())
+    loop = asyncio.get_running_loop()
+    fed = asyncio.Event()
+
+    def feed() -> None:  # as a transport's read callback does, outside any task
+        for n in (0, 2, 1, 4):
+            inbox.receive(b'{"type":"t","n":%d}' % n, False, n == 4)
+        fed.set()
+
+    try:
+        loop.call_soon(feed)
+        await asyncio.wait_for(fed.wait(), timeout=5)
+        await asyncio.wait_for(inbox.wait_idle(), timeout=5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert all(isinstance(e, bgws.HandlerError) for e in reports)
+    assert [e.__cause__.args for e in reports] == [(0,), (2,), (1,), (4,)]  # type: ignore[union-attr]
+    assert router.handler_errors == 4
+    assert raised_in == [False, False, True, True]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 
 import bgws
 from bgws._engine.router import Router
@@ -57,6 +58,12 @@ class Interceptor:
     def set(self, intercepts: bool) -> None:
         self.intercepts = intercepts
         self._changed()
+
+    def takes_early(self) -> bool:
+        return False
+
+    def take_early(self, message: bgws.Message) -> bool:
+        return False
 
 
 async def test_plugins_then_type_handlers_then_message_handler_then_catch_alls() -> None:
@@ -131,19 +138,84 @@ def test_direct_table_only_while_nothing_but_handlers_is_in_play() -> None:
     assert "a" in router.direct
 
 
-def test_async_handlers_never_in_the_direct_table() -> None:
-    """A type with an async handler is routed through the inbox's task, never directly."""
+def test_a_lone_async_handler_goes_to_the_async_table_not_the_plain_one() -> None:
+    """A type whose only handler is async is found by one lookup in the async table (the
+    inbox drives its coroutine), never in the plain one; with more handlers, in neither."""
     router, _ = new_router()
 
     async def slow(message: bgws.Message) -> None:
         return None
 
-    router.add_route("a", lambda m: None)
     router.add_route("a", slow)
+    router.add_route("b", lambda m: None)
+    router.add_route("b", slow)
+    for msg_type in ("a", "b"):
+        found = router.route(message(msg_type))
+        assert found is not None
+        assert found[1] is False
+    assert router.direct == {}
+    assert router.direct_async == {"a": slow}
+    router.add_tap(lambda m: None)
+    assert router.direct_async == {}
+
+
+async def test_inline_handlers_after_a_suspended_one_wait_for_it() -> None:
+    """Handlers run inline in order; once one suspends, the handlers after it (the class
+    handler here) run only when the task finishes it; a failure before suspending is
+    noted, one after is reported at once."""
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    async def first(m: bgws.Message) -> None:
+        seen.append("first")
+        raise ValueError("before")
+
+    async def second(m: bgws.Message) -> None:
+        seen.append("second")
+        await gate.wait()
+        seen.append("second done")
+        raise KeyError("after")
+
+    class Everything(bgws.MessageHandler):
+        def handle_message(self, message: bgws.Message) -> None:  # type: ignore[override]
+            seen.append("class")
+
+    router, reports = new_router()
+    router.add_route("a", first)
+    router.add_route("a", second)
+    router.configure(plugins=PluginChain(()), message_handler=Everything(), heartbeat=None)
     found = router.route(message("a"))
     assert found is not None
-    assert found[1] is False
-    assert router.direct == {}
+    suspended = router.run_inline(found[0], message("a"))
+    assert suspended is not None
+    assert seen == ["first", "second"]
+    assert [type(e.__cause__) for e in router.unreported] == [ValueError]
+    asyncio.get_running_loop().call_soon(gate.set)
+    await asyncio.wait_for(_finish(suspended), timeout=5)
+    assert seen == ["first", "second", "second done", "class"]
+    assert [type(e.__cause__) for e in reports.errors] == [KeyError]
+
+
+async def _finish(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+def test_the_default_class_handler_costs_messages_nothing() -> None:
+    """A MessageHandler that does not override handle_message is left out of routing: a
+    plain handler's type stays in the plain table, with the handler itself as its runner."""
+
+    class Watcher(bgws.MessageHandler):
+        def on_connection_lost(self) -> None:
+            return None
+
+    def handle(m: bgws.Message) -> None:
+        return None
+
+    router, _ = new_router()
+    router.add_route("a", handle)
+    router.configure(plugins=PluginChain(()), message_handler=Watcher(), heartbeat=None)
+    router.route(message("a"))
+    assert router.direct["a"] is handle
 
 
 async def test_plain_failures_are_noted_in_order_and_the_next_handler_runs() -> None:
@@ -189,19 +261,89 @@ async def test_async_handler_failure_is_reported_at_once() -> None:
     assert isinstance(reports.errors[0].__cause__, RuntimeError)
 
 
-def test_the_default_class_handler_costs_messages_nothing() -> None:
-    """A MessageHandler that does not override handle_message is left out of routing: a
-    plain handler's type stays in the plain table, with the handler itself as its runner."""
+# -- plugins, taps and heartbeats cost only the types they watch ------------------------------
 
-    class Watcher(bgws.MessageHandler):
-        def on_connection_lost(self) -> None:
-            return None
+
+class Claims(bgws.Plugin):
+    """A plugin for ``types`` that records what it sees and claims type ``claimed``."""
+
+    def __init__(self, name: str, types: tuple[str, ...], seen: list[str]) -> None:
+        self.plugin_name = name
+        self.supported_message_types = types
+        self._seen = seen
+
+    def handle_message(self, message: bgws.Message) -> bool:
+        self._seen.append(f"{self.plugin_name}:{message.type}")
+        if message.type == "boom":
+            raise ValueError("boom")
+        return message.type == "claimed"
+
+
+def test_a_plugin_for_other_types_leaves_a_type_on_the_direct_route() -> None:
+    """A type no plugin, tap or heartbeat watches is routed by one dict lookup to its
+    handler, even when plugins watch other types and a heartbeat replies with another."""
+    seen: list[str] = []
 
     def handle(m: bgws.Message) -> None:
-        return None
+        seen.append(f"handler:{m.type}")
 
     router, _ = new_router()
-    router.add_route("a", handle)
-    router.configure(plugins=PluginChain(()), message_handler=Watcher(), heartbeat=None)
-    router.route(message("a"))
-    assert router.direct["a"] is handle
+    router.add_route("tick", handle)
+    chain = PluginChain((Claims("typing", ("typing",), seen),))
+    router.configure(plugins=chain, message_handler=None, heartbeat=bgws.HeartbeatHandler())
+    router.route(message("tick"))
+    assert router.direct["tick"] is handle
+    assert seen == []
+
+
+def test_watching_plugins_run_in_the_direct_runner_in_order() -> None:
+    """A type that plugins watch gets a direct runner that runs them first: a claim stops
+    the handlers, a failing plugin is noted by name and the next one still runs."""
+    seen: list[str] = []
+
+    def handle(m: bgws.Message) -> None:
+        seen.append(f"handler:{m.type}")
+
+    router, reports = new_router()
+    for msg_type in ("tick", "claimed", "boom"):
+        router.add_route(msg_type, handle)
+    chain = PluginChain((Claims("all", ("*",), seen), Claims("more", ("*",), seen)))
+    router.configure(plugins=chain, message_handler=None, heartbeat=None)
+    for msg_type in ("tick", "claimed", "boom"):
+        router.route(message(msg_type))  # fills the direct table (and runs the plugins once)
+    seen.clear()
+    for msg_type in ("tick", "claimed", "boom"):
+        router.direct[msg_type](message(msg_type))
+    assert seen == [
+        "all:tick",
+        "more:tick",
+        "handler:tick",
+        "all:claimed",
+        "all:boom",
+        "more:boom",
+        "handler:boom",
+    ]
+    assert [e.where for e in router.unreported[-2:]] == ["plugin all", "plugin more"]
+    assert reports.wakes == 4
+
+
+def test_a_custom_heartbeat_test_sees_every_message() -> None:
+    """A heartbeat handler with its own is_heartbeat_reply keeps every type off the direct
+    route, so it sees every message; the default one only watches type "pong"."""
+
+    class Custom(bgws.HeartbeatHandler):
+        def is_heartbeat_reply(self, message: bgws.Message) -> bool:
+            return message.get("pong") is True
+
+    router, _ = new_router()
+    router.add_route("tick", lambda m: None)
+    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=Custom())
+    router.route(message("tick"))
+    assert "tick" not in router.direct
+    router.configure(
+        plugins=PluginChain(()), message_handler=None, heartbeat=bgws.HeartbeatHandler()
+    )
+    router.route(message("tick"))
+    router.route(message("pong"))
+    assert "tick" in router.direct
+    assert "pong" not in router.direct

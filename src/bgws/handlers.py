@@ -229,5 +229,10 @@ class TemplateHeartbeat(HeartbeatHandler):
     def heartbeat_message(self) -> Mapping[str, Any]:
         return dict(self._template)
 
+    @property
+    def reply_type(self) -> str | None:
+        """The ``type`` of a reply, or ``None`` when any frame counts (nothing is consumed)."""
+        return self._reply_type
+
     def is_heartbeat_reply(self, message: Message) -> bool:
         return self._reply_type is not None and message.type == self._reply_type

@@ -581,6 +581,7 @@ class Service:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(deadline):
                 await self._inbox.wait_idle()
+        self._inbox.stop()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 

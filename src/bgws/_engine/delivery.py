@@ -469,6 +469,20 @@ class Delivery:
             self.intercepts = on
             self._intercepts_changed()
 
+    def takes_early(self) -> bool:
+        """Whether acks or replies are awaited (:meth:`take_early` may consume a message)."""
+        return self.acks.policy is not None or bool(self.requests.pending)
+
+    def take_early(self, message: Message) -> bool:
+        """Consume an ack or a reply as soon as it is read, even behind held messages.
+
+        The resume position is not touched here: it advances in dispatch order.
+        """
+        if self.acks.take(message):
+            return True
+        consumed = self.requests.match(message) if self.requests.pending else None
+        return bool(consumed)
+
     def intercept(self, message: Message) -> bool:
         """Look at an incoming message first; ``True`` means it was consumed here."""
         acks = self.acks

@@ -17,17 +17,18 @@ asks it where a message goes and runs the answer now or later.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Protocol
 
 from ..errors import BgwsError, HandlerError
-from ..handlers import Handler, HeartbeatHandler, MessageHandler
+from ..handlers import Handler, HeartbeatHandler, MessageHandler, TemplateHeartbeat
 from ..message import Message
-from ..plugins import PluginChain
+from ..plugins import Plugin, PluginChain
 
-__all__ = ["Interceptor", "Route", "Router", "is_async"]
+__all__ = ["Interceptor", "Route", "Router", "Suspended", "is_async"]
 
 
 class Interceptor(Protocol):
@@ -43,6 +44,18 @@ class Interceptor(Protocol):
         """Call ``changed`` whenever ``intercepts`` changes."""
         ...
 
+    def takes_early(self) -> bool:
+        """Whether :meth:`take_early` may consume anything now."""
+        ...
+
+    def take_early(self, message: Message) -> bool:
+        """Consume ``message`` if it answers something waited for (an ack, a reply).
+
+        Called as a message is read, even while earlier messages are held for the handlers:
+        a handler that awaits an ack or a reply must not wait behind itself.
+        """
+        ...
+
 
 Route = tuple[tuple[Handler, bool], ...]
 """The handlers a message still goes to, each with whether it is async."""
@@ -56,6 +69,12 @@ class _NoInterceptor:
 
     def watch(self, changed: Callable[[], None]) -> None:
         return None
+
+    def takes_early(self) -> bool:
+        return False
+
+    def take_early(self, message: Message) -> bool:
+        return False
 
 
 _NO_INTERCEPTOR = _NoInterceptor()
@@ -82,10 +101,13 @@ class Router:
 
     Attributes:
         direct: message type -> one plain callable running all of the type's handlers, for
-            the types that need nothing but handlers, and only while nothing else (heartbeat
-            handler, taps, plugins, an intercepting interceptor) is in play: routing such a
-            message is one dict lookup. Filled as types are seen, emptied (in place: the
-            inbox holds it) whenever that stops being true.
+            the types that need nothing but plain handlers, and only while nothing else
+            (heartbeat handler, taps, plugins, an intercepting interceptor) is in play:
+            routing such a message is one dict lookup. Filled as types are seen, emptied (in
+            place: the inbox holds it) whenever that stops being true.
+        direct_async: message type -> its one async handler, for the types whose only
+            handler is async, on the same terms: the inbox drives the handler's coroutine
+            itself (as :meth:`run_inline` does), with no call in between.
         unreported: errors noted in plain code, waiting for the inbox's task to report them.
         handler_errors: how many handlers, plugins and taps raised.
     """
@@ -93,6 +115,7 @@ class Router:
     __slots__ = (
         "_catch_all",
         "_heartbeat",
+        "_heartbeat_types",
         "_interceptor",
         "_message_handler",
         "_on_heartbeat_reply",
@@ -103,6 +126,7 @@ class Router:
         "_taps",
         "_wake",
         "direct",
+        "direct_async",
         "handler_errors",
         "unreported",
     )
@@ -115,10 +139,12 @@ class Router:
         # Message type -> (its handlers, whether all are plain); built once per type.
         self._plans: dict[str | None, tuple[Route, bool]] = {}
         self.direct: dict[str | None, Callable[[Message], None]] = {}
+        self.direct_async: dict[str | None, Callable[[Message], Any]] = {}
         # None rather than an empty chain: the chain's __bool__ is a Python call per message.
         self._plugins: PluginChain | None = None
         self._message_handler: tuple[Handler, bool] | None = None
         self._heartbeat: HeartbeatHandler | None = None
+        self._heartbeat_types: frozenset[str | None] | None = frozenset()
         self._interceptor: Interceptor = _NO_INTERCEPTOR
         self._taps: list[Callable[[Message], None]] = []
         self._on_heartbeat_reply: Callable[[], None] = _nothing
@@ -162,7 +188,7 @@ class Router:
         """
         self._plugins = plugins if plugins else None
         self._interceptor = interceptor if interceptor is not None else _NO_INTERCEPTOR
-        self._interceptor.watch(self.direct.clear)
+        self._interceptor.watch(self._clear_direct)
         # The default handle_message does nothing: a class handler that only watches the
         # link (on_connection_lost...) costs its messages nothing, not a coroutine each.
         if (
@@ -172,6 +198,7 @@ class Router:
             handle = message_handler.handle_message
             self._message_handler = (handle, is_async(handle))
         self._heartbeat = heartbeat
+        self._heartbeat_types = _reply_types(heartbeat)
         self._replan()
 
     def add_tap(self, tap: Callable[[Message], None]) -> Callable[[], None]:
@@ -181,7 +208,7 @@ class Router:
             A function that removes the tap.
         """
         self._taps.append(tap)
-        self.direct.clear()
+        self._clear_direct()
 
         def remove() -> None:
             if tap in self._taps:
@@ -203,7 +230,11 @@ class Router:
 
     def _replan(self) -> None:
         self._plans.clear()
+        self._clear_direct()
+
+    def _clear_direct(self) -> None:
         self.direct.clear()
+        self.direct_async.clear()
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -226,27 +257,40 @@ class Router:
             self._tap(message)
         msg_type = message.type
         plugins = self._plugins
-        if plugins is not None:
-            for plugin in plugins.for_type(msg_type):
-                try:
-                    claimed = plugin.handle_message(message)
-                except Exception as exc:
-                    self.note_failure(exc, f"plugin {plugin.name}", message)
-                    continue
-                if claimed is True:
-                    return None
+        watching = plugins.for_type(msg_type) if plugins is not None else ()
         plan = self._plans.get(msg_type)
         if plan is None:
             plan = self._plans[msg_type] = self._plan(msg_type)
+        # The direct tables skip the checks above: only for a type that no tap, interceptor or
+        # heartbeat watches (a heartbeat reply or a plugin of another type costs it nothing).
+        # The plugins that watch the type run first in its direct runner.
         if (
-            plan[1]
-            and not interceptor.intercepts  # first: it is what stops a resuming service here
-            and heartbeat is None
-            and plugins is None
+            not interceptor.intercepts  # first: it is what stops a resuming service here
             and not taps
+            and (heartbeat is None or not self._heartbeat_watches(msg_type))
         ):
-            self.direct[msg_type] = _runner(plan[0], self.run_plain)
+            steps, all_sync = plan
+            if all_sync:
+                self.direct[msg_type] = (
+                    _plugin_runner(watching, steps, self)
+                    if watching
+                    else _runner(steps, self.run_plain)
+                )
+            elif not watching and len(steps) == 1:
+                self.direct_async[msg_type] = steps[0][0]
+        for plugin in watching:
+            try:
+                claimed = plugin.handle_message(message)
+            except Exception as exc:
+                self.note_failure(exc, f"plugin {plugin.name}", message)
+                continue
+            if claimed is True:
+                return None
         return plan
+
+    def _heartbeat_watches(self, msg_type: str | None) -> bool:
+        types = self._heartbeat_types
+        return types is None or msg_type in types
 
     def _plan(self, msg_type: str | None) -> tuple[Route, bool]:
         """Type handlers, then the class handler, then (when no type handler) the catch-alls."""
@@ -265,6 +309,18 @@ class Router:
             except Exception as exc:
                 self.note_failure(exc, f"tap {name_of(tap)}", message)
 
+    def takes_early(self) -> bool:
+        """Whether the interceptor awaits acks or replies (:meth:`take_early`)."""
+        return self._interceptor.takes_early()
+
+    def take_early(self, message: Message) -> bool:
+        """Let the interceptor consume an ack or a reply as it is read; ``True``: consumed."""
+        try:
+            return self._interceptor.take_early(message)
+        except Exception as exc:
+            self.note_failure(exc, "the delivery layer", message)
+            return False
+
     def run_plain(self, steps: Route, message: Message) -> None:
         """Run plain handlers in order; a failure is noted and the next handler runs."""
         for func, _ in steps:
@@ -272,6 +328,29 @@ class Router:
                 func(message)
             except Exception as exc:
                 self.note_failure(exc, name_of(func), message)
+
+    def run_inline(self, steps: Route, message: Message) -> Suspended | None:
+        """Run handlers in order now, driving async ones by hand until one really suspends.
+
+        An ``async`` handler that finishes without suspending costs no task and no queue.
+        Failures are noted, as for plain handlers (:meth:`note_failure`).
+
+        Returns:
+            ``None`` when every handler is done, else the :class:`Suspended` handler with the
+            handlers after it: awaiting it (in a task) finishes them, in order.
+        """
+        for index, (func, awaitable) in enumerate(steps):
+            try:
+                result = func(message)
+                if awaitable:
+                    try:
+                        yielded = result.send(None)  # type: ignore[union-attr]
+                    except StopIteration:
+                        continue
+                    return Suspended(self, func, result, yielded, steps[index + 1 :], message)  # type: ignore[arg-type]
+            except Exception as exc:
+                self.note_failure(exc, name_of(func), message)
+        return None
 
     async def run(self, steps: Route, message: Message) -> None:
         """Run handlers in order, awaiting the async ones; a failure is reported at once."""
@@ -324,6 +403,152 @@ def _runner(steps: Route, run_plain: Callable[[Route, Message], None]) -> Callab
     if len(steps) == 1:
         return steps[0][0]  # type: ignore[return-value]
     return functools.partial(run_plain, steps)
+
+
+class Suspended:
+    """An async handler that suspended when run inline, with the handlers after it.
+
+    Awaiting it (in the inbox's task) finishes the handler: what its coroutine yielded in
+    the read callback (a future to wait for, or ``None``: a bare yield) is yielded again to
+    the task, and what the task sends or throws in is passed on, exactly as if the task had
+    started the coroutine. The rest of the coroutine runs in a copy of the context it
+    suspended in, so context variables it set before suspending are still set. Then the
+    handlers after it run, as on the queued route. A failure is reported at once as a
+    :class:`bgws.HandlerError`.
+
+    Args:
+        router: reports failures and runs the handlers after it.
+        func: the handler (names it in a :class:`bgws.HandlerError`).
+        coro: its coroutine, suspended.
+        yielded: what the coroutine yielded.
+        rest: the handlers still to run for ``message``.
+        message: the message being handled.
+
+    Attributes:
+        size: the message's payload bytes (set by the inbox that holds it).
+    """
+
+    __slots__ = (
+        "_context",
+        "_coro",
+        "_func",
+        "_pending",
+        "_rest",
+        "_router",
+        "_yielded",
+        "message",
+        "size",
+    )
+
+    def __init__(
+        self,
+        router: Router,
+        func: Handler,
+        coro: Coroutine[Any, Any, Any],
+        yielded: Any,
+        rest: Route,
+        message: Message,
+    ) -> None:
+        self._router = router
+        self._func = func
+        self._coro = coro
+        self._yielded = yielded
+        self._rest = rest
+        self._context = contextvars.copy_context()
+        self._pending: BaseException | None = None
+        self.message = message
+        self.size = 0
+
+    def cancel(self, exc: BaseException) -> None:
+        """Deliver a cancellation that reached the task before the task took this over.
+
+        As ``Task.cancel`` does: the future the handler waits for is cancelled, so the
+        handler sees the cancellation when the task waits for it; when there is none (a bare
+        yield) or it is already done, the cancellation is thrown in first.
+        """
+        yielded = self._yielded
+        if getattr(yielded, "_asyncio_future_blocking", False) and yielded.cancel():
+            return
+        self._pending = exc
+
+    def close(self) -> None:
+        """Never to be awaited (the service stops): close the handler's coroutine."""
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        router = self._router
+        try:
+            yield from self._finish()
+        except Exception as exc:
+            router.handler_errors += 1
+            error = HandlerError(name_of(self._func), self.message)
+            error.__cause__ = exc
+            yield from router.report(error).__await__()
+        if self._rest:
+            yield from router.run(self._rest, self.message).__await__()
+
+    def _finish(self) -> Generator[Any, Any, None]:
+        """Yield what the coroutine yields, and pass in what is sent or thrown, to its end."""
+        coro = self._coro
+        run = self._context.run
+        yielded = self._yielded
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            try:
+                yielded = run(coro.throw, pending)
+            except StopIteration:
+                return
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # thrown in by the task (cancellation, above all)
+                try:
+                    yielded = run(coro.throw, exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                yielded = run(coro.send, sent)
+            except StopIteration:
+                return
+
+
+def _plugin_runner(
+    plugins: tuple[Plugin, ...], steps: Route, router: Router
+) -> Callable[[Message], None]:
+    """One callable for a type's plugins then its plain handlers (it never raises)."""
+    note_failure = router.note_failure
+    run_plain = router.run_plain
+    names = {id(plugin): f"plugin {plugin.name}" for plugin in plugins}
+
+    def run(message: Message) -> None:
+        for plugin in plugins:
+            try:
+                claimed = plugin.handle_message(message)
+            except Exception as exc:
+                note_failure(exc, names[id(plugin)], message)
+                continue
+            if claimed is True:
+                return
+        run_plain(steps, message)
+
+    return run
+
+
+def _reply_types(heartbeat: HeartbeatHandler | None) -> frozenset[str | None] | None:
+    """The message types ``heartbeat`` may consume, or ``None`` when it must see them all."""
+    if heartbeat is None:
+        return frozenset()
+    if isinstance(heartbeat, TemplateHeartbeat):
+        reply = heartbeat.reply_type
+        return frozenset() if reply is None else frozenset({reply})
+    if type(heartbeat).is_heartbeat_reply is HeartbeatHandler.is_heartbeat_reply:
+        return frozenset({"pong"})  # the default matches type "pong" only
+    return None  # its own test: every message goes through it
 
 
 def name_of(func: Callable[..., Any]) -> str:
