@@ -1130,5 +1130,6 @@ def test_misspelt_env_variable_warns_once(caplog: pytest.LogCaptureFixture) -> N
     assert first.heartbeat_interval == make().heartbeat_interval
     warnings = [r.getMessage() for r in caplog.records if r.name == "bgws.config"]
     assert warnings == [
-        "ignoring BGWS_HEARTBEAT_INTERVALL: not a bgws option; did you mean BGWS_HEARTBEAT_INTERVAL?"
+        "ignoring BGWS_HEARTBEAT_INTERVALL: not a bgws option; "
+        "did you mean BGWS_HEARTBEAT_INTERVAL?"
     ]

@@ -322,7 +322,7 @@ def test_only_some_services() -> None:
 def test_handler_beside_the_file_imports_under_the_bgws_script(
     tmp_path: Path, command: list[str]
 ) -> None:
-    """`bgws run`/`bgws install` (the script, from another folder) import a module beside the file."""
+    """The bgws script (run, install), started elsewhere, imports a module beside the file."""
     folder = tmp_path / "app"
     folder.mkdir()
     (folder / "beside_handlers.py").write_text(

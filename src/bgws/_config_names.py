@@ -39,7 +39,9 @@ _log = logging.getLogger("bgws.config")
 _warned: set[str] = set()
 
 
-def check_keywords(args: tuple[Any, ...], options: Mapping[str, Any], fields: Iterable[str]) -> None:
+def check_keywords(
+    args: tuple[Any, ...], options: Mapping[str, Any], fields: Iterable[str]
+) -> None:
     """Refuse what ``Config(...)`` cannot take, with the message TOML and the factories give.
 
     Args:

@@ -196,16 +196,15 @@ async def test_serve_first_line_says_where_it_serves(tmp_path: Path) -> None:
 async def test_serve_dump_grows_as_messages_arrive(tmp_path: Path) -> None:
     """Each message is in the dump file (flushed) before the server exits, even if killed."""
     dump = tmp_path / "d.jsonl"
-    async with serve("--ack", "--dump", str(dump)) as server:
-        async with connect(server.url) as client:
-            client.send_json({"id": "a"}, {"id": "b"})
-            assert len(await client.wait_json(2)) == 2  # acked: both were received
-            assert await server.command("report") == "dumped 2"
-            messages, connections = read_dump(dump)
-            assert [m["id"] for m in messages] == ["a", "b"]
-            assert connections == []
-            server.process.kill()
-            await server.wait()
+    async with serve("--ack", "--dump", str(dump)) as server, connect(server.url) as client:
+        client.send_json({"id": "a"}, {"id": "b"})
+        assert len(await client.wait_json(2)) == 2  # acked: both were received
+        assert await server.command("report") == "dumped 2"
+        messages, connections = read_dump(dump)
+        assert [m["id"] for m in messages] == ["a", "b"]
+        assert connections == []
+        server.process.kill()
+        await server.wait()
     messages, connections = read_dump(dump)  # killed: the messages are there, no summary
     assert ([m["id"] for m in messages], connections) == (["a", "b"], [])
 

@@ -272,9 +272,7 @@ def _message_record(
     }
 
 
-def _make_server(
-    args: argparse.Namespace, drops: RandomDrops, dump: DumpWriter | None
-) -> Server:
+def _make_server(args: argparse.Namespace, drops: RandomDrops, dump: DumpWriter | None) -> Server:
     ack = None
     if args.ack:
         ack = AckReply(
