@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self, get_args, get_type_hints
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from bgws import _config_names
 from bgws._config_checks import (
     TOKEN,
     check_ack,
@@ -50,7 +51,6 @@ from bgws._config_checks import (
     toml_limit,
     type_name,
 )
-from bgws._config_names import check_keywords, warn_misspelt_env
 from bgws._presets import profile_values
 from bgws._redact import (
     is_sensitive_name,
@@ -181,7 +181,7 @@ class Config:
 
     def __new__(cls, *args: Any, **options: Any) -> Self:
         """Refuse unknown and missing options with a ConfigError (as TOML does), not a TypeError."""
-        check_keywords(args, options, _FIELD_NAMES)
+        _config_names.check_keywords(args, options, _FIELD_NAMES)
         return object.__new__(cls)
 
     def __post_init__(self) -> None:
@@ -575,7 +575,7 @@ _HINTS = get_type_hints(Config)
 def _env_overrides(env: Mapping[str, str] | None) -> dict[str, Any]:
     """Read ``BGWS_<FIELD>`` variables into field values; other variables are ignored."""
     source = os.environ if env is None else env
-    warn_misspelt_env(source, _FIELD_NAMES)
+    _config_names.warn_misspelt_env(source, _FIELD_NAMES)
     overrides: dict[str, Any] = {}
     for name in _FIELD_NAMES:
         variable = _ENV_PREFIX + name.upper()

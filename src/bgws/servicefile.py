@@ -22,12 +22,12 @@ in the group ``bgws.plugins`` (how installed packages offer plugins). ``BGWS_<FI
 environment variables override the file's values in every service, as they do for
 :meth:`bgws.Config.from_toml`.
 
+Everything is checked, and every handler and plugin imported, before anything starts: a wrong
+value is a :class:`~bgws.ConfigError` whose field is ``services.<name>.<key>``.
+
 :func:`load` puts the file's folder first on :data:`sys.path` (as Python does for a script's
 folder), so a handler module kept beside the file imports the same under ``bgws run``,
 ``python -m bgws run`` and ``bgws install``, whatever the working directory.
-
-Everything is checked, and every handler and plugin imported, before anything starts: a wrong
-value is a :class:`~bgws.ConfigError` whose field is ``services.<name>.<key>``.
 """
 
 from __future__ import annotations
