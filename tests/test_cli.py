@@ -230,7 +230,7 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
 async def test_commands_against_a_daemon(
     running: tuple[Server, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """send prints the id, status the service's block, stop the outcome (main in a thread)."""
+    """send prints the id (or why none), status the service's block, stop the outcome."""
     server, sock = running
 
     async def bgws_main(*argv: str) -> int:
@@ -239,8 +239,8 @@ async def test_commands_against_a_daemon(
     assert await bgws_main("send", '{"type": "hi"}') == 0
     msg_id = capsys.readouterr().out.strip()
     assert (await server.wait_for_messages(1))[0].json() == {"type": "hi", "id": msg_id}
-    assert await bgws_main("send", "--text", "plain") == 0
-    assert capsys.readouterr().out == ""
+    assert await bgws_main("send", "--text", "plain") == 0  # no id, and it says so
+    assert capsys.readouterr().out == "accepted (no id: a text frame carries none)\n"
     assert (await server.wait_for_messages(2))[1].data == "plain"
     assert await bgws_main("send", '{"type": "x"}', "--service", "nope") == 2
     assert "no service named 'nope'" in capsys.readouterr().err

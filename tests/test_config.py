@@ -1099,3 +1099,37 @@ def test_seed_mapping_names_every_seed_option() -> None:
     assert set(SEED_OPTIONS.values()) <= FIELD_NAMES
     for seed, ours in SEED_OPTIONS.items():
         assert f"| `{seed}` | `{ours}` |" in text, seed
+
+
+# -- misspelt names: keywords and environment variables --
+
+
+def test_unknown_keyword_is_a_config_error_like_toml() -> None:
+    """Config(app_nme=...) raises the ConfigError (with the suggestion) that TOML gives."""
+    with pytest.raises(ConfigError) as keyword:
+        Config(app_nme="X", url=URL)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError) as mapping:
+        Config.from_mapping({"app_nme": "X", "url": URL}, env={})
+    assert str(keyword.value) == str(mapping.value)
+    assert str(keyword.value) == "app_nme: unknown option; did you mean 'app_name'?"
+    assert keyword.value.field == "app_nme"
+
+
+def test_missing_keyword_is_a_config_error() -> None:
+    """A config without url or app_name raises ConfigError naming the option."""
+    with pytest.raises(ConfigError, match="url: is missing"):
+        Config(app_name="X")  # type: ignore[call-arg]
+
+
+def test_misspelt_env_variable_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    """BGWS_HEARTBEAT_INTERVALL logs one warning naming BGWS_HEARTBEAT_INTERVAL, and is ignored."""
+    env = {"BGWS_HEARTBEAT_INTERVALL": "5", "BGWS_SOCKET": "/tmp/x", "BGWS_INSTALL_DIR": "x"}
+    with caplog.at_level(logging.WARNING, logger="bgws.config"):
+        first = Config.from_mapping({"app_name": "a", "url": URL}, env=env)
+        make().with_env(env)
+    assert first.heartbeat_interval == make().heartbeat_interval
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bgws.config"]
+    assert warnings == [
+        "ignoring BGWS_HEARTBEAT_INTERVALL: not a bgws option; "
+        "did you mean BGWS_HEARTBEAT_INTERVAL?"
+    ]

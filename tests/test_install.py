@@ -121,8 +121,13 @@ def test_dry_run_macos_plist(
     assert dry_run_commands(out)[-1] == f"launchctl bootstrap gui/{os.getuid()} {path}"
 
 
-def test_dry_run_windows_task_xml(toml: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The task XML parses: a logon trigger, restart on failure, and the daemon as its action."""
+def test_dry_run_windows_task_xml(
+    toml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The task XML parses: a logon trigger, restart on failure, the daemon as its action, and
+    its log in %LOCALAPPDATA%\\bgws\\logs (pythonw.exe has no output of its own)."""
+    local = tmp_path / "Local"
+    monkeypatch.setenv("LOCALAPPDATA", str(local))
     assert bgws("install", str(toml), "--platform", "windows", "--dry-run") == 0
     out = capsys.readouterr().out
     ((path, text),) = dry_run_files(out).items()
@@ -136,7 +141,9 @@ def test_dry_run_windows_task_xml(toml: Path, capsys: pytest.CaptureFixture[str]
     action = task.find(f"{TASK}Actions/{TASK}Exec")
     assert action is not None
     assert action.findtext(f"{TASK}Command") == sys.executable
-    assert action.findtext(f"{TASK}Arguments") == f'-m bgws run "{toml}"'
+    log = local / "bgws" / "logs" / "my_chat.log"
+    assert action.findtext(f"{TASK}Arguments") == f'-m bgws run "{toml}" --log-file {log}'
+    assert f"# mkdir: {local / 'bgws' / 'logs'}\n" in out
     assert dry_run_commands(out) == [
         f"schtasks /Create /XML {path} /TN \\bgws\\my_chat /F",
         "schtasks /Run /TN \\bgws\\my_chat",

@@ -220,17 +220,46 @@ async def test_a_raising_handler_is_logged_not_raised(caplog: pytest.LogCaptureF
 # -- the log backend --------------------------------------------------------------------------
 
 
-async def test_log_notifier_writes_info_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
-    """LogNotifier logs 'title: body' at INFO on bgws.<tag>.notify, secrets as ***."""
+async def test_log_notifier_writes_debug_without_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    """LogNotifier logs 'title: body' at DEBUG (private) on bgws.<tag>.notify, secrets as ***."""
     secret = "s3cr3t-t0ken-value"
     config = bgws.Config(
         app_name="Chat", url="wss://chat.example/ws", headers={"Authorization": f"Bearer {secret}"}
     )
-    with caplog.at_level(logging.INFO, logger="bgws.chat.notify"):
+    with caplog.at_level(logging.DEBUG, logger="bgws.chat.notify"):
         await LogNotifier(config).notify("Chat", f"your token is {secret}")
     (record,) = caplog.records
-    assert (record.name, record.levelno) == ("bgws.chat.notify", logging.INFO)
+    assert (record.name, record.levelno) == ("bgws.chat.notify", logging.DEBUG)
     assert record.getMessage() == "Chat: your token is ***"
+
+
+async def test_chat_profile_never_logs_a_message_body_at_info(
+    bgws_server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A chat message's text reaches the log only at DEBUG, on any logger, with the chat profile."""
+    service = bgws.create_chat_service(
+        app_name="Chat", url=bgws_server.url, storage="memory", initial_reconnect_delay=0.01
+    )
+    logged = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "noon" in record.getMessage():
+                logged.set()
+
+    watch = Watch()
+    logging.getLogger("bgws").addHandler(watch)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            async with service:
+                await service.wait_for(bgws.State.CONNECTED, timeout=5)
+                bgws_server.publish({"type": "chat_message", "text": "meet me at noon"})
+                await asyncio.wait_for(logged.wait(), 5)
+    finally:
+        logging.getLogger("bgws").removeHandler(watch)
+    bodies = [r for r in caplog.records if "meet me at noon" in r.getMessage()]
+    assert bodies
+    assert [r.levelno for r in bodies] == [logging.DEBUG] * len(bodies)
 
 
 async def test_foreground_notices_in_the_log(
@@ -287,7 +316,7 @@ async def test_desktop_without_session_falls_back_to_the_log_once(
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(notify, "_fallback_warned", False)
     config = fast_config("ws://127.0.0.1:9/", notifications="desktop")
-    with caplog.at_level(logging.INFO, logger="bgws"):
+    with caplog.at_level(logging.DEBUG, logger="bgws"):
         first = build_notifications(config, None)[0]
         second = build_notifications(config.replace(service_tag="other"), None)[0]
         await first.notify("Title", "body")

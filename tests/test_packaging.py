@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,3 +68,23 @@ def _site_packages() -> str:
     import msgspec
 
     return str(Path(msgspec.__file__).resolve().parent.parent)
+
+
+def test_make_demo_installs_bgws_alone(tmp_path: Path) -> None:
+    """`make demo` in a fresh venv installs bgws without the dev extra (fast first run)."""
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"  # does not exist: make plans the whole set-up
+    done = subprocess.run(
+        [make, "-n", "demo", f"VENV={venv}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    installs = [line for line in done.stdout.splitlines() if "pip install" in line]
+    assert installs, done.stdout
+    assert all("-e ." in line and "[" not in line for line in installs), installs
+    assert f"{venv}/bin/bgws demo" in done.stdout

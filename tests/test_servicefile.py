@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -307,3 +309,42 @@ def test_only_some_services() -> None:
     assert list(loaded.only(["b"]).services) == ["b"]
     with pytest.raises(bgws.ConfigError, match="no service named 'c'"):
         loaded.only(["c"])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "{file}", "--check"],
+        ["install", "{file}", "--platform", "linux", "--dry-run", "--target-dir", "{units}"],
+    ],
+    ids=["run", "install"],
+)
+def test_handler_beside_the_file_imports_under_the_bgws_script(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """The bgws script (run, install), started elsewhere, imports a module beside the file."""
+    folder = tmp_path / "app"
+    folder.mkdir()
+    (folder / "beside_handlers.py").write_text(
+        "import bgws\n\nclass Chat(bgws.MessageHandler):\n    pass\n"
+    )
+    toml = folder / "services.toml"
+    toml.write_text(
+        '[services.chat]\nurl = "ws://127.0.0.1:1/"\nhandler = "beside_handlers:Chat"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = Path(sys.executable).parent / "bgws"
+    argv = [a.format(file=toml, units=tmp_path / "units") for a in command]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [str(script), *argv],
+        cwd=elsewhere,
+        env={**env, "HOME": str(tmp_path / "home")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cannot import" not in done.stderr

@@ -205,9 +205,15 @@ def _send(args: argparse.Namespace) -> int:
             f"queued: {result['service']} is {result['state']}; it goes out once connected "
             f"({result['queued']} in the outbox)"
         )
-    if result["id"] is not None:
-        print(result["id"])
+    # Always one line on stdout: the id, or why there is none (a script can tell it went).
+    print(result["id"] if result["id"] is not None else _NO_ID[bool(args.text)])
     return EXIT_OK
+
+
+_NO_ID = {
+    True: "accepted (no id: a text frame carries none)",
+    False: "accepted (no id: the service's id_field is unset)",
+}
 
 
 def _add_tail(commands: _Commands) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Self, get_args, get_type_hints
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from bgws import _config_names
 from bgws._config_checks import (
     TOKEN,
     check_ack,
@@ -177,6 +178,11 @@ class Config:
     notify_types: tuple[str, ...] = ()
     notify_title: str = "{app_name}"
     notify_body: str = "{text}"
+
+    def __new__(cls, *args: Any, **options: Any) -> Self:
+        """Refuse unknown and missing options with a ConfigError (as TOML does), not a TypeError."""
+        _config_names.check_keywords(args, options, _FIELD_NAMES)
+        return object.__new__(cls)
 
     def __post_init__(self) -> None:
         """Validate every field in order and store the normalised values."""
@@ -569,6 +575,7 @@ _HINTS = get_type_hints(Config)
 def _env_overrides(env: Mapping[str, str] | None) -> dict[str, Any]:
     """Read ``BGWS_<FIELD>`` variables into field values; other variables are ignored."""
     source = os.environ if env is None else env
+    _config_names.warn_misspelt_env(source, _FIELD_NAMES)
     overrides: dict[str, Any] = {}
     for name in _FIELD_NAMES:
         variable = _ENV_PREFIX + name.upper()

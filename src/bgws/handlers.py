@@ -7,15 +7,17 @@ on the service's event loop.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import time
 from abc import ABC
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
 
-from .errors import BgwsError
+from .errors import BgwsError, DecodeError
 from .message import Message
 
 Handler = Callable[[Message], Awaitable[None] | None]
@@ -31,9 +33,34 @@ __all__ = [
     "MessageHandler",
     "NotificationHandler",
     "TemplateHeartbeat",
+    "reporting_for",
+    "service_logger",
 ]
 
 _log = logging.getLogger("bgws")
+_service_log: ContextVar[logging.Logger] = ContextVar("bgws_service_log", default=_log)
+
+
+@contextlib.contextmanager
+def reporting_for(log: logging.Logger) -> Iterator[None]:
+    """Within the block, :func:`service_logger` is ``log`` (the service reporting an error).
+
+    Args:
+        log: the service's logger, ``bgws.<service_tag>``.
+    """
+    token = _service_log.set(log)
+    try:
+        yield
+    finally:
+        _service_log.reset(token)
+
+
+def service_logger() -> logging.Logger:
+    """The logger of the service whose error is being reported (``bgws.<service_tag>``).
+
+    Outside a report (an :class:`ErrorHandler` called by hand), the ``bgws`` logger.
+    """
+    return _service_log.get()
 
 
 class MessageHandler(ABC):
@@ -167,9 +194,14 @@ class ErrorHandler(ABC):
     (:class:`bgws.DecodeError`), oversized messages, dropped and expired messages, sequence
     gaps, and the failure that ends a service in ``FAILED`` all arrive here. Failures that are
     retried are not errors: watch them as state changes (``BACKING_OFF`` with its reason).
-    The default logs at WARNING, with secrets redacted, and at most ``log_burst`` lines per
-    error type every ``log_window`` seconds: a flood (thousands of messages dropped at once)
-    becomes a few lines and a count, not a log that buries everything else.
+    The default logs at WARNING on the service's logger, ``bgws.<service_tag>`` (see
+    :func:`service_logger`), with secrets redacted, and at most ``log_burst`` lines per error
+    type every ``log_window`` seconds: a flood (thousands of messages dropped at once) becomes
+    a few lines and a count, not a log that buries everything else. An undecodable frame
+    (:class:`bgws.DecodeError`, such as a text frame that is not JSON on a service with the
+    ``json`` codec) is logged at WARNING once per handler and logger, then at DEBUG: a server
+    that sends such frames (an echo of a text frame) is worth one line, not one per frame;
+    ``stats.decode_errors`` counts them all. The frame itself is never logged.
     """
 
     log_burst = 10
@@ -177,13 +209,27 @@ class ErrorHandler(ABC):
 
     async def on_error(self, error: BgwsError) -> None:
         """Handle one reported error. The default logs it (rate-limited per error type)."""
+        log = service_logger()
         kind = type(error).__name__
+        if isinstance(error, DecodeError):
+            warned: set[str] = self.__dict__.setdefault("_decode_warned", set())
+            if log.name in warned:
+                log.debug("%s: %s", kind, error)
+                return
+            warned.add(log.name)
+            log.warning(
+                "%s: %s (the frame is dropped; later ones are logged at DEBUG and counted in "
+                "stats.decode_errors)",
+                kind,
+                error,
+            )
+            return
         now = time.monotonic()
         windows: dict[str, list[float]] = self.__dict__.setdefault("_log_windows", {})
         window = windows.setdefault(kind, [now, 0, 0])  # start, logged, held back
         if now - window[0] >= self.log_window:
             if window[2]:
-                _log.warning(
+                log.warning(
                     "%s: %d more like it in the last %.0fs", kind, window[2], now - window[0]
                 )
             window[:] = [now, 0, 0]
@@ -192,8 +238,9 @@ class ErrorHandler(ABC):
             return
         window[1] += 1
         cause = error.__cause__
-        detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
-        _log.warning("%s: %s%s", kind, error, detail)
+        shown = str(cause) if cause is not None else ""
+        detail = f" ({type(cause).__name__}: {shown})" if shown and shown not in str(error) else ""
+        log.warning("%s: %s%s", kind, error, detail)
 
 
 class HeartbeatHandler(ABC):

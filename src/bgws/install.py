@@ -13,7 +13,8 @@ in the user's scope, without administrator rights:
   kept alive after a failure, logging to ``~/Library/Logs/bgws/<name>.log``; then
   ``launchctl bootstrap gui/<uid>``.
 - **Windows**: a Task Scheduler task ``\\bgws\\<name>`` started at logon and restarted on
-  failure, from the task XML kept in ``%LOCALAPPDATA%\\bgws\\tasks``; then
+  failure, from the task XML kept in ``%LOCALAPPDATA%\\bgws\\tasks``, logging to
+  ``%LOCALAPPDATA%\\bgws\\logs\\<name>.log`` (``bgws run --log-file``); then
   ``schtasks /Create /XML`` and ``schtasks /Run``.
 
 Each command is first built as a :class:`Plan`, a list of steps (make a folder, write a file,
@@ -155,8 +156,12 @@ def _default_dir(platform: Platform) -> Path:
         return Path(config_home) / "systemd" / "user"
     if platform == "macos":
         return home / "Library" / "LaunchAgents"
-    local = os.environ.get("LOCALAPPDATA") or str(home / "AppData" / "Local")
-    return Path(local) / "bgws" / "tasks"
+    return _windows_local() / "bgws" / "tasks"
+
+
+def _windows_local() -> Path:
+    """``%LOCALAPPDATA%`` (or its usual place under the home folder)."""
+    return Path(os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local"))
 
 
 def _target_dir(platform: Platform, target_dir: str | os.PathLike[str] | None) -> Path:
@@ -243,9 +248,14 @@ def install_plan(
     else:
         task = f"\\bgws\\{name}"
         plan = Plan(platform, name, folder / f"bgws-{name}.xml")
+        # pythonw.exe has no stdout or stderr and Task Scheduler keeps no output: the daemon
+        # writes its log to a file of its own.
+        logs = _windows_local() / "bgws" / "logs"
+        extra = (*extra, "--log-file", str(logs / f"{name}.log"))
         content = task_xml(name, _windows_python(python), toml, _windows_user(), extra)
         plan.steps += [
             Step("mkdir", folder),
+            Step("mkdir", logs),
             Step("write", plan.file, content, encoding="utf-16"),
         ]
         if enable:

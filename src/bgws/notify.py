@@ -4,7 +4,8 @@ A config says which incoming message types deserve a notification (``notify_type
 word it (``notify_title``, ``notify_body``: templates filled from the message) and where it goes
 when the program gives no :class:`~bgws.NotificationHandler` of its own (``notifications``):
 
-- ``"log"`` (:class:`LogNotifier`): an INFO record on the ``bgws.<service_tag>.notify`` logger;
+- ``"log"`` (:class:`LogNotifier`): a DEBUG record on the ``bgws.<service_tag>.notify`` logger
+  (a notification's text is the message's text: private, so never at INFO);
 - ``"desktop"`` (:class:`DesktopNotifier`): the desktop's notification centre, through the
   optional ``desktop-notifier`` package (``pip install "bgws[desktop]"``), or the log when that
   package or a desktop session is missing;
@@ -163,11 +164,13 @@ class _NoticeTracker:
 
 
 class LogNotifier(NotificationHandler):
-    """Writes notifications to the ``bgws.<service_tag>.notify`` logger, at INFO.
+    """Writes notifications to the ``bgws.<service_tag>.notify`` logger.
 
-    Secrets the config holds are replaced by ``***`` in the text. With ``foreground`` set, each
-    change of the notice ("connected", "reconnecting", "failed", "stopped") is one record;
-    repeated reconnect attempts do not repeat it.
+    A notification is logged at DEBUG: its text comes from the message (a chat message's text),
+    which is private, and one INFO line per message would be noise. Secrets the config holds
+    are replaced by ``***`` in the text. With ``foreground`` set, each change of the notice
+    ("connected", "reconnecting", "failed", "stopped") is one INFO record; repeated reconnect
+    attempts do not repeat it.
 
     Args:
         config: the service's config.
@@ -180,9 +183,9 @@ class LogNotifier(NotificationHandler):
         self._notice = _NoticeTracker()
 
     async def notify(self, title: str, body: str, message: Message | None = None) -> None:
-        """Log one notification: ``title: body``."""
+        """Log one notification, ``title: body``, at DEBUG (never at INFO: it is private)."""
         text = f"{title}: {body}" if body else title
-        self.log.info(
+        self.log.debug(
             "%s",
             redact_text(text, self._secrets),
             extra={"channel": self.config.notification_channel_id},

@@ -464,8 +464,8 @@ class Service:
             The message ids, in order.
 
         Raises:
-            The errors of :meth:`send`; a message that fails to encode raises before any of
-            them is accepted.
+            BgwsError: as :meth:`send` does; a message that fails to encode raises before any
+                of them is accepted.
         """
         self._check_open("send")
         delivery = self._delivery

@@ -24,6 +24,10 @@ environment variables override the file's values in every service, as they do fo
 
 Everything is checked, and every handler and plugin imported, before anything starts: a wrong
 value is a :class:`~bgws.ConfigError` whose field is ``services.<name>.<key>``.
+
+:func:`load` puts the file's folder first on :data:`sys.path` (as Python does for a script's
+folder), so a handler module kept beside the file imports the same under ``bgws run``,
+``python -m bgws run`` and ``bgws install``, whatever the working directory.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import difflib
 import importlib
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -132,7 +137,8 @@ def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) 
     """Read and check a service file; import its handlers and plugins.
 
     Relative paths (``storage_path``, ``tls_*_file``, ``app_icon_path``) are taken relative
-    to the file's folder.
+    to the file's folder, and that folder goes first on :data:`sys.path` (once), so modules
+    beside the file can be named as handlers and plugins.
 
     Args:
         path: the TOML file.
@@ -164,8 +170,17 @@ def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) 
     except (ValueError, RecursionError) as exc:  # an integer too long, nesting too deep
         raise ConfigError(None, f"{shown}: cannot be read: {toml_limit(exc)}") from None
     base = Path(shown).absolute().parent
+    _importable(base)
     checked = load_mapping(data, base_dir=base, env=env)
     return ServiceFile(Path(shown).absolute(), checked.services)
+
+
+def _importable(folder: Path) -> None:
+    """Put ``folder`` first on :data:`sys.path` unless it is there already."""
+    entry = os.fspath(folder)
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+        importlib.invalidate_caches()
 
 
 def load_mapping(

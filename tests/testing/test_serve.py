@@ -14,7 +14,14 @@ import pytest
 from picows import WSMsgType
 
 from bgws.testing import Server
-from bgws.testing.serve import RandomDrops, build_parser, dump_records, read_dump, write_dump
+from bgws.testing.serve import (
+    RandomDrops,
+    build_parser,
+    dump_records,
+    parse_ready,
+    read_dump,
+    write_dump,
+)
 
 from ._client import connect
 
@@ -25,9 +32,10 @@ STARTUP = 10.0
 class Process:
     """A running ``python -m bgws.testing.serve``."""
 
-    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, first: bytes) -> None:
         self.process = process
-        self.port = port
+        self.first = first.decode().strip()
+        self.port = port = parse_ready(first)
         self.url = f"ws://127.0.0.1:{port}/"
 
     async def command(self, line: str) -> str:
@@ -57,7 +65,7 @@ async def serve(*args: str) -> AsyncIterator[Process]:
     try:
         assert process.stdout is not None
         first = await asyncio.wait_for(process.stdout.readline(), STARTUP)
-        yield Process(process, int(first))
+        yield Process(process, first)
     finally:
         if process.returncode is None:
             process.kill()
@@ -173,3 +181,36 @@ async def test_dump_records_and_read_dump(tmp_path: Path) -> None:
     messages, connections = read_dump(path)
     assert [m["duplicate"] for m in messages] == [False, True]
     assert connections[0]["ids"] == ["k", "k"]
+
+
+async def test_serve_first_line_says_where_it_serves(tmp_path: Path) -> None:
+    """The first line is `serving ws://127.0.0.1:PORT/ (...)`, naming the dump file."""
+    dump = tmp_path / "d.jsonl"
+    async with serve("--dump", str(dump)) as server:
+        assert server.first.startswith(f"serving ws://127.0.0.1:{server.port}/ (")
+        assert str(dump) in server.first
+        assert await server.command("stop") == "stopping"
+        assert await server.wait() == 0
+
+
+async def test_serve_dump_grows_as_messages_arrive(tmp_path: Path) -> None:
+    """Each message is in the dump file (flushed) before the server exits, even if killed."""
+    dump = tmp_path / "d.jsonl"
+    async with serve("--ack", "--dump", str(dump)) as server, connect(server.url) as client:
+        client.send_json({"id": "a"}, {"id": "b"})
+        assert len(await client.wait_json(2)) == 2  # acked: both were received
+        assert await server.command("report") == "dumped 2"
+        messages, connections = read_dump(dump)
+        assert [m["id"] for m in messages] == ["a", "b"]
+        assert connections == []
+        server.process.kill()
+        await server.wait()
+    messages, connections = read_dump(dump)  # killed: the messages are there, no summary
+    assert ([m["id"] for m in messages], connections) == (["a", "b"], [])
+
+
+def test_parse_ready() -> None:
+    """parse_ready reads the port from the first line and refuses any other line."""
+    assert parse_ready(b"serving ws://127.0.0.1:8765/ (stop: Ctrl-C)\n") == 8765
+    with pytest.raises(ValueError, match="first line"):
+        parse_ready("8765")

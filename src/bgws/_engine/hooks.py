@@ -24,6 +24,7 @@ from ..handlers import (
     LifecycleHandler,
     MessageHandler,
     NotificationHandler,
+    reporting_for,
 )
 from ..plugins import Plugin, PluginChain
 from .observe import Counters
@@ -94,7 +95,8 @@ class Hooks:
         counters.errors += 1
         counters.last_error = error
         try:
-            await call(lambda: self.errors.on_error(error))
+            with reporting_for(self.log):
+                await call(lambda: self.errors.on_error(error))
         except Exception:
             self.log.exception("the error handler raised while reporting %s", type(error).__name__)
 

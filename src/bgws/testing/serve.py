@@ -1,8 +1,9 @@
 """Run the test server in a process of its own, for crash tests: ``python -m bgws.testing.serve``.
 
-A test starts the server, reads its port from the first line of its standard output, points
-producer processes at ``ws://127.0.0.1:PORT/``, and at the end sends ``SIGTERM`` (or the
-``stop`` command) and reads back every message received from the dump file::
+It prints one line when it listens, ``serving ws://127.0.0.1:PORT/ ...``. A test reads the URL
+(or the port: :func:`parse_ready`) from that first line of its standard output, points producer
+processes at it, and at the end sends ``SIGTERM`` (or the ``stop`` command) and reads back every
+message received from the dump file::
 
     python -m bgws.testing.serve --ack --drop-chance 0.2 --max-drops 5 --seed 1 --dump out.jsonl
 
@@ -11,18 +12,19 @@ It listens on 127.0.0.1 only. Random drops are seeded (``--seed``) and bounded i
 standard output:
 
 ``report``
-    Write the dump now; answers ``dumped N`` (N messages).
+    Flush the dump; answers ``dumped N`` (N messages in it so far).
 ``drop``
     Drop every connection; answers ``dropped N``.
 ``publish {"type": "tick"}``
     Publish a message (numbered, kept for replay); answers ``published SEQ``.
 ``stop``
-    Like ``SIGTERM``: answers ``stopping``, then stops, writes the dump and exits 0.
+    Like ``SIGTERM``: answers ``stopping``, then stops, ends the dump and exits 0.
 
 The dump (``--dump``) is JSON lines: one ``{"record": "message", ...}`` per received message
-in order (``index``, ``connection``, ``id``, ``duplicate``, ``kind`` and ``data``), then one
-``{"record": "connection", ...}`` per connection (the fields of :class:`ConnectionReport`).
-:func:`read_dump` reads it back.
+in order (``index``, ``connection``, ``id``, ``duplicate``, ``kind`` and ``data``), written and
+flushed as each message arrives, so a test can watch it grow and a killed server leaves every
+message it received; then, at the end, one ``{"record": "connection", ...}`` per connection
+(the fields of :class:`~bgws.testing.ConnectionReport`). :func:`read_dump` reads it back.
 """
 
 from __future__ import annotations
@@ -46,7 +48,16 @@ from bgws.testing._delivery import AckReply, Feed, IdLedger, Reply
 from bgws.testing._records import ReceivedMessage
 from bgws.testing._server import Server
 
-__all__ = ["RandomDrops", "build_parser", "dump_records", "main", "read_dump", "write_dump"]
+__all__ = [
+    "DumpWriter",
+    "RandomDrops",
+    "build_parser",
+    "dump_records",
+    "main",
+    "parse_ready",
+    "read_dump",
+    "write_dump",
+]
 
 _STDIN = 0
 
@@ -109,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m bgws.testing.serve``."""
     parser = argparse.ArgumentParser(
         prog="python -m bgws.testing.serve",
-        description="Run the bgws test server on 127.0.0.1; print its port on the first line.",
+        description=(
+            "Run the bgws test server on 127.0.0.1; the first line of output is "
+            "'serving ws://127.0.0.1:PORT/ ...'."
+        ),
     )
     add = parser.add_argument
     add("--port", type=int, default=0, help="port to listen on (default: 0, a free one)")
@@ -170,6 +184,54 @@ def write_dump(server: Server, path: Path) -> int:
     return len(server.messages)
 
 
+class DumpWriter:
+    """Writes the dump as the server runs: each message record flushed as the message arrives.
+
+    Args:
+        path: the dump file (created, or emptied).
+        id_field: where messages carry their id (``None``: no ids).
+    """
+
+    def __init__(self, path: Path, id_field: str | None) -> None:
+        self._file = path.open("wb")
+        self._id_field = id_field
+        self._ledger = IdLedger()
+        self.count = 0
+        """How many message records were written."""
+
+    def message(self, message: ReceivedMessage) -> None:
+        """Write and flush the record of one received message."""
+        record = _message_record(self.count, message, self._id_field, self._ledger)
+        self._file.write(msgspec.json.encode(record) + b"\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self, server: Server) -> None:
+        """Write one record per connection of ``server``, and close the file."""
+        for report in server.report():
+            record = {"record": "connection", **report.to_dict()}
+            self._file.write(msgspec.json.encode(record) + b"\n")
+        self._file.close()
+
+
+def parse_ready(line: str | bytes) -> int:
+    """The port in the server's first line, ``serving ws://127.0.0.1:PORT/ ...``.
+
+    Args:
+        line: the first line of its standard output.
+
+    Raises:
+        ValueError: the line is not that line.
+    """
+    text = line.decode() if isinstance(line, bytes) else line
+    word, _, rest = text.strip().partition(" ")
+    url = rest.split(" ", 1)[0]
+    prefix = "ws://127.0.0.1:"
+    if word != "serving" or not url.startswith(prefix):
+        raise ValueError(f"not the server's first line: {text!r}")
+    return int(url.removeprefix(prefix).rstrip("/"))
+
+
 def read_dump(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read a dump: the message records, in order, and the connection records."""
     messages: list[dict[str, Any]] = []
@@ -210,7 +272,7 @@ def _message_record(
     }
 
 
-def _make_server(args: argparse.Namespace, drops: RandomDrops) -> Server:
+def _make_server(args: argparse.Namespace, drops: RandomDrops, dump: DumpWriter | None) -> Server:
     ack = None
     if args.ack:
         ack = AckReply(
@@ -222,6 +284,8 @@ def _make_server(args: argparse.Namespace, drops: RandomDrops) -> Server:
         )
 
     def drop_at_random(connection: Connection, message: ReceivedMessage) -> None:
+        if dump is not None:
+            dump.message(message)
         if drops.after_message():
             connection.drop()
 
@@ -246,7 +310,8 @@ async def _serve(args: argparse.Namespace) -> int:
     drops = RandomDrops(
         chance=args.drop_chance, every=args.drop_every, max_drops=args.max_drops, seed=args.seed
     )
-    server = _make_server(args, drops)
+    dump = None if args.dump is None else DumpWriter(args.dump, args.id_field or None)
+    server = _make_server(args, drops, dump)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -268,10 +333,10 @@ async def _serve(args: argparse.Namespace) -> int:
             _say("stopping")
             stop.set()
         elif name == "report":
-            if args.dump is None:
+            if dump is None:
                 _say("error: no --dump file")
             else:
-                _say(f"dumped {write_dump(server, args.dump)}")
+                _say(f"dumped {dump.count}")
         elif name == "drop":
             _say(f"dropped {server.drop()}")
         elif name == "publish":
@@ -284,7 +349,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     try:
         async with server:
-            _say(str(server.port))
+            what = f", dump {args.dump}" if args.dump is not None else ""
+            _say(f"serving ws://127.0.0.1:{server.port}/ (stop: Ctrl-C, SIGTERM or 'stop'{what})")
             threading.Thread(target=_read_commands, args=(loop, command), daemon=True).start()
             interval = drops.next_interval()
             if interval is not None:
@@ -293,8 +359,8 @@ async def _serve(args: argparse.Namespace) -> int:
             if timer is not None:
                 timer.cancel()
     finally:
-        if args.dump is not None:
-            write_dump(server, args.dump)
+        if dump is not None:
+            dump.close(server)
     return 0
 
 
