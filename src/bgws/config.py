@@ -50,6 +50,7 @@ from bgws._config_checks import (
     toml_limit,
     type_name,
 )
+from bgws._config_offline import Quota, check_offline
 from bgws._presets import profile_values
 from bgws._redact import (
     is_sensitive_name,
@@ -58,6 +59,7 @@ from bgws._redact import (
     redact_url,
 )
 from bgws.errors import ConfigError, InsecureCredentials
+from bgws.machine import SuspendedSend
 from bgws.policies import AckPolicy, ResumePolicy
 
 __all__ = [
@@ -177,6 +179,11 @@ class Config:
     notify_types: tuple[str, ...] = ()
     notify_title: str = "{app_name}"
     notify_body: str = "{text}"
+    # Long outages (checked in bgws._config_offline).
+    connect_quota: Quota | None = None
+    suspend_after: float | None = None
+    suspended_retry: float = 30.0
+    suspended_send: SuspendedSend = "queue"
 
     def __post_init__(self) -> None:
         """Validate every field in order and store the normalised values."""
@@ -263,6 +270,7 @@ class Config:
         v["follow_redirects"] = check_bool("follow_redirects", self.follow_redirects)
         v.update(self._validated_delivery())
         v.update(self._validated_notify())
+        v.update(check_offline(self))
         return v
 
     def _validated_delivery(self) -> dict[str, object]:
