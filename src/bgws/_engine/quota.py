@@ -117,7 +117,9 @@ class QuotaGate:
             )
             await hooks.report(ConnectQuotaWait(delay, until, quota.limit, quota.window))
             try:
-                await clock.sleep(delay)
+                while delay > 0:  # twice at most: once more if float rounding left a hair
+                    await clock.sleep(delay)
+                    delay = quota.wait(clock.monotonic())
             finally:
                 hooks.counters.quota_wait_until = None
         now, wall = clock.monotonic(), clock.wall()

@@ -24,11 +24,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Final
 
-__all__ = ["DEFAULT_IDLE", "VirtualClock"]
+__all__ = ["DEFAULT_IDLE", "DEFAULT_PATIENCE", "VirtualClock"]
 
 DEFAULT_IDLE: Final = 0.02
 """Real seconds without timer activity after which :meth:`VirtualClock.advance` jumps to the
 next timer: long enough for a loopback round trip, short enough for hundreds of jumps a test."""
+DEFAULT_PATIENCE: Final = 0.5
+"""Real seconds :meth:`VirtualClock.advance` waits for a timer when none is pending: the
+program may be in the middle of real I/O (a connect attempt) that ends in a new timer."""
 
 _MAX_QUIET_ROUNDS: Final = 500  # a program that never settles still lets the clock move
 _START_WALL: Final = 1_800_000_000.0  # 2027-01-15: any fixed, plausible epoch time
@@ -57,6 +60,7 @@ class VirtualClock:
         self._timers: list[tuple[float, int, _Timer]] = []
         self._order = itertools.count()
         self._activity = 0  # moves whenever a timer is set, fired or cancelled
+        self._armed = asyncio.Event()  # set whenever a timer is set
 
     def monotonic(self) -> float:
         """The virtual monotonic time."""
@@ -85,6 +89,7 @@ class VirtualClock:
         timer = _Timer(when, callback)
         heapq.heappush(self._timers, (when, next(self._order), timer))
         self._activity += 1
+        self._armed.set()
 
         def cancel() -> None:
             if not timer.cancelled:
@@ -135,16 +140,21 @@ class VirtualClock:
         """
         self._wall_offset += seconds
 
-    async def advance(self, seconds: float, *, idle: float = DEFAULT_IDLE) -> None:
+    async def advance(
+        self, seconds: float, *, idle: float = DEFAULT_IDLE, patience: float = DEFAULT_PATIENCE
+    ) -> None:
         """Let ``seconds`` of virtual time pass, firing every timer due meanwhile in order.
 
         Before each jump to the next timer, the clock waits until the program has been idle
         (no timer set, fired or cancelled) for ``idle`` real seconds, so the tasks woken by
-        the last timer (and the loopback I/O they start) get to run first.
+        the last timer get to run first. When no timer is pending at all, it waits up to
+        ``patience`` real seconds for one (a task may be in the middle of real I/O, such as a
+        connect attempt, that ends in a new timer) before it concludes that nothing is due.
 
         Args:
             seconds: how far to move on (>= 0).
             idle: real seconds of quiet that count as "everyone is waiting on a timer".
+            patience: real seconds to wait for a timer when none is pending.
 
         Raises:
             ValueError: ``seconds`` is negative.
@@ -154,6 +164,9 @@ class VirtualClock:
         target = self._now + seconds
         while True:
             await self._quiet(idle)
+            if self.next_deadline() is None:
+                await self._wait_armed(patience)
+                await self._quiet(idle)
             due = self.next_deadline()
             if due is None or due > target:
                 break
@@ -170,6 +183,16 @@ class VirtualClock:
             await asyncio.sleep(idle)  # real time: how long "idle" lasts
             if self._activity == seen:
                 return
+
+    async def _wait_armed(self, patience: float) -> None:
+        self._armed.clear()
+        if self.next_deadline() is not None:
+            return
+        try:
+            async with asyncio.timeout(patience):  # real time: how long to wait for I/O
+                await self._armed.wait()
+        except TimeoutError:
+            pass
 
     def _fire_due(self) -> None:
         timers = self._timers
