@@ -3,6 +3,7 @@ suspended tier, and the link check after the machine slept (both transports)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -162,7 +163,7 @@ async def test_suspended_after_two_minutes_then_retries_every_30s(
         suspended = moves.times(bgws.State.SUSPENDED)
         assert suspended[0] - start == pytest.approx(120.0, abs=0.5)
         attempts = [t for t in hook.times if t > suspended[0]]
-        gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
         assert len(attempts) >= 6
         assert all(gap == pytest.approx(30.0) for gap in gaps)
         if suspended_send == "fail":
