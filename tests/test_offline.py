@@ -190,6 +190,7 @@ async def test_a_wake_from_sleep_checks_the_link_at_once(make: Make, errors: Err
         async with service:
             await service.wait_for(bgws.State.CONNECTED, timeout=5.0)
             await clock.advance(10.0)
+            assert service.stats.uptime == pytest.approx(10.0)  # on the virtual clock
             server.stall()  # the link died while the lid was closed
             clock.suspend(3600.0)
             woke = clock.monotonic()

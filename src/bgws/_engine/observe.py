@@ -49,6 +49,7 @@ class Counters:
         "last_error",
         "quota_wait_until",
         "reconnects",
+        "wall",
     )
 
     def __init__(self) -> None:
@@ -56,6 +57,7 @@ class Counters:
         self.last_error: BaseException | None = None
         self.connected_since: float | None = None
         self.quota_wait_until: float | None = None  # set by the connect quota while it waits
+        self.wall: Callable[[], float] = time.time  # the service's clock (the supervisor's)
 
     def snapshot(
         self, state: State, url: str, inbox: Inbox, router: Router, delivery: Delivery
@@ -66,7 +68,7 @@ class Counters:
             state=state,
             url=url,
             connected_since=since,
-            uptime=(time.time() - since) if since is not None else 0.0,
+            uptime=(self.wall() - since) if since is not None else 0.0,
             reconnects=self.reconnects,
             sent=delivery.sent,
             received=inbox.received,

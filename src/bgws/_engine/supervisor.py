@@ -107,6 +107,7 @@ class Supervisor:
         self._remember = remember
         self.clock = clock
         """Where every timer and timestamp of the loop and the keepalive reads the time."""
+        hooks.counters.wall = clock.wall  # uptime in stats, on the same clock
         quota = config.connect_quota
         self._quota = (
             None
