@@ -3,6 +3,7 @@ suspended tier, and the link check after the machine slept (both transports)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -63,7 +64,7 @@ async def make(transport: Transport, errors: Errors) -> AsyncIterator[Make]:
     """Services on the given clock and transport; every one is stopped at teardown."""
     made: list[bgws.Service] = []
 
-    def build(url: str, clock: VirtualClock, **options: Any) -> bgws.Service:
+    def build(url: str, clock: bgws.Clock | None, **options: Any) -> bgws.Service:
         values: dict[str, Any] = {
             "app_name": "offline",
             "url": url,
@@ -137,6 +138,34 @@ async def test_the_quota_window_survives_a_restart(
         await later.advance(3600.0, idle=QUICK)
     assert len(hook.times) > 3
     assert hook.times[3] >= 5.0 + 3600.0 - 600.0 - 60.0  # the first attempt's hour was kept
+
+
+async def test_the_quota_holds_on_the_real_clock(make: Make) -> None:
+    """On the system clock too: with a fast backoff, 2 attempts per 300 ms at most."""
+    loop = asyncio.get_running_loop()
+    times: list[float] = []
+    enough = asyncio.Event()
+
+    def refuse(handshake: Any) -> int:
+        times.append(loop.time())
+        if len(times) >= 7:
+            enough.set()
+        return 503
+
+    async with Server(on_handshake=refuse) as server:
+        service = make(
+            server.url,
+            None,
+            connect_quota=[2, "300ms"],
+            initial_reconnect_delay="10ms",
+            max_reconnect_delay="20ms",
+        )
+        async with service:
+            await asyncio.wait_for(enough.wait(), 5.0)
+    # Server-side arrival times, so some loopback jitter against the client's window; the
+    # first attempt is left out: it arrives late (the transport's first connect warms up).
+    gaps = [later - first for first, later in zip(times[1:], times[3:], strict=False)]
+    assert min(gaps) >= 0.3 - 0.03, gaps
 
 
 @pytest.mark.parametrize("suspended_send", ["queue", "fail"])
