@@ -96,3 +96,15 @@ def test_max_attempts_still_ends_in_failed_when_suspended() -> None:
         m.failed(REFUSED, now)
         m.retry()
     assert m.failed(REFUSED, 3.0).state is State.FAILED
+
+
+def test_a_refreshed_auth_retries_at_once_even_when_suspended() -> None:
+    """An auth refusal the handler refreshed is retried at once, suspended or not."""
+    m = machine(suspend_after=1.0, suspended_retry=30.0)
+    m.connect()
+    fail_at(m, 0.0)
+    decision = m.failed(errors.AuthRejected(401, "refused"), 5.0, auth_refreshed=True)
+    assert (decision.state, decision.delay) == (State.SUSPENDED, 0.0)
+    m.retry()
+    again = m.failed(errors.AuthRejected(401, "refused"), 5.1, auth_refreshed=True)
+    assert (again.state, again.delay) == (State.SUSPENDED, 30.0)  # only the first is at once

@@ -227,7 +227,9 @@ class Machine:
         "_reconnect_on_close",
         "_started",
         "_state",
-        "_suspend",
+        "_suspend_after",
+        "_suspended_fail",
+        "_suspended_retry",
     )
 
     def __init__(
@@ -242,7 +244,9 @@ class Machine:
         suspended_retry: float = 30.0,
         suspended_send: SuspendedSend = "queue",
     ) -> None:
-        self._suspend = (suspend_after, suspended_retry, suspended_send == "fail")
+        self._suspend_after = suspend_after
+        self._suspended_retry = suspended_retry
+        self._suspended_fail = suspended_send == "fail"
         self._offline_since: float | None = None
         self._state = State.IDLE
         self._started = False  # a fact nothing else records: start() was called
@@ -306,7 +310,7 @@ class Machine:
         calls = CALLS[self._state]
         if self._state is State.IDLE and not self._started:
             calls = _NOT_STARTED
-        elif self._state is State.SUSPENDED and self._suspend[2]:
+        elif self._state is State.SUSPENDED and self._suspended_fail:
             calls = calls - {"send"}
         return frozenset(TRANSITIONS[self._state]) | calls
 
@@ -343,7 +347,10 @@ class Machine:
                 the first such retry in a row happens at once.
 
         Returns:
-            The decision; the machine is already in ``decision.state``.
+            The decision; the machine is already in ``decision.state``: ``SUSPENDED`` (retry
+            after ``suspended_retry``) when an attempt fails ``suspend_after`` or more after
+            the first failure since the last link, else ``BACKING_OFF`` (a backoff delay cut
+            short at that mark) or ``FAILED``.
         """
         event = Event.LINK_LOST if self._state is State.CONNECTED else Event.CONNECT_FAILED
         if event not in TRANSITIONS[self._state]:
@@ -355,6 +362,7 @@ class Machine:
         self._failures += 1
         if self._offline_since is None:
             self._offline_since = now
+        offline = now - self._offline_since
         verdict = self.verdict(error)
         if verdict == "auth":
             verdict = "retry_now" if auth_refreshed else "fatal"
@@ -363,19 +371,15 @@ class Machine:
         ):
             self.fire(Event.GIVE_UP)
             return Decision(State.FAILED, 0.0, self._failures, error)
-        if verdict == "retry_now" and not self._auth_retried:
-            self._auth_retried = True
-            delay = 0.0
-        else:
-            self._auth_retried = verdict == "retry_now"
-            delay = self._backoff.delay(self._failures)
-        suspend_after, suspended_retry, _ = self._suspend
-        if suspend_after is not None:
-            offline = now - self._offline_since
-            if offline >= suspend_after and event is Event.CONNECT_FAILED:
-                self.fire(Event.SUSPEND)
-                return Decision(State.SUSPENDED, suspended_retry, self._failures, error)
-            # The attempt that finds the outage long enough comes on time, not a backoff late.
+        immediate = verdict == "retry_now" and not self._auth_retried
+        self._auth_retried = verdict == "retry_now"
+        delay = 0.0 if immediate else self._backoff.delay(self._failures)
+        suspend_after = self._suspend_after
+        if suspend_after is not None and offline >= suspend_after and event is Event.CONNECT_FAILED:
+            self.fire(Event.SUSPEND)
+            delay = 0.0 if immediate else self._suspended_retry
+            return Decision(State.SUSPENDED, delay, self._failures, error)
+        if suspend_after is not None:  # the attempt at the mark comes on time, not a backoff late
             delay = min(delay, max(0.0, suspend_after - offline))
         self.fire(event)
         return Decision(State.BACKING_OFF, delay, self._failures, error)
