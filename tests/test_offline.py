@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,25 @@ async def test_a_wake_with_a_live_link_keeps_it(make: Make) -> None:
             await clock.advance(WAKE_CHECK + 5.0 + 1.0, idle=0.25)  # room for the real pong
             assert service.state is bgws.State.CONNECTED
             assert service.stats.dead_links == 0
+
+
+async def test_unreadable_kept_times_start_an_empty_window(
+    refusing_server: tuple[Server, VirtualClock, Refusing],
+    transport: Transport,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Kept attempt times that cannot be read are logged and ignored; the quota still holds."""
+    server, clock, hook = refusing_server
+    store = bgws.VolatileStore()
+    await store.store_connection_info("bgws.connect_times", "not json")
+    config = bgws.Config(
+        app_name="offline", url=server.url, heartbeat_interval=None, connect_quota=[2, "1h"]
+    )
+    service = bgws.Service(config, store=store, transport=transport, clock=clock)
+    async with service:
+        await clock.advance(600.0, idle=QUICK)
+    assert len(hook.times) == 2
+    assert "cannot read the connect times kept" in caplog.text
+    kept = await store.get_connection_info("bgws.connect_times")
+    assert kept is not None
+    assert len(json.loads(kept)) == 2
