@@ -20,6 +20,7 @@ from bgws.errors import ConfigError, InsecureCredentials
 
 from .test_config_delivery import DELIVERY_BAD_VALUES, DELIVERY_ENV_SAMPLES
 from .test_config_notify import NOTIFY_BAD_VALUES, NOTIFY_ENV_SAMPLES
+from .test_config_offline import OFFLINE_BAD_VALUES, OFFLINE_ENV_SAMPLES
 
 URL = "wss://example.com/ws"
 FIELD_NAMES = {f.name for f in dataclasses.fields(Config)}
@@ -325,6 +326,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("transport", None),
     *DELIVERY_BAD_VALUES,
     *NOTIFY_BAD_VALUES,
+    *OFFLINE_BAD_VALUES,
 ]
 
 
@@ -808,6 +810,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "follow_redirects": ("true", True),
     **DELIVERY_ENV_SAMPLES,
     **NOTIFY_ENV_SAMPLES,
+    **OFFLINE_ENV_SAMPLES,
 }
 
 

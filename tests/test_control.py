@@ -420,3 +420,16 @@ async def test_no_daemon(tmp_path: Path) -> None:
     """Connecting where no daemon listens raises DaemonNotRunning naming the path."""
     with pytest.raises(DaemonNotRunning, match="does not exist"):
         await connect_local(tmp_path / "none.sock")
+
+
+async def test_a_suspended_send_is_raised_as_itself(
+    server: Server, start_daemon: StartDaemon
+) -> None:
+    """send() to a SUSPENDED service with suspended_send="fail" raises ServiceSuspended."""
+    server.on_handshake = lambda handshake: 503
+    offline = {"suspend_after": "100ms", "suspended_retry": "10s", "suspended_send": "fail"}
+    daemon = await start_daemon({"chat": server.url}, wait=False, chat_config=offline)
+    await daemon.manager.wait_for("chat", bgws.State.SUSPENDED, timeout=TIMEOUT)
+    async with connect_local(daemon.socket) as client:
+        with pytest.raises(bgws.ServiceSuspended, match="SUSPENDED"):
+            await client.send({"type": "x"})

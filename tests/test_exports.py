@@ -27,6 +27,7 @@ EXPECTED = {
     "TemplateHeartbeat", "__version__", "create_chat_service", "create_custom_service",
     "create_gaming_service", "create_iot_service", "create_trading_service",
     "parse_duration", "profiles", "SqliteStore", "Store", "VolatileStore",
+    "Clock", "ConnectQuotaWait", "ServiceSuspended",
 }  # fmt: skip
 
 
@@ -83,7 +84,7 @@ TESTING_EXPECTED = {
     "HandshakeHook", "Handshake", "HostileConnection", "HostileServer", "MalformedKind",
     "MemoryPeer", "MemoryTransport", "Message", "MessageHook", "Opcode", "ReceivedFrame",
     "ReceivedMessage", "Reply", "Rule", "Script", "Server", "Steps", "TransportFactory",
-    "UpgradeRequest", "accept_key", "check_transport", "frame",
+    "UpgradeRequest", "accept_key", "check_transport", "frame", "VirtualClock",
 }  # fmt: skip
 
 

@@ -8,6 +8,7 @@ handlers and plugins. See the README and ``docs/`` for the tutorial.
 from __future__ import annotations
 
 from . import profiles
+from ._engine.clock import Clock
 from ._engine.sqlite import SqliteStore
 from ._engine.store import Store, VolatileStore
 from .backoff import Backoff
@@ -18,6 +19,7 @@ from .errors import (
     BgwsError,
     ConfigError,
     ConnectionClosed,
+    ConnectQuotaWait,
     ConnectTimeout,
     DeadLink,
     DecodeError,
@@ -35,6 +37,7 @@ from .errors import (
     SequenceGap,
     ServiceClosed,
     ServiceError,
+    ServiceSuspended,
     StoreError,
 )
 from .factories import (
@@ -113,6 +116,8 @@ __all__ = [
     "Store",  # _engine.store: the store seam, and its implementations
     "VolatileStore",
     "SqliteStore",  # _engine.sqlite
+    # time
+    "Clock",  # _engine.clock: the clock seam (bgws.testing.VirtualClock is its twin)
     # the daemon's control socket, from another process
     "ControlError",  # local
     "DaemonNotRunning",
@@ -124,6 +129,7 @@ __all__ = [
     "AckTimeout",
     "AuthRejected",
     "ConfigError",
+    "ConnectQuotaWait",
     "ConnectTimeout",
     "ConnectionClosed",
     "DeadLink",
@@ -142,6 +148,7 @@ __all__ = [
     "SequenceGap",
     "ServiceClosed",
     "ServiceError",
+    "ServiceSuspended",
     "StoreError",
     # the version
     "__version__",

@@ -38,6 +38,7 @@ from .errors import (
     RequestTimeout,
     ServiceClosed,
     ServiceError,
+    ServiceSuspended,
     StoreError,
 )
 from .message import Message
@@ -76,6 +77,7 @@ _REMOTE: dict[str, type[BgwsError]] = {
         RequestTimeout,
         ServiceClosed,
         ServiceError,
+        ServiceSuspended,
         StoreError,
     )
 }

@@ -51,6 +51,7 @@ from bgws._config_checks import (
     toml_limit,
     type_name,
 )
+from bgws._config_offline import Quota, check_offline
 from bgws._presets import profile_values
 from bgws._redact import (
     is_sensitive_name,
@@ -59,6 +60,7 @@ from bgws._redact import (
     redact_url,
 )
 from bgws.errors import ConfigError, InsecureCredentials
+from bgws.machine import SuspendedSend
 from bgws.policies import AckPolicy, ResumePolicy
 
 __all__ = [
@@ -178,6 +180,11 @@ class Config:
     notify_types: tuple[str, ...] = ()
     notify_title: str = "{app_name}"
     notify_body: str = "{text}"
+    # Long outages (checked in bgws._config_offline).
+    connect_quota: Quota | None = None
+    suspend_after: float | None = None
+    suspended_retry: float = 30.0
+    suspended_send: SuspendedSend = "queue"
 
     def __new__(cls, *args: Any, **options: Any) -> Self:
         """Refuse unknown and missing options with a ConfigError (as TOML does), not a TypeError."""
@@ -269,6 +276,7 @@ class Config:
         v["follow_redirects"] = check_bool("follow_redirects", self.follow_redirects)
         v.update(self._validated_delivery())
         v.update(self._validated_notify())
+        v.update(check_offline(self))
         return v
 
     def _validated_delivery(self) -> dict[str, object]:

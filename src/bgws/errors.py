@@ -10,10 +10,12 @@ or the network are different branches, so a program can tell "I configured it wr
     ├── InvalidTransition        an illegal move of the connection state machine
     ├── ServiceError             a call the service cannot take in its current state
     │   ├── ServiceClosed        the service was stopped or failed; nothing more is accepted
+    │   ├── ServiceSuspended     send() while SUSPENDED, with suspended_send = "fail"
     │   └── QueueFull            the outbox (or the pending requests) are full
     ├── StoreError               the store cannot be opened, read or written (corrupt, locked)
     ├── AckTimeout               no acknowledgement in time (also a TimeoutError)
     ├── RequestTimeout           no reply to a request in time (also a TimeoutError)
+    ├── ConnectQuotaWait         reported, not raised: connect_quota holds the next attempt back
     ├── LinkError                the peer or the network (never the caller's mistake)
     │   ├── ConnectTimeout       the connect attempt took longer than ``connect_timeout``
     │   ├── HandshakeRejected    the server answered the upgrade with an HTTP error status
@@ -41,6 +43,7 @@ __all__ = [
     "AuthRejected",
     "BgwsError",
     "ConfigError",
+    "ConnectQuotaWait",
     "ConnectTimeout",
     "ConnectionClosed",
     "DeadLink",
@@ -59,6 +62,7 @@ __all__ = [
     "SequenceGap",
     "ServiceClosed",
     "ServiceError",
+    "ServiceSuspended",
     "StoreError",
 ]
 
@@ -103,6 +107,11 @@ class ServiceClosed(ServiceError):
     """The service was stopped (or has failed) and accepts nothing more."""
 
 
+class ServiceSuspended(ServiceError):
+    """The service is ``SUSPENDED`` (offline for ``suspend_after``) and ``suspended_send`` is
+    ``"fail"``: the message was not accepted."""
+
+
 class QueueFull(ServiceError):
     """The outbox holds ``max_queue_size`` messages and the overflow policy is ``"raise"``."""
 
@@ -124,6 +133,27 @@ class AckTimeout(BgwsError, TimeoutError):
 
 class RequestTimeout(BgwsError, TimeoutError):
     """No reply to a request arrived within its timeout."""
+
+
+class ConnectQuotaWait(BgwsError):
+    """Reported to the error handler (never raised): ``connect_quota`` holds the next connect
+    attempt back, whatever the backoff said.
+
+    Attributes:
+        delay: seconds the attempt waits.
+        until: wall-clock time (``time.time()`` of the service's clock) when it may go.
+        limit: the quota's count of connects ...
+        window: ... per this many seconds.
+    """
+
+    def __init__(self, delay: float, until: float, limit: int, window: float) -> None:
+        self.delay = delay
+        self.until = until
+        self.limit = limit
+        self.window = window
+        super().__init__(
+            f"connect quota ({limit} per {window:g}s) reached: next attempt in {delay:.1f}s"
+        )
 
 
 class LinkError(BgwsError):

@@ -105,8 +105,8 @@ class LocalClient:
 
         Raises:
             ControlError: the daemon refused the request, or the connection is gone.
-            QueueFull, ServiceClosed, RequestTimeout, AckTimeout, MessageTooBig, StoreError:
-                the service raised it in the daemon.
+            QueueFull, ServiceClosed, ServiceSuspended, RequestTimeout, AckTimeout,
+                MessageTooBig, StoreError: the service raised it in the daemon.
         """
         if self._reading.done():
             raise DaemonNotRunning("the connection to the daemon is closed")

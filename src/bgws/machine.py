@@ -11,6 +11,7 @@ without sockets or sleeps.
          connect_failed │   │ retry       link_lost │
                         ▼   │                       │
                       BACKING_OFF ◀─────────────────┘
+    CONNECTING ──suspend──▶ SUSPENDED ──retry──▶ CONNECTING   (offline for suspend_after)
     (any running state) ──give_up──▶ FAILED ──connect──▶ CONNECTING
     (any state but CLOSING, CLOSED) ──stop──▶ CLOSING ──closed──▶ CLOSED
 
@@ -64,6 +65,7 @@ class State(enum.Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     BACKING_OFF = "backing_off"
+    SUSPENDED = "suspended"
     CLOSING = "closing"
     CLOSED = "closed"
     FAILED = "failed"
@@ -80,6 +82,7 @@ class Event(enum.Enum):
     CONNECT_FAILED = "connect_failed"
     LINK_LOST = "link_lost"
     RETRY = "retry"
+    SUSPEND = "suspend"
     GIVE_UP = "give_up"
     STOP = "stop"
     CLOSED = "closed"
@@ -96,6 +99,7 @@ TRANSITIONS: Mapping[State, Mapping[Event, State]] = MappingProxyType(
         _S.CONNECTING: {
             _E.CONNECTED: _S.CONNECTED,
             _E.CONNECT_FAILED: _S.BACKING_OFF,
+            _E.SUSPEND: _S.SUSPENDED,
             _E.GIVE_UP: _S.FAILED,
             _E.STOP: _S.CLOSING,
         },
@@ -105,6 +109,7 @@ TRANSITIONS: Mapping[State, Mapping[Event, State]] = MappingProxyType(
             _E.STOP: _S.CLOSING,
         },
         _S.BACKING_OFF: {_E.RETRY: _S.CONNECTING, _E.GIVE_UP: _S.FAILED, _E.STOP: _S.CLOSING},
+        _S.SUSPENDED: {_E.RETRY: _S.CONNECTING, _E.GIVE_UP: _S.FAILED, _E.STOP: _S.CLOSING},
         _S.FAILED: {_E.CONNECT: _S.CONNECTING, _E.STOP: _S.CLOSING},
         _S.CLOSING: {_E.CLOSED: _S.CLOSED},
         _S.CLOSED: {},
@@ -123,18 +128,23 @@ CALLS: Mapping[State, frozenset[Call]] = MappingProxyType(
         _S.CONNECTING: _LIVE,
         _S.CONNECTED: _LIVE,
         _S.BACKING_OFF: _LIVE,
+        _S.SUSPENDED: _LIVE,
         _S.FAILED: frozenset({"connect", "stop"}),
         _S.CLOSING: frozenset(),
         _S.CLOSED: frozenset(),
     }
 )
 """``CALLS[state]``: the public calls allowed in ``state``, once the service has started
-(before that, ``IDLE`` also allows ``start`` and ``add_plugin``)."""
+(before that, ``IDLE`` also allows ``start`` and ``add_plugin``). A machine built with
+``suspended_send="fail"`` takes ``send`` out of ``SUSPENDED``."""
 
 _NOT_STARTED: frozenset[Call] = _LIVE | {"start", "add_plugin"}
 
 CLEAN_CLOSE_CODES = frozenset({1000, 1001})
 """Close codes of a clean close: the server ended the session on purpose."""
+
+SuspendedSend = Literal["queue", "fail"]
+"""What ``send()`` does while ``SUSPENDED``: queue the message, or raise ``ServiceSuspended``."""
 
 Verdict = Literal["retry", "retry_now", "auth", "fatal"]
 """How a failure is handled: back off and retry, retry at once, ask the auth handler, or stop."""
@@ -174,7 +184,7 @@ class Decision:
     """The outcome of a failure: the state entered and, when backing off, the delay.
 
     Attributes:
-        state: ``BACKING_OFF`` or ``FAILED``.
+        state: ``BACKING_OFF``, ``SUSPENDED`` or ``FAILED``.
         delay: seconds to wait before the next attempt (0 when ``FAILED``).
         attempt: the number of consecutive failures so far, this one included.
         reason: the error that caused the decision.
@@ -197,6 +207,11 @@ class Machine:
         classify: maps an error to a :data:`Verdict`.
         reconnect_on_close: reconnect after a clean close (1000, 1001) by the server; when
             False such a close is final (``FAILED``) whatever ``classify`` says.
+        suspend_after: seconds offline (counted from the first failure since the last link)
+            after which a failed attempt moves to ``SUSPENDED`` instead of ``BACKING_OFF``
+            (``None``: never).
+        suspended_retry: the delay between attempts while ``SUSPENDED``.
+        suspended_send: whether ``send`` is allowed while ``SUSPENDED`` (``"queue"``) or not.
     """
 
     __slots__ = (
@@ -208,9 +223,13 @@ class Machine:
         "_failures",
         "_max_attempts",
         "_min_uptime",
+        "_offline_since",
         "_reconnect_on_close",
         "_started",
         "_state",
+        "_suspend_after",
+        "_suspended_fail",
+        "_suspended_retry",
     )
 
     def __init__(
@@ -221,7 +240,14 @@ class Machine:
         min_uptime: float,
         classify: Callable[[BaseException], Verdict] = classify_error,
         reconnect_on_close: bool = True,
+        suspend_after: float | None = None,
+        suspended_retry: float = 30.0,
+        suspended_send: SuspendedSend = "queue",
     ) -> None:
+        self._suspend_after = suspend_after
+        self._suspended_retry = suspended_retry
+        self._suspended_fail = suspended_send == "fail"
+        self._offline_since: float | None = None
         self._state = State.IDLE
         self._started = False  # a fact nothing else records: start() was called
         # What is allowed now, recomputed at each move: can("send") runs on every send, and one
@@ -284,6 +310,8 @@ class Machine:
         calls = CALLS[self._state]
         if self._state is State.IDLE and not self._started:
             calls = _NOT_STARTED
+        elif self._state is State.SUSPENDED and self._suspended_fail:
+            calls = calls - {"send"}
         return frozenset(TRANSITIONS[self._state]) | calls
 
     def verdict(self, error: BaseException) -> Verdict:
@@ -306,6 +334,7 @@ class Machine:
         """The handshake succeeded at time ``now``."""
         state = self.fire(Event.CONNECTED)
         self._connected_at = now
+        self._offline_since = None
         return state
 
     def failed(self, error: BaseException, now: float, *, auth_refreshed: bool = False) -> Decision:
@@ -318,7 +347,10 @@ class Machine:
                 the first such retry in a row happens at once.
 
         Returns:
-            The decision; the machine is already in ``decision.state``.
+            The decision; the machine is already in ``decision.state``: ``SUSPENDED`` (retry
+            after ``suspended_retry``) when an attempt fails ``suspend_after`` or more after
+            the first failure since the last link, else ``BACKING_OFF`` (a backoff delay cut
+            short at that mark) or ``FAILED``.
         """
         event = Event.LINK_LOST if self._state is State.CONNECTED else Event.CONNECT_FAILED
         if event not in TRANSITIONS[self._state]:
@@ -328,6 +360,9 @@ class Machine:
             self._auth_retried = False
         self._connected_at = None
         self._failures += 1
+        if self._offline_since is None:
+            self._offline_since = now
+        offline = now - self._offline_since
         verdict = self.verdict(error)
         if verdict == "auth":
             verdict = "retry_now" if auth_refreshed else "fatal"
@@ -336,12 +371,16 @@ class Machine:
         ):
             self.fire(Event.GIVE_UP)
             return Decision(State.FAILED, 0.0, self._failures, error)
-        if verdict == "retry_now" and not self._auth_retried:
-            self._auth_retried = True
-            delay = 0.0
-        else:
-            self._auth_retried = verdict == "retry_now"
-            delay = self._backoff.delay(self._failures)
+        immediate = verdict == "retry_now" and not self._auth_retried
+        self._auth_retried = verdict == "retry_now"
+        delay = 0.0 if immediate else self._backoff.delay(self._failures)
+        suspend_after = self._suspend_after
+        if suspend_after is not None and offline >= suspend_after and event is Event.CONNECT_FAILED:
+            self.fire(Event.SUSPEND)
+            delay = 0.0 if immediate else self._suspended_retry
+            return Decision(State.SUSPENDED, delay, self._failures, error)
+        if suspend_after is not None:  # the attempt at the mark comes on time, not a backoff late
+            delay = min(delay, max(0.0, suspend_after - offline))
         self.fire(event)
         return Decision(State.BACKING_OFF, delay, self._failures, error)
 

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from ._engine import connect as _connect
+from ._engine.clock import SYSTEM_CLOCK, Clock
 from ._engine.delivery import PLAIN, Delivery, SendOptions
 from ._engine.hooks import Hooks, call
 from ._engine.inbox import Inbox
@@ -36,7 +36,7 @@ from ._engine.supervisor import Supervisor
 from ._redact import redact_json, redact_url
 from .backoff import Backoff
 from .config import Config
-from .errors import HandlerError, ServiceClosed, ServiceError
+from .errors import HandlerError, ServiceClosed, ServiceError, ServiceSuspended
 from .handlers import (
     AuthHandler,
     ErrorHandler,
@@ -85,6 +85,7 @@ class Service:
         backoff: the reconnect delay generator (default: from the config).
         ssl_context: your own client TLS context for a ``wss://`` URL, used as given on every
             attempt (instead of one built from the ``tls_*`` options).
+        clock: what every timer reads (default: the system's; tests: ``testing.VirtualClock``).
 
     Raises:
         InsecureCredentials: ``auth_handler`` requires credentials and the URL is plain
@@ -109,6 +110,7 @@ class Service:
         classify: Callable[[BaseException], Verdict] | None = None,
         backoff: Backoff | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not isinstance(config, Config):
             raise TypeError("config must be a bgws.Config")
@@ -151,6 +153,9 @@ class Service:
             min_uptime=config.min_uptime,
             classify=classify,
             reconnect_on_close=config.reconnect_on_close,
+            suspend_after=config.suspend_after,
+            suspended_retry=config.suspended_retry,
+            suspended_send=config.suspended_send,
         )
         self._delivery = Delivery(config, codec, hooks.report_soon, store)
         # Connection info lives in the service's store unless a storage of its own is given.
@@ -177,6 +182,7 @@ class Service:
             ssl_context=ssl_context,
             announce=self._announce,
             remember=self._store,
+            clock=clock or SYSTEM_CLOCK,
         )
         self._dispatch_task: asyncio.Task[None] | None = None
         self._watch = StateWatch()
@@ -539,7 +545,8 @@ class Service:
     def _check_open(self, what: str) -> None:
         machine = self._machine
         if not machine.can("send"):
-            raise ServiceClosed(f"cannot {what}: the service is {machine.state}")
+            error = ServiceSuspended if machine.state is State.SUSPENDED else ServiceClosed
+            raise error(f"cannot {what}: the service is {machine.state}")
 
     # -- state changes ----------------------------------------------------------------------
 
@@ -556,7 +563,7 @@ class Service:
         if new is old:
             return
         change = StateChange(
-            old, new, reason, time.time(), delay if new is State.BACKING_OFF else None
+            old, new, reason, self._supervisor.clock.wall(), None if new is State.FAILED else delay
         )
         self.log.info("%s -> %s%s", old, new, f" ({describe(reason)})" if reason else "")
         hooks = self._hooks

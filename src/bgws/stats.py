@@ -19,7 +19,8 @@ class StateChange:
         new: the state entered.
         reason: the error that caused the move, if one did.
         at: wall-clock time (``time.time()``) of the move.
-        delay: for a move into ``BACKING_OFF``, the seconds until the next attempt.
+        delay: for a move into ``BACKING_OFF`` or ``SUSPENDED``, the seconds until the next
+            attempt.
     """
 
     old: State
@@ -54,6 +55,8 @@ class ServiceStats:
         dead_links: links declared dead by the keepalive.
         errors: errors reported to the error handler.
         last_error: the last error, as text.
+        quota_wait_until: while ``connect_quota`` holds the next connect attempt back, the
+            wall-clock time it may go; else ``None``.
     """
 
     state: State
@@ -76,6 +79,7 @@ class ServiceStats:
     dead_links: int
     errors: int
     last_error: str | None
+    quota_wait_until: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, for JSON status output."""

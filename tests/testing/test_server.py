@@ -53,6 +53,8 @@ def test_exported_names() -> None:
         "Rule",
         "TransportFactory",
         "check_transport",
+        # simulated time (tests/testing/test_virtual_clock.py)
+        "VirtualClock",
     }
     for name in bgws.testing.__all__:
         assert getattr(bgws.testing, name) is not None

@@ -35,6 +35,7 @@ from ..handlers import AuthHandler, HeartbeatHandler
 from ..message import Codec
 from ..transport import ConnectRequest, Link, Transport
 from ..transport._policy import REDIRECT_STATUSES
+from .clock import SYSTEM_CLOCK, Clock, nap
 from .inbox import Inbox, Receive
 from .writer import Writer
 
@@ -132,7 +133,13 @@ class Connection:
         self._inbox.detach()
 
     async def keepalive(
-        self, config: Config, heartbeat: HeartbeatHandler | None, codec: Codec, writer: Writer
+        self,
+        config: Config,
+        heartbeat: HeartbeatHandler | None,
+        codec: Codec,
+        writer: Writer,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         """Probe every ``heartbeat_interval``; no sign of life within ``ping_timeout`` fails it.
 
@@ -149,6 +156,10 @@ class Connection:
         waits behind them) the wait goes on, one ``ping_timeout`` at a time, as long as the
         link's write backlog shrank since the last look; once writes stop progressing the
         link is declared dead within ``2 * ping_timeout``.
+
+        Every wait is on ``clock``; the wait between probes ends early when the process was
+        suspended (see :func:`~bgws._engine.clock.nap`), so a link that died while the machine
+        slept is found within ``ping_timeout`` of the wake-up.
         """
         interval = config.heartbeat_interval
         link = self._link
@@ -159,7 +170,7 @@ class Connection:
         heard = self._heard
         what = "pong" if heartbeat is None else "heartbeat reply"
         while True:
-            await asyncio.sleep(interval)
+            await nap(clock, interval)
             heard.clear()
             self.on_data = self._first_after_probe
             backlog = link.write_backlog  # the bytes ahead of the probe
@@ -169,7 +180,7 @@ class Connection:
                 payload, binary, _ = codec.encode(heartbeat.heartbeat_message(), assign_id=False)
                 writer.control((payload, binary))
             pauses = load.pauses
-            while not await _within(heard, timeout):
+            while not await _within(heard, timeout, clock):
                 if load.paused or load.pauses != pauses:
                     break
                 left = link.write_backlog
@@ -183,10 +194,10 @@ class Connection:
                 self.on_data = self._deliver
 
 
-async def _within(event: asyncio.Event, timeout: float) -> bool:
-    """Whether ``event`` is set within ``timeout`` seconds."""
+async def _within(event: asyncio.Event, timeout: float, clock: Clock) -> bool:
+    """Whether ``event`` is set within ``timeout`` seconds of ``clock``."""
     try:
-        async with asyncio.timeout(timeout):
+        async with clock.timeout(timeout):
             await event.wait()
     except TimeoutError:
         return False

@@ -42,12 +42,22 @@ class Counters:
     reporter counts errors and keeps ``last_error``.
     """
 
-    __slots__ = ("connected_since", "dead_links", "errors", "last_error", "reconnects")
+    __slots__ = (
+        "connected_since",
+        "dead_links",
+        "errors",
+        "last_error",
+        "quota_wait_until",
+        "reconnects",
+        "wall",
+    )
 
     def __init__(self) -> None:
         self.reconnects = self.dead_links = self.errors = 0
         self.last_error: BaseException | None = None
         self.connected_since: float | None = None
+        self.quota_wait_until: float | None = None  # set by the connect quota while it waits
+        self.wall: Callable[[], float] = time.time  # the service's clock (the supervisor's)
 
     def snapshot(
         self, state: State, url: str, inbox: Inbox, router: Router, delivery: Delivery
@@ -58,7 +68,7 @@ class Counters:
             state=state,
             url=url,
             connected_since=since,
-            uptime=(time.time() - since) if since is not None else 0.0,
+            uptime=(self.wall() - since) if since is not None else 0.0,
             reconnects=self.reconnects,
             sent=delivery.sent,
             received=inbox.received,
@@ -75,6 +85,7 @@ class Counters:
             dead_links=self.dead_links,
             errors=self.errors,
             last_error=describe(self.last_error),
+            quota_wait_until=self.quota_wait_until,
         )
 
 

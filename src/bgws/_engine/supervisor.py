@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import functools
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -25,10 +24,12 @@ from ..machine import Decision, Machine, State, Verdict
 from ..message import Codec
 from ..transport import Link, Transport
 from . import connect as _connect
+from .clock import SYSTEM_CLOCK, Clock
 from .delivery import Delivery
 from .hooks import Hooks, wrap
 from .inbox import Inbox
 from .observe import describe
+from .quota import ConnectQuota, QuotaGate
 
 __all__ = ["Announce", "Remember", "Supervisor"]
 
@@ -54,6 +55,7 @@ class Supervisor:
         ssl_context: the caller's own TLS context, or ``None``.
         announce: called after each state change the supervisor makes.
         remember: keeps connection info (``last_connected_at``) in storage.
+        clock: every timer and timestamp of the loop and the keepalive.
     """
 
     __slots__ = (
@@ -66,10 +68,12 @@ class Supervisor:
         "_inbox",
         "_keepalive",
         "_machine",
+        "_quota",
         "_remember",
         "_ssl_context",
         "_task",
         "_transport",
+        "clock",
         "connection_data",
         "link",
     )
@@ -88,6 +92,7 @@ class Supervisor:
         ssl_context: ssl.SSLContext | None,
         announce: Announce,
         remember: Remember,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._config = config
         self._machine = machine
@@ -100,6 +105,15 @@ class Supervisor:
         self._ssl_context = ssl_context
         self._announce = announce
         self._remember = remember
+        self.clock = clock
+        """Where every timer and timestamp of the loop and the keepalive reads the time."""
+        hooks.counters.wall = clock.wall  # uptime in stats, on the same clock
+        quota = config.connect_quota
+        self._quota = (
+            None
+            if quota is None
+            else QuotaGate(ConnectQuota(int(quota[0]), quota[1]), clock, delivery.store, hooks)
+        )
         self._keepalive: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.connection_data: Mapping[str, Any] | None = None
@@ -145,6 +159,8 @@ class Supervisor:
             conn = _connect.Connection(
                 self._inbox, config.auth_close_codes, self._hooks.report_soon
             )
+            if self._quota is not None:
+                await self._quota.admit()
             try:
                 link = await _connect.open_link(
                     config,
@@ -170,7 +186,7 @@ class Supervisor:
                 decision.attempt,
                 describe(decision.reason),
             )
-            await asyncio.sleep(decision.delay)
+            await self.clock.sleep(decision.delay)
             old = machine.state
             machine.retry()
             await self._announce(old, None, None)
@@ -178,17 +194,23 @@ class Supervisor:
 
     async def _run_link(self, link: Link, conn: _connect.Connection) -> Decision | None:
         """Serve one open link until it drops; returns what to do next."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         counters = self._hooks.counters
         self.link = link
-        counters.connected_since = time.time()
+        counters.connected_since = self.clock.wall()
         old = self._machine.state
         self._machine.connected(now)
         conn.attach(link)  # frames that came with the handshake are dispatched from now on
         await self._announce(old, None, None)
         self._delivery.link_up(link)
         keepalive = asyncio.create_task(
-            conn.keepalive(self._config, self._hooks.heartbeat, self._codec, self._delivery.writer)
+            conn.keepalive(
+                self._config,
+                self._hooks.heartbeat,
+                self._codec,
+                self._delivery.writer,
+                clock=self.clock,
+            )
         )
         self._keepalive = keepalive
         try:
@@ -224,7 +246,7 @@ class Supervisor:
                 refreshed = bool(await hooks.auth.on_auth_failure(str(error)))
             except Exception as exc:
                 await hooks.report(wrap(exc, "auth handler on_auth_failure"))
-        now = time.monotonic()
+        now = self.clock.monotonic()
         old = self._machine.state
         decision = self._machine.failed(error, now, auth_refreshed=refreshed)
         await self._announce(old, error, decision.delay)
@@ -238,7 +260,7 @@ class Supervisor:
         hooks = self._hooks
         if hooks.auth is not None:
             await hooks.guarded(hooks.auth.on_auth_success, "auth handler")
-        await self._remember("last_connected_at", repr(time.time()))
+        await self._remember("last_connected_at", repr(self.clock.wall()))
         if hooks.message is not None:
             await hooks.guarded(hooks.message.on_connection_established, "message handler")
         for plugin in hooks.chain.plugins:

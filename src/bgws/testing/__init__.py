@@ -40,6 +40,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bgws.testing._clock import VirtualClock
     from bgws.testing._conformance import (
         RULES,
         ConformanceReport,
@@ -107,6 +108,7 @@ __all__ = [
     "Steps",
     "TransportFactory",
     "UpgradeRequest",
+    "VirtualClock",
     "accept_key",
     "check_transport",
     "frame",
@@ -119,6 +121,7 @@ _HOMES: dict[str, str] = {
     "TransportFactory": "bgws.testing._conformance",
     "check_transport": "bgws.testing._conformance",
     "Connection": "bgws.testing._connection",
+    "VirtualClock": "bgws.testing._clock",
     "AckFunction": "bgws.testing._delivery",
     "AckReply": "bgws.testing._delivery",
     "Feed": "bgws.testing._delivery",

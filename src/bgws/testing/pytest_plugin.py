@@ -1,4 +1,4 @@
-"""The bgws pytest plugin: the ``bgws_server`` fixture.
+"""The bgws pytest plugin: the ``bgws_server`` and ``bgws_clock`` fixtures.
 
 Registered through the ``pytest11`` entry point, so it is loaded in every pytest run of anyone
 who installs bgws. It therefore imports nothing heavy at load time, and defines the fixture
@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bgws.testing._clock import VirtualClock
     from bgws.testing._server import Server
 
 __all__: list[str] = []
@@ -21,7 +22,7 @@ except ImportError:  # pragma: no cover - exercised by a test that hides pytest_
     pytest_asyncio = None  # type: ignore[assignment]
 
 if pytest_asyncio is not None:
-    __all__ += ["bgws_server"]
+    __all__ += ["bgws_server", "bgws_clock"]
 
     @pytest_asyncio.fixture
     async def bgws_server() -> AsyncIterator[Server]:
@@ -35,3 +36,11 @@ if pytest_asyncio is not None:
 
         async with Server() as server:
             yield server
+
+    @pytest_asyncio.fixture
+    async def bgws_clock() -> VirtualClock:
+        """A fresh :class:`bgws.testing.VirtualClock`: pass it as ``bgws.Service(config,
+        clock=bgws_clock)`` and move time on with ``await bgws_clock.advance(seconds)``."""
+        from bgws.testing._clock import VirtualClock
+
+        return VirtualClock()
