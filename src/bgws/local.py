@@ -105,8 +105,9 @@ class LocalClient:
 
         Raises:
             ControlError: the daemon refused the request, or the connection is gone.
-            QueueFull, ServiceClosed, ServiceSuspended, RequestTimeout, AckTimeout,
-                MessageTooBig, StoreError: the service raised it in the daemon.
+            BgwsError: what the service raised in the daemon, as itself (``QueueFull``,
+                ``ServiceClosed``, ``ServiceSuspended``, ``RequestTimeout``, ``AckTimeout``,
+                ``MessageTooBig``, ``StoreError``).
         """
         if self._reading.done():
             raise DaemonNotRunning("the connection to the daemon is closed")
