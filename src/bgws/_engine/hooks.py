@@ -92,7 +92,7 @@ class Hooks:
         """
         counters = self.counters
         counters.errors += 1
-        counters.last_error = error
+        counters.note_error(error)
         try:
             await call(lambda: self.errors.on_error(error))
         except Exception:

@@ -70,6 +70,7 @@ class Supervisor:
         "_ssl_context",
         "_task",
         "_transport",
+        "_wake",
         "connection_data",
         "link",
     )
@@ -102,6 +103,7 @@ class Supervisor:
         self._remember = remember
         self._keepalive: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self.connection_data: Mapping[str, Any] | None = None
         """Handed to the auth handler's ``get_auth_data`` on every attempt."""
         self.link: Link | None = None
@@ -112,6 +114,17 @@ class Supervisor:
         self._task = asyncio.create_task(
             self._connect_loop(), name=f"bgws-connect-{self._config.service_tag}"
         )
+
+    def wake(self) -> bool:
+        """End the backoff wait now, so the next attempt starts at once.
+
+        Returns:
+            Whether the machine was backing off (``False``: nothing to skip).
+        """
+        if self._machine.state is not State.BACKING_OFF:
+            return False
+        self._wake.set()
+        return True
 
     async def stop(self, deadline: float) -> None:
         """Close the link (after the outbox drains), end the loop, close the transport.
@@ -141,6 +154,7 @@ class Supervisor:
         machine = self._machine
         config = self._config
         while machine.state is State.CONNECTING:
+            self._hooks.counters.connect_attempts += 1
             link: Link | None = None
             conn = _connect.Connection(
                 self._inbox, config.auth_close_codes, self._hooks.report_soon
@@ -170,18 +184,30 @@ class Supervisor:
                 decision.attempt,
                 describe(decision.reason),
             )
-            await asyncio.sleep(decision.delay)
+            if await self._backoff(decision.delay):
+                self._hooks.log.info("reconnecting now, as asked (the backoff wait was skipped)")
             old = machine.state
             machine.retry()
             await self._announce(old, None, None)
-            self._hooks.counters.reconnects += 1
+
+    async def _backoff(self, delay: float) -> bool:
+        """Wait ``delay`` seconds, or less when :meth:`wake` is called; returns whether it was."""
+        wake = self._wake  # set only while backing off, cleared once used
+        try:
+            async with asyncio.timeout(delay):
+                await wake.wait()
+        except TimeoutError:
+            return False
+        finally:
+            wake.clear()
+        return True
 
     async def _run_link(self, link: Link, conn: _connect.Connection) -> Decision | None:
         """Serve one open link until it drops; returns what to do next."""
         now = time.monotonic()
         counters = self._hooks.counters
         self.link = link
-        counters.connected_since = time.time()
+        counters.link_up()
         old = self._machine.state
         self._machine.connected(now)
         conn.attach(link)  # frames that came with the handshake are dispatched from now on
@@ -217,7 +243,7 @@ class Supervisor:
         if self._machine.state is State.CLOSING:
             return None
         hooks = self._hooks
-        hooks.counters.last_error = error
+        hooks.counters.note_error(error)
         refreshed = False
         if self._classify(error) == "auth" and hooks.auth is not None:
             try:
@@ -227,6 +253,10 @@ class Supervisor:
         now = time.monotonic()
         old = self._machine.state
         decision = self._machine.failed(error, now, auth_refreshed=refreshed)
+        counters = hooks.counters
+        if not connected:
+            counters.attempts += 1
+        counters.link_down(decision.delay if decision.state is State.BACKING_OFF else None)
         await self._announce(old, error, decision.delay)
         if connected or decision.state is State.FAILED:
             hooks.log.warning("link %s: %s", "lost" if connected else "failed", describe(error))
