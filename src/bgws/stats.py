@@ -65,6 +65,10 @@ class ServiceStats:
         connect_attempts: connect attempts made since start (successful or not).
         outbox_oldest_age: seconds the oldest undelivered message has waited, or ``None``.
         last_received_at: when the last frame was read from the network, or ``None``.
+        rtt: the last keepalive round trip (probe to answer) in seconds, or ``None``.
+        rtt_sum: the sum of every keepalive round trip measured, in seconds.
+        rtt_counts: how many round trips fell in each bucket of
+            :data:`bgws.metrics.RTT_BUCKETS` (not cumulative), the last one over them all.
     """
 
     state: State
@@ -95,6 +99,9 @@ class ServiceStats:
     connect_attempts: int = 0
     outbox_oldest_age: float | None = None
     last_received_at: float | None = None
+    rtt: float | None = None
+    rtt_sum: float = 0.0
+    rtt_counts: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, for JSON status output."""

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import inspect
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
@@ -42,6 +43,10 @@ __all__ = ["MAX_REDIRECTS", "Connection", "check_link_options", "open_link"]
 
 MAX_REDIRECTS: Final = 5
 """The most same-origin redirects one connect attempt follows (``follow_redirects``)."""
+
+
+def _ignore_rtt(seconds: float) -> None:
+    return None
 
 
 class Connection:
@@ -132,7 +137,12 @@ class Connection:
         self._inbox.detach()
 
     async def keepalive(
-        self, config: Config, heartbeat: HeartbeatHandler | None, codec: Codec, writer: Writer
+        self,
+        config: Config,
+        heartbeat: HeartbeatHandler | None,
+        codec: Codec,
+        writer: Writer,
+        rtt: Callable[[float], None] = _ignore_rtt,
     ) -> None:
         """Probe every ``heartbeat_interval``; no sign of life within ``ping_timeout`` fails it.
 
@@ -149,6 +159,8 @@ class Connection:
         waits behind them) the wait goes on, one ``ping_timeout`` at a time, as long as the
         link's write backlog shrank since the last look; once writes stop progressing the
         link is declared dead within ``2 * ping_timeout``.
+
+        Each round that was answered hands ``rtt`` the seconds from probe to answer.
         """
         interval = config.heartbeat_interval
         link = self._link
@@ -163,6 +175,7 @@ class Connection:
             heard.clear()
             self.on_data = self._first_after_probe
             backlog = link.write_backlog  # the bytes ahead of the probe
+            probed = time.monotonic()
             if heartbeat is None:
                 link.ping()
             else:
@@ -179,6 +192,8 @@ class Connection:
                 stuck = f", {left} bytes not draining" if left else ""
                 self.fail(DeadLink(f"no {what} within ping_timeout ({timeout:g}s){stuck}"))
                 return
+            if heard.is_set():
+                rtt(time.monotonic() - probed)
             if self.on_data == self._first_after_probe:
                 self.on_data = self._deliver
 

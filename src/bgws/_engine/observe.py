@@ -9,6 +9,7 @@ calls :meth:`StateWatch.publish` with each :class:`~bgws.stats.StateChange`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import time
 from collections import deque
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
     from .inbox import Inbox
     from .router import Router
 
-__all__ = ["Counters", "StateWatch", "describe"]
+__all__ = ["RTT_BUCKETS", "Counters", "StateWatch", "describe"]
+
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds (seconds) of the keepalive round-trip histogram's buckets."""
 
 _TERMINAL = (State.CLOSED, State.FAILED)
 
@@ -56,6 +60,9 @@ class Counters:
         "offline_since",
         "reconnects",
         "recovered_at",
+        "rtt_counts",
+        "rtt_last",
+        "rtt_sum",
     )
 
     def __init__(self) -> None:
@@ -67,6 +74,15 @@ class Counters:
         self.offline_since: float | None = None
         self.next_retry_at: float | None = None
         self.recovered_at: float | None = None
+        self.rtt_counts = [0] * (len(RTT_BUCKETS) + 1)  # the last one: over every bound
+        self.rtt_sum = 0.0
+        self.rtt_last: float | None = None
+
+    def rtt(self, seconds: float) -> None:
+        """A keepalive probe was answered after ``seconds``."""
+        self.rtt_last = seconds
+        self.rtt_sum += seconds
+        self.rtt_counts[bisect.bisect_left(RTT_BUCKETS, seconds)] += 1
 
     def note_error(self, error: BaseException) -> None:
         """Keep ``error`` as the last error, with the time it happened."""
@@ -137,6 +153,9 @@ class Counters:
             connect_attempts=self.connect_attempts,
             outbox_oldest_age=None if oldest is None else max(now - oldest, 0.0),
             last_received_at=inbox.last_read_at,
+            rtt=self.rtt_last,
+            rtt_sum=self.rtt_sum,
+            rtt_counts=tuple(self.rtt_counts),
         )
 
 

@@ -214,7 +214,13 @@ class Supervisor:
         await self._announce(old, None, None)
         self._delivery.link_up(link)
         keepalive = asyncio.create_task(
-            conn.keepalive(self._config, self._hooks.heartbeat, self._codec, self._delivery.writer)
+            conn.keepalive(
+                self._config,
+                self._hooks.heartbeat,
+                self._codec,
+                self._delivery.writer,
+                counters.rtt,
+            )
         )
         self._keepalive = keepalive
         try:
