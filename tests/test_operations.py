@@ -53,7 +53,8 @@ async def test_status_explains_an_outage_and_reconnect_now_skips_the_wait(
         await changes.wait(bgws.State.CONNECTED)
         up = service.status()
         assert up["state"] == "CONNECTED"
-        assert up["online_since"] is not None and up["offline_since"] is None
+        assert up["online_since"] is not None
+        assert up["offline_since"] is None
         assert await service.reconnect_now() is False  # connected: nothing to skip
         lost_at = time.time()
         await bgws_server.stop()
@@ -64,7 +65,8 @@ async def test_status_explains_an_outage_and_reconnect_now_skips_the_wait(
         assert lost_at - 1 <= down["offline_since"] <= time.time()
         assert 25.0 < down["next_retry_in"] <= 30.0
         assert down["next_retry_at"] == pytest.approx(time.time() + down["next_retry_in"], abs=1)
-        assert down["attempts"] == 0 and down["reconnections"] == 0
+        assert down["attempts"] == 0
+        assert down["reconnections"] == 0
         assert down["last_error"]["error"].startswith("ConnectionClosed")
         assert down["last_error"]["at"] >= lost_at - 1
         assert down["last_error"]["before_recovery"] is False
@@ -81,7 +83,8 @@ async def test_status_explains_an_outage_and_reconnect_now_skips_the_wait(
         await changes.wait(bgws.State.CONNECTED, count=2, timeout=5.0)
         assert time.monotonic() - asked < 5.0  # not the 60 s backoff
         back = service.status()
-        assert back["offline_since"] is None and back["next_retry_at"] is None
+        assert back["offline_since"] is None
+        assert back["next_retry_at"] is None
         assert back["attempts"] == 0
         assert back["reconnections"] == 1
         assert back["connect_attempts"] == 3
@@ -162,7 +165,9 @@ async def test_status_times_last_message_and_oldest_outbox_age(
         await service.send({"type": "late"})
         await service.send({"type": "later"})
         outbox = service.status()["outbox"]
-        assert outbox["depth"] == 2 and outbox["queued"] == 2 and outbox["in_flight"] == 0
+        assert outbox["depth"] == 2
+        assert outbox["queued"] == 2
+        assert outbox["in_flight"] == 0
         assert 0 <= outbox["oldest_age"] <= time.time() - sent_at + 0.5
 
 
@@ -175,7 +180,8 @@ async def test_keepalive_round_trips_are_measured(
         await service.wait_for(bgws.State.CONNECTED, timeout=TIMEOUT)
         await until(lambda: sum(service.stats.rtt_counts) >= 2)
         stats = service.stats
-        assert stats.rtt is not None and 0 <= stats.rtt < 1.0
+        assert stats.rtt is not None
+        assert 0 <= stats.rtt < 1.0
         assert 0 < stats.rtt_sum < 2.0
         assert len(stats.rtt_counts) == len(RTT_BUCKETS) + 1
 
@@ -197,10 +203,12 @@ async def test_outbox_list_show_export_purge(
         await service.send("plain text", priority=5)
         tools = service.outbox
         listed = tools.list()
-        assert len(tools) == 4 and [m.id for m in listed] == [*ids, None]
+        assert len(tools) == 4
+        assert [m.id for m in listed] == [*ids, None]
         assert [m.seq for m in listed] == sorted(m.seq for m in listed)
         assert all(m.data is None and not m.in_flight and m.age >= 0 for m in listed)
-        assert listed[3].priority == 5 and listed[3].format == "text"
+        assert listed[3].priority == 5
+        assert listed[3].format == "text"
         assert [m.id for m in tools.list(limit=2)] == ids[:2]
         shown = tools.show(ids[1])
         assert json.loads(shown.data or "") == {"type": "order", "n": 1, "id": ids[1]}
@@ -218,7 +226,8 @@ async def test_outbox_list_show_export_purge(
         assert tools.purge([ids[0]], confirm=True) == 1
         assert [m.id for m in tools.list()] == [*ids[1:], None]
         assert tools.purge(confirm=True) == 3
-        assert len(tools) == 0 and service.stats.queued == 0
+        assert len(tools) == 0
+        assert service.stats.queued == 0
         assert service.status()["outbox"]["oldest_age"] is None
     if storage == "sqlite":
         with sqlite3.connect(path) as db:
