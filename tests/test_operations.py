@@ -35,13 +35,6 @@ def long_backoff() -> bgws.Backoff:
     return bgws.Backoff(30.0, 60.0, rng=_Top())
 
 
-async def until(predicate: Any, timeout: float = TIMEOUT) -> None:
-    """Wait (bounded) until ``predicate()`` is true, looking every few milliseconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
 async def test_status_explains_an_outage_and_reconnect_now_skips_the_wait(
     bgws_server: Server, make_service: ServiceFactory, transport: Transport
 ) -> None:
@@ -175,14 +168,25 @@ async def test_keepalive_round_trips_are_measured(
     bgws_server: Server, make_service: ServiceFactory, transport: Transport
 ) -> None:
     """Each answered keepalive probe lands in the RTT histogram (count, sum, last)."""
-    service = make_service(bgws_server.url, transport=transport)
+    service = make_service(
+        bgws_server.url,
+        transport=transport,
+        app_heartbeat={"type": "hb"},
+        app_heartbeat_reply_type="hb_ack",
+        heartbeat_interval=0.05,
+        ping_timeout=2.0,
+    )
     async with service:
-        await service.wait_for(bgws.State.CONNECTED, timeout=TIMEOUT)
-        await until(lambda: sum(service.stats.rtt_counts) >= 2)
+        for n in (1, 2):
+            await bgws_server.wait_for_messages(n, timeout=TIMEOUT)  # probe n
+            bgws_server.publish({"type": "hb_ack"})
+        # The keepalive records a round before it sends the next probe.
+        await bgws_server.wait_for_messages(3, timeout=TIMEOUT)
         stats = service.stats
+        assert sum(stats.rtt_counts) == 2
         assert stats.rtt is not None
-        assert 0 <= stats.rtt < 1.0
-        assert 0 < stats.rtt_sum < 2.0
+        assert 0 <= stats.rtt < 2.0
+        assert 0 < stats.rtt_sum < 4.0
         assert len(stats.rtt_counts) == len(RTT_BUCKETS) + 1
 
 
