@@ -177,7 +177,8 @@ def _error_rows(status: dict[str, Any], now: float) -> list[tuple[str, str]]:
     error = status.get("last_error")
     if not error:
         return [("last error", "-")]
-    when = f" ({_when(error['at'], now)})" if error.get("at") else ""
+    at = error.get("at")
+    when = f" (at {_clock(at)}, {_ago(max(now - at, 0.0))} ago)" if at else ""
     key = "last error (before recovery)" if error.get("before_recovery") else "last error"
     return [(key, f"{error['error']}{when}")]
 

@@ -151,9 +151,7 @@ class OutboxTools:
         seqs = None if refs is None else [self._find(ref)[0].seq for ref in refs]
         removed = self._outbox.purge(seqs)
         if removed:
-            self._log.warning(
-                "%s: %d undelivered message(s) purged from the outbox", self._name, len(removed)
-            )
+            self._log.warning("%d undelivered message(s) purged from the outbox", len(removed))
         return len(removed)
 
     def _find(self, ref: int | str) -> tuple[Entry, bool]:
