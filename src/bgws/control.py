@@ -291,6 +291,8 @@ class ControlServer:
         for holder, key in holders:
             if holder.get(key):
                 holder[key] = redact_text(holder[key], self._secrets)
+        if status.get("plugins"):
+            status["plugins"] = _redact_all(status["plugins"], self._secrets)
         return status
 
     # -- the ops ----------------------------------------------------------------------------
@@ -541,6 +543,17 @@ async def _until_eof(reader: asyncio.StreamReader) -> None:
 def _finished(client: _Client, task: asyncio.Task[None]) -> None:
     client.tasks.discard(task)
     client.slots.release()
+
+
+def _redact_all(value: Any, secrets: list[str]) -> Any:
+    """``value`` (plain JSON types) with the secrets hidden from every string in it."""
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redact_all(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(v, secrets) for v in value]
+    return value
 
 
 def _sorted(types: frozenset[str] | None) -> list[str] | None:
