@@ -150,7 +150,7 @@ async def test_outbox_commands(tmp_path: Path, env: dict[str, str], daemons: Any
     assert await daemon.finish() == 0
 
 
-async def run_into_closed_pipe(env: dict[str, str], *args: Any) -> tuple[int, str, Any]:
+async def run_into_closed_pipe(env: dict[str, str], *args: Any) -> Any:
     """Start ``bgws ARGS`` with stdout a pipe whose reader is already gone."""
     read_end, write_end = os.pipe()
     os.close(read_end)
@@ -164,10 +164,11 @@ async def run_into_closed_pipe(env: dict[str, str], *args: Any) -> tuple[int, st
         )
     finally:
         os.close(write_end)
-    return 0, "", process
+    return process
 
 
 async def finish(process: Any) -> tuple[int, str]:
+    """Wait (bounded) for ``process``; its exit code and its stderr."""
     async with asyncio.timeout(TIMEOUT):
         _, err = await process.communicate()
     return process.returncode, err.decode()
@@ -181,9 +182,9 @@ async def test_closed_pipe_ends_quietly(tmp_path: Path, env: dict[str, str], dae
         daemon = await daemons(service_file(tmp_path, server.url), "--socket", sock)
         await daemon.wait_for("chat connected")
         for args in (("status",), ("status", "--json")):
-            _, _, process = await run_into_closed_pipe(env, *args, "--socket", sock)
+            process = await run_into_closed_pipe(env, *args, "--socket", sock)
             assert await finish(process) == (0, "")
-        _, _, tail = await run_into_closed_pipe(env, "tail", "--json", "--socket", sock)
+        tail = await run_into_closed_pipe(env, "tail", "--json", "--socket", sock)
         assert tail.stderr is not None
         async with asyncio.timeout(TIMEOUT):
             assert (await tail.stderr.readline()).startswith(b"tailing chat")
@@ -207,6 +208,7 @@ async def test_closed_pipe_ends_quietly(tmp_path: Path, env: dict[str, str], dae
 
 
 def free_port() -> int:
+    """A loopback port that was free a moment ago."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
