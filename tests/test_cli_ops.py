@@ -30,12 +30,12 @@ env = test_daemon.env  # the fixtures of the daemon's tests, shared
 daemons = test_daemon.daemons
 
 TRANSPORTS = ("picows", "websockets")
-SLOW_RETRY = {"initial_reconnect_delay": 30.0, "max_reconnect_delay": 30.0}
-"""Backoff delays (full jitter, up to 30 s) far longer than the test waits."""
+SLOW_RETRY = {"initial_reconnect_delay": 60.0, "max_reconnect_delay": 60.0}
+"""Backoff delays (full jitter, up to 60 s) far longer than the test waits."""
 _DELAY = re.compile(r"reconnecting in ([0-9.]+)s")
 
 
-async def backing_off(daemon: Any, at_least: float = 4.0) -> None:
+async def backing_off(daemon: Any, at_least: float = 8.0) -> None:
     """Wait until the daemon's service waits ``at_least`` seconds before its next attempt.
 
     A full-jitter delay may be short; each failed attempt logs a new one (bounded count).
@@ -70,7 +70,7 @@ async def test_status_explains_the_outage_and_reconnect_skips_the_wait(
         assert chat["state"] == "BACKING_OFF"
         assert chat["offline_since"] is not None
         assert chat["online_since"] is None
-        assert 0 < chat["next_retry_in"] <= 30
+        assert 0 < chat["next_retry_in"] <= 60
         assert chat["next_retry_at"] > chat["offline_since"]
         assert chat["reconnections"] == 0
         assert chat["last_error"]["at"] >= chat["offline_since"] - 1
@@ -271,13 +271,14 @@ async def offline(tmp_path: Path) -> AsyncIterator[tuple[Server, str]]:
     """An in-process daemon whose service's server is down; yields the server and socket."""
     from bgws.daemon import Daemon
     from tests.conftest import fast_config
+    from tests.test_operations import long_backoff
 
     server = Server()
     await server.start()
     url = server.url
     await server.stop()
-    config = fast_config(url, initial_reconnect_delay=30.0, max_reconnect_delay=30.0)
-    manager = bgws.ServiceManager({"chat": bgws.Service(config)})
+    service = bgws.Service(fast_config(url), backoff=long_backoff())  # 30 s, then 60 s
+    manager = bgws.ServiceManager({"chat": service})
     daemon = Daemon(manager, socket=tmp_path / "d.sock")
     task = asyncio.create_task(daemon.run())
     await manager.wait_for("chat", bgws.State.BACKING_OFF, timeout=TIMEOUT)
