@@ -433,3 +433,31 @@ async def test_a_suspended_send_is_raised_as_itself(
     async with connect_local(daemon.socket) as client:
         with pytest.raises(bgws.ServiceSuspended, match="SUSPENDED"):
             await client.send({"type": "x"})
+
+
+class _Leaky(bgws.Plugin):
+    plugin_name = "leaky"
+
+    def status(self) -> dict[str, Any]:
+        return {"note": "sent with a-123456", "nested": ["x a-123456"]}
+
+
+async def test_status_redacts_plugin_sections(server: Server, tmp_path: Path) -> None:
+    """A secret a plugin puts in its status() never leaves the daemon; the section does."""
+    config = fast_config(server.url, headers={"X-Auth": "a-123456"})
+    manager = bgws.ServiceManager({"chat": bgws.Service(config, plugins=[_Leaky()])})
+    daemon = Daemon(manager, socket=tmp_path / "d.sock")
+    task = asyncio.create_task(daemon.run())
+    try:
+        await manager.wait_for("chat", bgws.State.CONNECTED, timeout=TIMEOUT)
+        async with connect_local(daemon.socket) as client:
+            status = await client.status()
+    finally:
+        daemon.request_stop()
+        async with asyncio.timeout(TIMEOUT):
+            await task
+    assert status["services"]["chat"]["plugins"]["leaky"] == {
+        "note": "sent with ***",
+        "nested": ["x ***"],
+    }
+    assert "a-123456" not in json.dumps(status)

@@ -292,7 +292,9 @@ async def test_status_json_reports_real_numbers(
         assert last_error.split(":")[0] in ("ConnectionClosed", "LinkError")
         text = await bgws(env, "status", "--socket", sock)
         assert text.out.splitlines()[0] == "service chat"
-        assert re.search(r"^  outbox\s+1$", text.out, re.MULTILINE), text.out
+        assert re.search(r"^  outbox\s+1 \(oldest [0-9.]+s old\)$", text.out, re.MULTILINE), (
+            text.out
+        )
         assert re.search(r"^  last error\s+(ConnectionClosed|LinkError): ", text.out, re.MULTILINE)
     finally:
         await server.stop()

@@ -3,7 +3,9 @@
 ::
 
     bgws [--verbose] run FILE [--check]       run the services of a service file as a daemon
-    bgws [--verbose] status [--json]          the daemon's services: state, outbox, errors
+    bgws [--verbose] status [--json] [--watch]   the daemon's services: why, since when, next
+    bgws [--verbose] reconnect                skip the backoff wait (bgws.cli_ops)
+    bgws [--verbose] outbox list|show|purge|export   the undelivered messages
     bgws [--verbose] send [MESSAGE] [--text]  send through the daemon (MESSAGE or stdin)
     bgws [--verbose] tail [--type T] [--json] [--count N]   follow incoming messages
     bgws [--verbose] stop [--timeout S]       stop the daemon gracefully
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -37,9 +40,9 @@ from importlib import metadata
 from typing import Any
 
 import bgws
-from bgws import profiles
+from bgws import cli_ops, profiles
 from bgws.config import Config
-from bgws.daemon import format_event, format_status
+from bgws.daemon import format_event
 from bgws.errors import ConfigError
 from bgws.local import ControlError, SyncLocalClient, connect_local_sync
 
@@ -105,6 +108,7 @@ def _add_run(commands: _Commands) -> None:
         metavar="SECONDS",
         help="how long a stop may drain the outboxes (default: each service's close_timeout)",
     )
+    cli_ops.add_run_options(parser)
     parser.set_defaults(run=_run, own_logging=True)
 
 
@@ -122,31 +126,8 @@ def _run(args: argparse.Namespace) -> int:
         socket=args.socket or os.environ.get("BGWS_SOCKET") or None,
         stop_timeout=args.stop_timeout,
         verbose=args.verbose,
+        **cli_ops.run_options(args),
     )
-
-
-def _add_status(commands: _Commands) -> None:
-    parser = commands.add_parser(
-        "status",
-        parents=[_daemon_options()],
-        help="show the daemon's services",
-        description=(
-            "Show each service of the running daemon: state, URL, uptime, outbox depth, in "
-            "flight, reconnects, counters and the last error."
-        ),
-    )
-    parser.add_argument("--json", action="store_true", help="print the full status as JSON")
-    parser.set_defaults(run=_status)
-
-
-def _status(args: argparse.Namespace) -> int:
-    with _connect(args) as client:
-        data = client.status(args.service)
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        print(format_status(data))
-    return EXIT_OK
 
 
 def _add_send(commands: _Commands) -> None:
@@ -373,10 +354,12 @@ def _add_install(commands: _Commands) -> None:
 
 _COMMANDS: Sequence[Callable[[_Commands], None]] = (
     _add_run,
-    _add_status,
+    functools.partial(cli_ops.add_status, _daemon_options),
     _add_send,
     _add_tail,
     _add_stop,
+    functools.partial(cli_ops.add_reconnect, _daemon_options),
+    functools.partial(cli_ops.add_outbox, _daemon_options),
     _add_install,
     _add_demo,
     _add_profiles,
@@ -439,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             _error("interrupted", verbose=False)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:  # the reader went away (`bgws status | true`): quietly
+            cli_ops.closed_pipe()
+            return EXIT_OK
         except Exception as exc:
             _error(f"error: {type(exc).__name__}: {exc}", args.verbose)
             return EXIT_FAILURE

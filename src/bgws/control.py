@@ -141,6 +141,8 @@ class ControlServer:
             "request": self._request,
             "subscribe": self._subscribe,
             "unsubscribe": self._unsubscribe,
+            "reconnect": self._reconnect,
+            "outbox": self._outbox,
         }
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -283,9 +285,14 @@ class ControlServer:
 
     def _redacted(self, status: dict[str, Any]) -> dict[str, Any]:
         """A status with the secrets of every service hidden from its error texts."""
-        for holder, key in ((status, "error"), (status["stats"], "last_error")):
+        holders = [(status, "error"), (status["stats"], "last_error")]
+        if status.get("last_error"):
+            holders.append((status["last_error"], "error"))
+        for holder, key in holders:
             if holder.get(key):
                 holder[key] = redact_text(holder[key], self._secrets)
+        if status.get("plugins"):
+            status["plugins"] = _redact_all(status["plugins"], self._secrets)
         return status
 
     # -- the ops ----------------------------------------------------------------------------
@@ -316,7 +323,10 @@ class ControlServer:
                 "stopping": self.stopping,
                 "tails": tails,
             },
-            "services": {name: self._redacted(statuses[name].to_dict()) for name in names},
+            "services": {
+                name: self._redacted({**self.manager[name].status(), **statuses[name].to_dict()})
+                for name in names
+            },
         }
 
     async def _send(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -359,6 +369,35 @@ class ControlServer:
             raise BadRequest("unsubscribe needs a 'message' or a 'key'")
         removed = await service.unsubscribe(message, key=key)
         return {"service": name, "removed": removed}
+
+    async def _reconnect(self, request: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self._select(request):
+            service = self.manager[name]
+            early = await service.reconnect_now()
+            out[name] = {"reconnecting": early, "state": service.state.name}
+        return {"services": out}
+
+    async def _outbox(self, request: dict[str, Any]) -> dict[str, Any]:
+        name, service = self._one(request)
+        action = get_field(request, "action", str, "list")
+        tools = service.outbox
+        if action == "list":
+            limit = get_field(request, "limit", int, None)
+            items = [item.to_dict() for item in tools.list(limit)]
+            return {"service": name, "depth": len(tools), "messages": items}
+        if action == "show":
+            ref = request.get("ref")
+            if not isinstance(ref, int | str) or isinstance(ref, bool):
+                raise BadRequest("'ref' (a message's seq or id) is missing")
+            return {"service": name, "message": tools.show(ref).to_dict()}
+        if action == "export":
+            return {"service": name, "messages": list(tools.iter_export())}
+        if action == "purge":
+            refs = get_field(request, "refs", list, None)
+            purged = tools.purge(refs, confirm=get_field(request, "confirm", bool, False))
+            return {"service": name, "purged": purged, "depth": len(tools)}
+        raise BadRequest(f"unknown outbox action {action!r}; try list, show, export or purge")
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -504,6 +543,17 @@ async def _until_eof(reader: asyncio.StreamReader) -> None:
 def _finished(client: _Client, task: asyncio.Task[None]) -> None:
     client.tasks.discard(task)
     client.slots.release()
+
+
+def _redact_all(value: Any, secrets: list[str]) -> Any:
+    """``value`` (plain JSON types) with the secrets hidden from every string in it."""
+    if isinstance(value, str):
+        return redact_text(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redact_all(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(v, secrets) for v in value]
+    return value
 
 
 def _sorted(types: frozenset[str] | None) -> list[str] | None:

@@ -28,10 +28,13 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal, TextIO
 
+from . import logsetup
 from ._redact import redact_text, redact_url
 from .control import DEFAULT_TAIL_BUFFER, ControlServer
+from .logsetup import LogOptions
 from .machine import State
 from .manager import ServiceManager
+from .metrics import MetricsServer
 from .servicefile import ServiceFile
 from .stats import StateChange
 
@@ -207,11 +210,14 @@ def run_service_file(
     stop_timeout: float | None = None,
     tail_buffer: int = DEFAULT_TAIL_BUFFER,
     verbose: bool = False,
+    log: LogOptions | None = None,
+    metrics: tuple[str, int] | None = None,
 ) -> int:
     """Run a loaded service file as a daemon until a signal or a ``stop`` request (blocking).
 
-    Logs go to stderr (see :func:`configure_logging`); ``SIGTERM`` and ``SIGINT`` stop it
-    gracefully.
+    Logs go to stderr (see :func:`configure_logging`) unless ``log`` says otherwise (see
+    :mod:`bgws.logsetup`); with ``metrics`` (host, port) ``/metrics`` is served there (see
+    :class:`bgws.metrics.MetricsServer`). ``SIGTERM`` and ``SIGINT`` stop it gracefully.
 
     Returns:
         The exit code (see :meth:`Daemon.run`).
@@ -230,9 +236,17 @@ def run_service_file(
             tail_buffer=tail_buffer,
             handle_signals=True,
         )
-        return await daemon.run()
+        if metrics is None:
+            return await daemon.run()
+        async with MetricsServer(daemon.manager, *metrics):
+            return await daemon.run()
 
-    undo = configure_logging(verbose=verbose, secrets=secrets)
+    undo = logsetup.configure(
+        log or LogOptions(),
+        verbose=verbose,
+        secrets=secrets,
+        text_stderr=functools.partial(configure_logging, verbose=verbose, secrets=secrets),
+    )
     try:
         return asyncio.run(main())
     finally:

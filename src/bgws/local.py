@@ -449,6 +449,10 @@ class SyncLocalClient:
         """See :meth:`LocalClient.status`."""
         return self._runner.run(self._client.status(service))
 
+    def call(self, op: str, **fields: Any) -> Any:
+        """See :meth:`LocalClient.call`."""
+        return self._runner.run(self._client.call(op, **fields))
+
     def send(
         self,
         message: Mapping[str, Any] | str | bytes,

@@ -33,6 +33,7 @@ from ._engine.observe import Counters, StateWatch, describe
 from ._engine.router import Router
 from ._engine.store import Store
 from ._engine.supervisor import Supervisor
+from ._operations import Operations
 from ._redact import redact_json, redact_url
 from .backoff import Backoff
 from .config import Config
@@ -61,7 +62,7 @@ __all__ = ["Service"]
 _F = TypeVar("_F", bound=Handler)
 
 
-class Service:
+class Service(Operations):
     """A WebSocket connection that connects, authenticates, reconnects and dispatches.
 
     Most programs build one with a factory (:func:`bgws.create_chat_service` and friends)
@@ -301,7 +302,7 @@ class Service:
             await self._delivery.open()
         except BaseException as exc:
             # A service that could not start is closed: later calls say so clearly.
-            self._counters.last_error = exc
+            self._counters.note_error(exc)
             self._machine.stop()
             self._machine.closed()
             self._stopped.set()

@@ -39,7 +39,8 @@ class ServiceStats:
         url: the URL, with credentials in it redacted.
         connected_since: when the current link came up (``time.time()``), or ``None``.
         uptime: seconds the current link has been up (0 when down).
-        reconnects: reconnect attempts made since start.
+        reconnects: successful reconnections since start (links that came up again after
+            the first one), not attempts.
         sent: messages handed to the transport (resends included).
         received: data frames received.
         dispatched: messages that went through the dispatcher.
@@ -57,6 +58,21 @@ class ServiceStats:
         last_error: the last error, as text.
         quota_wait_until: while ``connect_quota`` holds the next connect attempt back, the
             wall-clock time it may go; else ``None``.
+        last_error_at: when the last error happened (``time.time()``), or ``None``.
+        last_error_before_recovery: the last error happened before the link came back up:
+            it explains the outage that ended, not the present.
+        offline_since: when the current outage began (the first failed attempt or the lost
+            link), or ``None`` while connected (or before the first attempt failed).
+        next_retry_at: while backing off or suspended, when the next attempt starts (wall
+            clock time).
+        attempts: failed attempts in the current outage (0 while connected).
+        connect_attempts: connect attempts made since start (successful or not).
+        outbox_oldest_age: seconds the oldest undelivered message has waited, or ``None``.
+        last_received_at: when the last frame was read from the network, or ``None``.
+        rtt: the last keepalive round trip (probe to answer) in seconds, or ``None``.
+        rtt_sum: the sum of every keepalive round trip measured, in seconds.
+        rtt_counts: how many round trips fell in each bucket of
+            :data:`bgws.metrics.RTT_BUCKETS` (not cumulative), the last one over them all.
     """
 
     state: State
@@ -80,6 +96,17 @@ class ServiceStats:
     errors: int
     last_error: str | None
     quota_wait_until: float | None = None
+    last_error_at: float | None = None
+    last_error_before_recovery: bool = False
+    offline_since: float | None = None
+    next_retry_at: float | None = None
+    attempts: int = 0
+    connect_attempts: int = 0
+    outbox_oldest_age: float | None = None
+    last_received_at: float | None = None
+    rtt: float | None = None
+    rtt_sum: float = 0.0
+    rtt_counts: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, for JSON status output."""

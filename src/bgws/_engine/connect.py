@@ -45,6 +45,10 @@ MAX_REDIRECTS: Final = 5
 """The most same-origin redirects one connect attempt follows (``follow_redirects``)."""
 
 
+def _ignore_rtt(seconds: float) -> None:
+    return None
+
+
 class Connection:
     """The sink of one link: frames to the inbox, signs of life to the keepalive, loss to the
     loop.
@@ -140,6 +144,7 @@ class Connection:
         writer: Writer,
         *,
         clock: Clock = SYSTEM_CLOCK,
+        rtt: Callable[[float], None] = _ignore_rtt,
     ) -> None:
         """Probe every ``heartbeat_interval``; no sign of life within ``ping_timeout`` fails it.
 
@@ -159,7 +164,8 @@ class Connection:
 
         Every wait is on ``clock``; the wait between probes ends early when the process was
         suspended (see :func:`~bgws._engine.clock.nap`), so a link that died while the machine
-        slept is found within ``ping_timeout`` of the wake-up.
+        slept is found within ``ping_timeout`` of the wake-up. Each round that was answered
+        hands ``rtt`` the seconds from probe to answer.
         """
         interval = config.heartbeat_interval
         link = self._link
@@ -174,6 +180,7 @@ class Connection:
             heard.clear()
             self.on_data = self._first_after_probe
             backlog = link.write_backlog  # the bytes ahead of the probe
+            probed = clock.monotonic()
             if heartbeat is None:
                 link.ping()
             else:
@@ -190,6 +197,8 @@ class Connection:
                 stuck = f", {left} bytes not draining" if left else ""
                 self.fail(DeadLink(f"no {what} within ping_timeout ({timeout:g}s){stuck}"))
                 return
+            if heard.is_set():
+                rtt(clock.monotonic() - probed)
             if self.on_data == self._first_after_probe:
                 self.on_data = self._deliver
 

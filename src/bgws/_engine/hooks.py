@@ -93,7 +93,7 @@ class Hooks:
         """
         counters = self.counters
         counters.errors += 1
-        counters.last_error = error
+        counters.note_error(error)
         try:
             with reporting_for(self.log):
                 await call(lambda: self.errors.on_error(error))

@@ -148,6 +148,7 @@ class Inbox:
             change is announced to the ``switch`` callback given to :meth:`attach`.
         received: frames received so far (dispatched, failed to decode, or held).
         decode_errors: frames that failed to decode.
+        last_read_at: the wall-clock time of the last network read that brought a frame.
     """
 
     __slots__ = (
@@ -166,6 +167,7 @@ class Inbox:
         "_stamp",
         "_switch",
         "decode_errors",
+        "last_read_at",
         "load",
         "receive",
         "received",
@@ -206,6 +208,7 @@ class Inbox:
         self.receive: Receive = self.enqueue if self._ranks else self.route_now
         self.received = 0
         self.decode_errors = 0
+        self.last_read_at: float | None = None
 
     def attach(
         self,
@@ -260,7 +263,7 @@ class Inbox:
         # below already costs 3-4%, and the budget is 5%.
         stamp = self._stamp
         if stamp is None:
-            stamp = time.time()
+            stamp = self.last_read_at = time.time()  # once per read, not per frame
             if not last:
                 self._stamp = stamp
         elif last:
@@ -366,7 +369,7 @@ class Inbox:
         """
         stamp = self._stamp
         if stamp is None:
-            stamp = time.time()
+            stamp = self.last_read_at = time.time()
             if not last:
                 self._stamp = stamp
         elif last:

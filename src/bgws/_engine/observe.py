@@ -9,6 +9,7 @@ calls :meth:`StateWatch.publish` with each :class:`~bgws.stats.StateChange`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import time
 from collections import deque
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
     from .inbox import Inbox
     from .router import Router
 
-__all__ = ["Counters", "StateWatch", "describe"]
+__all__ = ["RTT_BUCKETS", "Counters", "StateWatch", "describe"]
+
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Upper bounds (seconds) of the keepalive round-trip histogram's buckets."""
 
 _TERMINAL = (State.CLOSED, State.FAILED)
 
@@ -38,43 +42,98 @@ def describe(error: BaseException | None) -> str | None:
 class Counters:
     """The counters one service keeps beside its engine's, and its last error.
 
-    The connect loop counts reconnects and dead links and sets ``connected_since``; the error
-    reporter counts errors and keeps ``last_error``.
+    The connect loop counts attempts, reconnections and dead links, and keeps the times that
+    explain an outage (online or offline since, the next retry); the error reporter counts
+    errors and keeps ``last_error`` with its time.
     """
 
     __slots__ = (
+        "attempts",
+        "connect_attempts",
         "connected_since",
         "dead_links",
         "errors",
         "last_error",
+        "last_error_at",
+        "links",
+        "next_retry_at",
+        "offline_since",
         "quota_wait_until",
         "reconnects",
+        "recovered_at",
+        "rtt_counts",
+        "rtt_last",
+        "rtt_sum",
         "wall",
     )
 
     def __init__(self) -> None:
         self.reconnects = self.dead_links = self.errors = 0
+        self.attempts = self.connect_attempts = self.links = 0
         self.last_error: BaseException | None = None
+        self.last_error_at: float | None = None
         self.connected_since: float | None = None
         self.quota_wait_until: float | None = None  # set by the connect quota while it waits
         self.wall: Callable[[], float] = time.time  # the service's clock (the supervisor's)
+        self.offline_since: float | None = None
+        self.next_retry_at: float | None = None
+        self.recovered_at: float | None = None
+        self.rtt_counts = [0] * (len(RTT_BUCKETS) + 1)  # the last one: over every bound
+        self.rtt_sum = 0.0
+        self.rtt_last: float | None = None
+
+    def rtt(self, seconds: float) -> None:
+        """A keepalive probe was answered after ``seconds``."""
+        self.rtt_last = seconds
+        self.rtt_sum += seconds
+        self.rtt_counts[bisect.bisect_left(RTT_BUCKETS, seconds)] += 1
+
+    def note_error(self, error: BaseException) -> None:
+        """Keep ``error`` as the last error, with the time it happened."""
+        self.last_error = error
+        self.last_error_at = self.wall()
+
+    def link_up(self) -> None:
+        """A link came up: the outage (if any) is over; a second link on is a reconnection."""
+        now = self.wall()
+        self.links += 1
+        if self.links > 1:
+            self.reconnects += 1
+        if self.offline_since is not None:
+            self.recovered_at = now
+        self.connected_since = now
+        self.offline_since = self.next_retry_at = None
+        self.attempts = 0
+
+    def link_down(self, retry_in: float | None) -> None:
+        """An attempt failed or the link dropped; the next attempt is ``retry_in`` s away."""
+        now = self.wall()
+        self.connected_since = None
+        if self.offline_since is None:
+            self.offline_since = now
+        self.next_retry_at = None if retry_in is None else now + retry_in
 
     def snapshot(
         self, state: State, url: str, inbox: Inbox, router: Router, delivery: Delivery
     ) -> ServiceStats:
         """The :class:`ServiceStats` of a service in ``state`` (``url`` already redacted)."""
         since = self.connected_since
+        now = self.wall()
+        outbox = delivery.outbox
+        oldest = outbox.oldest_accepted()
+        error_at = self.last_error_at
+        recovered = self.recovered_at
         return ServiceStats(
             state=state,
             url=url,
             connected_since=since,
-            uptime=(self.wall() - since) if since is not None else 0.0,
+            uptime=(now - since) if since is not None else 0.0,
             reconnects=self.reconnects,
             sent=delivery.sent,
             received=inbox.received,
             dispatched=inbox.dispatched,
-            queued=delivery.outbox.queued,
-            in_flight=delivery.outbox.in_flight,
+            queued=outbox.queued,
+            in_flight=outbox.in_flight,
             resent=delivery.resent,
             dropped=delivery.dropped,
             expired=delivery.expired,
@@ -86,6 +145,24 @@ class Counters:
             errors=self.errors,
             last_error=describe(self.last_error),
             quota_wait_until=self.quota_wait_until,
+            last_error_at=error_at,
+            last_error_before_recovery=(
+                error_at is not None
+                and recovered is not None
+                and since is not None
+                and error_at <= recovered
+            ),
+            offline_since=self.offline_since,
+            next_retry_at=self.next_retry_at
+            if state in (State.BACKING_OFF, State.SUSPENDED)
+            else None,
+            attempts=self.attempts,
+            connect_attempts=self.connect_attempts,
+            outbox_oldest_age=None if oldest is None else max(now - oldest, 0.0),
+            last_received_at=inbox.last_read_at,
+            rtt=self.rtt_last,
+            rtt_sum=self.rtt_sum,
+            rtt_counts=tuple(self.rtt_counts),
         )
 
 

@@ -51,6 +51,8 @@ class Entry(msgspec.Struct, eq=False):
         sent_at: when it was last handed to the transport (in flight, the outbox clock's
             time), else ``None``.
         attempts: how many times it was handed to the transport.
+        accepted_at: when ``send()`` accepted it (the outbox clock's time; for a message
+            restored from the store, when the store wrote it).
         waiter: a future resolved when it is acknowledged (``send(wait_for_ack=True)``).
     """
 
@@ -64,6 +66,7 @@ class Entry(msgspec.Struct, eq=False):
     sent_at: float | None = None
     attempts: int = 0
     waiter: asyncio.Future[None] | None = None
+    accepted_at: float = 0.0
 
     def __repr__(self) -> str:
         return f"Entry(id={self.id!r}, priority={self.priority}, size={len(self.payload)})"
@@ -173,9 +176,11 @@ class Outbox:
     def number_many(self, entries: list[Entry]) -> None:
         """:meth:`number` for each entry, in order."""
         seq = self._seq
+        now = self.clock()
         for entry in entries:
             seq += 1
             entry.seq = seq
+            entry.accepted_at = now
         self._seq = seq
 
     def release(self) -> None:
@@ -187,6 +192,7 @@ class Outbox:
         """Give ``entry`` the next sequence number (its place in the order of acceptance)."""
         self._seq += 1
         entry.seq = self._seq
+        entry.accepted_at = self.clock()
         return entry
 
     def add(self, entry: Entry, *, reserved: bool = True) -> None:
@@ -361,6 +367,51 @@ class Outbox:
             self._set_empty(True)
         return sorted(volatile, key=_by_seq)
 
+    # -- inspection (bgws outbox) -----------------------------------------------------------
+
+    def oldest_accepted(self) -> float | None:
+        """When the oldest undelivered message was accepted (outbox clock), or ``None``."""
+        # Each lane is in order of acceptance, messages put back go to its front: the heads
+        # and the messages in flight hold the oldest.
+        times = [lane[0].accepted_at for lane in self._lanes.values() if lane]
+        times.extend(e.accepted_at for e in self._in_flight.values())
+        return min(times) if times else None
+
+    def entries(self) -> list[tuple[Entry, bool]]:
+        """Every undelivered message with whether it is in flight, in order of acceptance."""
+        out = [(e, False) for lane in self._lanes.values() for e in lane]
+        out.extend((e, True) for e in self._in_flight.values())
+        out.sort(key=_by_seq_pair)
+        return out
+
+    def purge(self, seqs: Iterable[int] | None = None) -> list[Entry]:
+        """Remove messages (all, or those whose ``seq`` is in ``seqs``); returns them.
+
+        Removed messages leave for good (the store forgets them) and whoever waits for their
+        acknowledgement stops waiting with :class:`bgws.AckTimeout`.
+        """
+        chosen = None if seqs is None else set(seqs)
+        removed: list[Entry] = []
+        for lane in self._lanes.values():
+            keep = [e for e in lane if chosen is not None and e.seq not in chosen]
+            if len(keep) != len(lane):
+                removed.extend(e for e in lane if chosen is None or e.seq in chosen)
+                lane.clear()
+                lane.extend(keep)
+        self._queued -= len(removed)
+        for msg_id, entry in list(self._in_flight.items()):
+            if chosen is None or entry.seq in chosen:
+                del self._in_flight[msg_id]
+                removed.append(entry)
+        if removed:
+            self._on_done(removed)
+            self._fail_waiters(removed, "the message was purged from the outbox")
+            self._room.set()
+            if not len(self):
+                self._set_empty(True)
+            self._update_sendable()
+        return sorted(removed, key=_by_seq)
+
     # -- internals --------------------------------------------------------------------------
 
     def _lane(self, priority: int) -> deque[Entry]:
@@ -429,6 +480,10 @@ class Outbox:
 
 def _by_seq(entry: Entry) -> int:
     return entry.seq
+
+
+def _by_seq_pair(item: tuple[Entry, bool]) -> int:
+    return item[0].seq
 
 
 def _ignore(*_: Any) -> None:

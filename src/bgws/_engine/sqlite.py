@@ -281,10 +281,10 @@ class SqliteStore:
     def _load(self, db: sqlite3.Connection) -> Loaded:
         loaded = Loaded()
         rows = db.execute(
-            "SELECT seq, priority, msg_id, payload, is_binary, is_text, expires_at "
+            "SELECT seq, priority, msg_id, payload, is_binary, is_text, expires_at, created_at "
             "FROM outbox ORDER BY seq"
         )
-        for seq, priority, msg_id, payload, binary, text, expires_at in rows:
+        for seq, priority, msg_id, payload, binary, text, expires_at, created in rows:
             loaded.entries.append(
                 Entry(
                     _payload(payload, text),
@@ -294,6 +294,7 @@ class SqliteStore:
                     expires_at=expires_at,
                     durable=True,
                     seq=seq,
+                    accepted_at=created,
                 )
             )
         for key, payload, binary, text in db.execute(

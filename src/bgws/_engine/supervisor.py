@@ -73,6 +73,7 @@ class Supervisor:
         "_ssl_context",
         "_task",
         "_transport",
+        "_wake",
         "clock",
         "connection_data",
         "link",
@@ -116,6 +117,7 @@ class Supervisor:
         )
         self._keepalive: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self.connection_data: Mapping[str, Any] | None = None
         """Handed to the auth handler's ``get_auth_data`` on every attempt."""
         self.link: Link | None = None
@@ -126,6 +128,17 @@ class Supervisor:
         self._task = asyncio.create_task(
             self._connect_loop(), name=f"bgws-connect-{self._config.service_tag}"
         )
+
+    def wake(self) -> bool:
+        """End the backoff wait now, so the next attempt starts at once.
+
+        Returns:
+            Whether the machine was backing off (``False``: nothing to skip).
+        """
+        if self._machine.state not in (State.BACKING_OFF, State.SUSPENDED):
+            return False
+        self._wake.set()
+        return True
 
     async def stop(self, deadline: float) -> None:
         """Close the link (after the outbox drains), end the loop, close the transport.
@@ -155,6 +168,7 @@ class Supervisor:
         machine = self._machine
         config = self._config
         while machine.state is State.CONNECTING:
+            self._hooks.counters.connect_attempts += 1
             link: Link | None = None
             conn = _connect.Connection(
                 self._inbox, config.auth_close_codes, self._hooks.report_soon
@@ -186,18 +200,30 @@ class Supervisor:
                 decision.attempt,
                 describe(decision.reason),
             )
-            await self.clock.sleep(decision.delay)
+            if await self._backoff(decision.delay):
+                self._hooks.log.info("reconnecting now, as asked (the backoff wait was skipped)")
             old = machine.state
             machine.retry()
             await self._announce(old, None, None)
-            self._hooks.counters.reconnects += 1
+
+    async def _backoff(self, delay: float) -> bool:
+        """Wait ``delay`` seconds, or less when :meth:`wake` is called; returns whether it was."""
+        wake = self._wake  # set only while backing off, cleared once used
+        try:
+            async with self.clock.timeout(delay):
+                await wake.wait()
+        except TimeoutError:
+            return False
+        finally:
+            wake.clear()
+        return True
 
     async def _run_link(self, link: Link, conn: _connect.Connection) -> Decision | None:
         """Serve one open link until it drops; returns what to do next."""
         now = self.clock.monotonic()
         counters = self._hooks.counters
         self.link = link
-        counters.connected_since = self.clock.wall()
+        counters.link_up()
         old = self._machine.state
         self._machine.connected(now)
         conn.attach(link)  # frames that came with the handshake are dispatched from now on
@@ -210,6 +236,7 @@ class Supervisor:
                 self._codec,
                 self._delivery.writer,
                 clock=self.clock,
+                rtt=counters.rtt,
             )
         )
         self._keepalive = keepalive
@@ -239,7 +266,7 @@ class Supervisor:
         if self._machine.state is State.CLOSING:
             return None
         hooks = self._hooks
-        hooks.counters.last_error = error
+        hooks.counters.note_error(error)
         refreshed = False
         if self._classify(error) == "auth" and hooks.auth is not None:
             try:
@@ -249,6 +276,10 @@ class Supervisor:
         now = self.clock.monotonic()
         old = self._machine.state
         decision = self._machine.failed(error, now, auth_refreshed=refreshed)
+        counters = hooks.counters
+        if not connected:
+            counters.attempts += 1
+        counters.link_down(decision.delay if decision.state is State.BACKING_OFF else None)
         await self._announce(old, error, decision.delay)
         if connected or decision.state is State.FAILED:
             hooks.log.warning("link %s: %s", "lost" if connected else "failed", describe(error))
