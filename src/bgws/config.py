@@ -50,6 +50,7 @@ from bgws._config_checks import (
     toml_limit,
     type_name,
 )
+from bgws._config_longrun import Rate, check_longrun
 from bgws._presets import profile_values
 from bgws._redact import (
     is_sensitive_name,
@@ -99,6 +100,7 @@ DEFAULT_STORAGE_KEYS: Mapping[str, str] = types.MappingProxyType(
 """The storage key names used when ``storage_keys`` does not override them."""
 
 _ENV_PREFIX = "BGWS_"
+_NO_LANES: Mapping[str, Rate] = types.MappingProxyType({})
 _SERVICE_TAG = re.compile(r"[A-Za-z0-9_.-]+")
 # Path fields that a TOML file may give relative to its own folder.
 _PATH_FIELDS = ("app_icon_path", "tls_ca_file", "tls_cert_file", "tls_key_file", "storage_path")
@@ -177,6 +179,11 @@ class Config:
     notify_types: tuple[str, ...] = ()
     notify_title: str = "{app_name}"
     notify_body: str = "{text}"
+    # Days-long connections (checked in bgws._config_longrun).
+    max_connection_age: float | None = None
+    send_rate: Rate | None = None
+    send_burst: int | None = None
+    lane_send_rates: Mapping[str, Rate] = field(default_factory=lambda: _NO_LANES)
 
     def __post_init__(self) -> None:
         """Validate every field in order and store the normalised values."""
@@ -263,6 +270,11 @@ class Config:
         v["follow_redirects"] = check_bool("follow_redirects", self.follow_redirects)
         v.update(self._validated_delivery())
         v.update(self._validated_notify())
+        v.update(
+            check_longrun(
+                self.max_connection_age, self.send_rate, self.send_burst, self.lane_send_rates
+            )
+        )
         return v
 
     def _validated_delivery(self) -> dict[str, object]:

@@ -39,6 +39,7 @@ from ..message import Codec, Message
 from ..transport import Link
 from .acks import Acks
 from .outbox import Entry, Outbox
+from .pacing import Pacer
 from .replay import Resume, Subscriptions
 from .requests import Requests
 from .sqlite import store_for
@@ -151,7 +152,10 @@ class Delivery:
         )
         self.acks = Acks(config.ack, self.outbox, config.ack_timeout, self._connected)
         self.writer = Writer(
-            self.outbox, report, self.acks.written if config.ack is not None else None
+            self.outbox,
+            report,
+            self.acks.written if config.ack is not None else None,
+            Pacer.from_config(config),
         )
         self.requests = Requests(
             config.reply_id_field or config.id_field, config.max_pending_requests
@@ -396,6 +400,7 @@ class Delivery:
         if not self.intercepts:
             self._set_intercepts(True)
         options = REQUEST if priority == 0 else SendOptions(priority, durable=False, request=True)
+        entry = None
         try:
             _, entry = self.submit({**message, id_field: msg_id}, options)
             if entry is not None and not self.enqueue_now(entry):
@@ -403,6 +408,8 @@ class Delivery:
                     await self.enqueue(entry)
             return await future
         except TimeoutError:
+            if entry is not None:  # still queued (offline, or held back by a send rate)
+                self.outbox.withdraw(entry)
             raise RequestTimeout(f"no reply to request {msg_id!r} within {limit:g}s") from None
         finally:
             # intercepts stays on: the next message that finds nothing to intercept turns it
