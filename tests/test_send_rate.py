@@ -48,9 +48,7 @@ async def test_lane_send_rate_paces_only_its_lane(
 ) -> None:
     """A lane's rate holds back that lane's messages; other lanes go past them at once."""
     async with Server() as server:
-        service = make_service(
-            server.url, transport=transport, lane_send_rates={"1": [2, "0.2s"]}
-        )
+        service = make_service(server.url, transport=transport, lane_send_rates={"1": [2, "0.2s"]})
         changes = Changes(service)
         async with service:
             await changes.wait(bgws.State.CONNECTED)
@@ -72,9 +70,7 @@ async def test_request_held_back_by_rate_times_out_and_is_withdrawn(
 ) -> None:
     """A request that would wait past its timeout for the rate fails; it is never sent."""
     async with Server(reply=Reply()) as server:
-        service = make_service(
-            server.url, transport=transport, send_rate=[1, "0.5s"], send_burst=1
-        )
+        service = make_service(server.url, transport=transport, send_rate=[1, "0.5s"], send_burst=1)
         changes = Changes(service)
         async with service:
             await changes.wait(bgws.State.CONNECTED)

@@ -36,6 +36,7 @@ from .errors import (
     ServiceClosed,
     ServiceError,
     StoreError,
+    StreamReset,
 )
 from .factories import (
     create_chat_service,
@@ -143,6 +144,7 @@ __all__ = [
     "ServiceClosed",
     "ServiceError",
     "StoreError",
+    "StreamReset",
     # the version
     "__version__",
 ]

@@ -82,9 +82,7 @@ class Pacer:
         self._lanes = dict(lanes)
 
     @classmethod
-    def from_config(
-        cls, config: Config, clock: Callable[[], float] | None = None
-    ) -> Pacer | None:
+    def from_config(cls, config: Config, clock: Callable[[], float] | None = None) -> Pacer | None:
         """The pacer ``config`` asks for, or ``None`` when it sets no send rate."""
         if config.send_rate is None and not config.lane_send_rates:
             return None
