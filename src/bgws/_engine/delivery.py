@@ -450,13 +450,21 @@ class Delivery:
 
     def link_up(self, link: Link) -> None:
         """A link is up: resume, resubscribe, then flush the outbox (in that order)."""
+        self.writer.attach(link, self.control_frames())
+
+    def control_frames(self) -> list[Frame]:
+        """What goes first on a fresh link: the resume request, then the subscriptions."""
         control: list[Frame] = []
         if self.resume is not None:
             frame = self.resume.frame(self._codec)
             if frame is not None:
                 control.append(frame)
         control.extend(self.subscriptions_kept.frames())
-        self.writer.attach(link, control)
+        return control
+
+    def outstanding(self) -> set[Any]:
+        """The ids of messages in flight and of requests waiting for their reply."""
+        return self.outbox.in_flight_ids() | set(self.requests.pending)
 
     async def link_down(self) -> None:
         """The link is gone: stop writing; what was in flight will be sent again."""

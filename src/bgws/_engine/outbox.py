@@ -136,6 +136,10 @@ class Outbox:
         """Messages sent and waiting for their acknowledgement."""
         return len(self._in_flight)
 
+    def in_flight_ids(self) -> set[Any]:
+        """The ids of the messages in flight."""
+        return set(self._in_flight)
+
     # -- adding -----------------------------------------------------------------------------
 
     async def reserve(self) -> None:
