@@ -19,6 +19,7 @@ from bgws.config import DEFAULT_STORAGE_KEYS, Config, parse_duration
 from bgws.errors import ConfigError, InsecureCredentials
 
 from .test_config_delivery import DELIVERY_BAD_VALUES, DELIVERY_ENV_SAMPLES
+from .test_config_longrun import LONGRUN_BAD_VALUES, LONGRUN_ENV_SAMPLES
 from .test_config_notify import NOTIFY_BAD_VALUES, NOTIFY_ENV_SAMPLES
 
 URL = "wss://example.com/ws"
@@ -325,6 +326,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     ("transport", None),
     *DELIVERY_BAD_VALUES,
     *NOTIFY_BAD_VALUES,
+    *LONGRUN_BAD_VALUES,
 ]
 
 
@@ -808,6 +810,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     "follow_redirects": ("true", True),
     **DELIVERY_ENV_SAMPLES,
     **NOTIFY_ENV_SAMPLES,
+    **LONGRUN_ENV_SAMPLES,
 }
 
 

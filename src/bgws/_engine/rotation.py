@@ -20,7 +20,9 @@ already delivered during the overlap is dropped (each copy once), for a short gr
 switch too. Nothing is sent twice without its id: a message in flight that the old link did
 not acknowledge in time is sent again by the ack timer with the same id, as after any
 reconnect. The machine stays ``CONNECTED`` throughout; a rotation that fails (the new link
-cannot be opened) keeps the old link and is tried again after ``initial_reconnect_delay``.
+cannot be opened, or dies at once) keeps the old link and is tried again after
+``initial_reconnect_delay``; if the old link goes first (the cap came early, or the service
+stops), the new link is dropped and the service reconnects as after any loss.
 """
 
 from __future__ import annotations
@@ -192,10 +194,13 @@ class Rotation:
             pass
         finally:
             first.cancel()
+        if old_conn.lost.done():  # the old link went first (or the service stops): no switch
+            await writer.detach(requeue=False)
+            link.abort()
+            return False
         if conn.lost.done():  # the new link died at once: back to the old one
             await writer.detach(requeue=False)
-            if not old_conn.lost.done():
-                writer.attach(old_link, [], requeue=False)
+            writer.attach(old_link, [], requeue=False)
             old_conn.screen(None)
             link.abort()
             return False
