@@ -32,7 +32,8 @@ import collections
 import contextlib
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -83,17 +84,24 @@ class Rotation:
         ssl_context: the caller's own TLS context, or ``None``.
         connection_data: returns what the auth handler gets on each attempt.
         switched: called with the new link and keepalive after each rotation.
+        before_connect: awaited before each new link is opened (a connect quota's gate: a
+            rotation is a connect too), or ``None``.
+        now: the monotonic time the link's age is read on.
+        timeout: bounds a wait by seconds on that same clock (``asyncio.timeout``'s shape).
     """
 
     __slots__ = (
+        "_before_connect",
         "_codec",
         "_config",
         "_connection_data",
         "_delivery",
         "_hooks",
         "_inbox",
+        "_now",
         "_ssl_context",
         "_switched",
+        "_timeout",
         "_transport",
         "rotations",
     )
@@ -109,6 +117,9 @@ class Rotation:
         ssl_context: ssl.SSLContext | None,
         connection_data: Callable[[], Mapping[str, Any] | None],
         switched: Callable[[Link, asyncio.Task[None]], None],
+        before_connect: Callable[[], Awaitable[None]] | None = None,
+        now: Callable[[], float] = time.monotonic,
+        timeout: Callable[[float], AbstractAsyncContextManager[object]] = asyncio.timeout,
     ) -> None:
         self._config = config
         self._transport = transport
@@ -119,6 +130,9 @@ class Rotation:
         self._ssl_context = ssl_context
         self._connection_data = connection_data
         self._switched = switched
+        self._before_connect = before_connect
+        self._now = now
+        self._timeout = timeout
         self.rotations = 0
         """How many times a link was replaced before its cap."""
 
@@ -131,23 +145,27 @@ class Rotation:
         age = self._config.max_connection_age
         if age is None:
             return await current.conn.lost
-        loop = asyncio.get_running_loop()
-        due = loop.time() + age
+        now = self._now
+        due = now() + age
         while True:
             lost = current.conn.lost
-            await asyncio.wait([lost], timeout=max(due - loop.time(), 0))
+            with contextlib.suppress(TimeoutError):
+                async with self._timeout(max(due - now(), 0)):
+                    return await asyncio.shield(lost)
             if lost.done():
                 return lost.result()
             if await self._rotate(current):
                 self.rotations += 1
-                due = loop.time() + age
+                due = now() + age
             else:
-                due = loop.time() + self._config.initial_reconnect_delay
+                due = now() + self._config.initial_reconnect_delay
 
     async def _rotate(self, current: Current) -> bool:
         """Replace ``current``'s link with a fresh one; ``False``: the old one is kept."""
         config, hooks = self._config, self._hooks
         conn = Connection(self._inbox, config.auth_close_codes, hooks.report_soon)
+        if self._before_connect is not None:
+            await self._before_connect()
         try:
             link = await open_link(
                 config,
@@ -180,10 +198,10 @@ class Rotation:
         outstanding = self._delivery.outstanding()
         await writer.detach(requeue=False)
         writer.attach(link, self._delivery.control_frames(), requeue=False)
-        deadline = time.monotonic() + self._config.close_timeout
+        deadline = self._now() + self._config.close_timeout
         first = asyncio.ensure_future(conn.arrived.wait())
         try:
-            async with asyncio.timeout(self._config.close_timeout):
+            async with self._timeout(self._config.close_timeout):
                 either: list[asyncio.Future[Any]] = [first, conn.lost, old_conn.lost]
                 await asyncio.wait(either, return_when="FIRST_COMPLETED")
                 # Acks and replies have no one event to wait on; the wait is bounded above.
@@ -216,12 +234,12 @@ class Rotation:
         )
         current.link, current.conn, current.keepalive = link, conn, keepalive
         self._switched(link, keepalive)
-        grace = max(deadline - time.monotonic(), 0) + self._config.close_timeout
+        grace = max(deadline - self._now(), 0) + self._config.close_timeout
         asyncio.get_running_loop().call_later(grace, _lift, conn, seen)
         self._hooks.log.info("rotated the link before max_connection_age")
         old_link.close(1000, "rotated")
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._config.close_timeout):
+            async with self._timeout(self._config.close_timeout):
                 await old_link.wait_closed()
         if not old_link.closed:
             old_link.abort()
