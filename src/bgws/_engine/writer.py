@@ -8,6 +8,8 @@ corked in batches. Between those, :meth:`Writer.control` writes a frame that mus
 behind the outbox (a subscription made while connected, an application heartbeat), and
 :meth:`Writer.direct` is the send path's shortcut: one message per loop turn goes straight out
 when nothing is queued (lowest latency); the rest of a burst waits for the drain task.
+With a send rate (:class:`~bgws._engine.pacing.Pacer`) every message waits its turn in the
+outbox instead, and the drain task takes only as many as the rate allows.
 """
 
 from __future__ import annotations
