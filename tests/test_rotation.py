@@ -132,3 +132,62 @@ async def test_rotation_without_resume_dedupes_the_overlap_and_keeps_acks(
         assert capped.cut == 0
         assert len(server.connections) >= 3
         assert changes.into(bgws.State.BACKING_OFF) == []
+
+
+async def test_rotation_fetches_fresh_credentials(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """Each rotation asks the auth handler again: the new link carries a fresh token."""
+    tokens = iter(f"t{n}" for n in range(1, 100))
+    async with Server() as server:
+        service = make_service(
+            server.url,
+            transport=transport,
+            max_connection_age=0.2,
+            close_timeout=0.2,
+            auth_handler=bgws.BearerAuth(lambda: next(tokens)),
+        )
+        async with service:
+            await server.wait_for_connections(3)
+        accepted = [h.headers["authorization"] for h in server.handshakes if h.accepted]
+        assert accepted[:3] == ["Bearer t1", "Bearer t2", "Bearer t3"]
+
+
+async def test_failed_rotation_keeps_the_old_link_and_tries_again(
+    make_service: ServiceFactory, errors: Errors, transport: Transport
+) -> None:
+    """A refused rotation keeps the old link (no backoff) and the next try replaces it."""
+    async with Server(on_handshake=lambda h: 503 if h.connection_id == 2 else None) as server:
+        service = make_service(
+            server.url,
+            transport=transport,
+            max_connection_age=0.2,
+            close_timeout=0.2,
+            initial_reconnect_delay=0.05,
+        )
+        changes = Changes(service)
+        async with service:
+            await changes.wait(bgws.State.CONNECTED)
+            await server.wait_for_connections(2)
+            first = server.connections[0]
+            await server.wait_until(lambda: not first.is_open)  # replaced on the second try
+            await service.send({"type": "after"})
+            await server.wait_for_messages(1)
+        assert [h.status for h in server.handshakes[:3]] == [101, 503, 101]
+        assert errors.of(bgws.HandshakeRejected)
+        assert changes.into(bgws.State.BACKING_OFF) == []
+        assert server.messages[0].connection_id != first.id  # written on a new link
+
+
+async def test_stop_during_a_rotation_closes_both_links(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """A stop in the middle of the overlap ends the service and leaves no link open."""
+    async with Server() as server:  # a quiet server: the overlap waits its close_timeout
+        service = make_service(
+            server.url, transport=transport, max_connection_age=0.2, close_timeout=2.0
+        )
+        async with service:
+            await server.wait_for_connections(2)  # the rotation's new link is up
+        assert service.state is bgws.State.CLOSED
+        await server.wait_until(lambda: server.connections_open == 0)

@@ -158,6 +158,11 @@ class Connection:
         self._screen = keep
         self._route_to(self._route)
 
+    @property
+    def screening(self) -> Screen | None:
+        """The screen up now, or ``None``."""
+        return self._screen
+
     def retire(self) -> None:
         """The link was replaced (rotation): its frames from now on are dropped."""
         self._screen = _refuse

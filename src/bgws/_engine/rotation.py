@@ -166,6 +166,12 @@ class Rotation:
         conn = Connection(self._inbox, config.auth_close_codes, hooks.report_soon)
         if self._before_connect is not None:
             await self._before_connect()
+        # The server may send on the new link as soon as it accepted it, so what the old link
+        # delivers is remembered from before the handshake (after an earlier rotation's screen).
+        old_conn = current.conn
+        previous = old_conn.screening
+        seen: collections.Counter[bytes] = collections.Counter()
+        old_conn.screen(_recorder(seen, previous))
         try:
             link = await open_link(
                 config,
@@ -180,20 +186,32 @@ class Rotation:
             hooks.log.warning(
                 "rotation: the new link failed, keeping the old one: %s", describe(exc)
             )
+            old_conn.screen(previous)
             if isinstance(exc, BgwsError):
                 await hooks.report(exc)
             return False
+        except BaseException:
+            old_conn.screen(previous)
+            raise
         try:
-            return await self._switch(current, link, conn)
+            switched = await self._switch(current, link, conn, seen)
         except BaseException:
             link.abort()
             raise
+        if not switched:
+            old_conn.screen(previous)
+        return switched
 
-    async def _switch(self, current: Current, link: Link, conn: Connection) -> bool:
+    async def _switch(
+        self,
+        current: Current,
+        link: Link,
+        conn: Connection,
+        seen: collections.Counter[bytes],
+    ) -> bool:
+        """Move the writer, then the dispatch, to ``link``; ``False``: it was given up."""
         old_link, old_conn = current.link, current.conn
         writer = self._delivery.writer
-        seen: collections.Counter[bytes] = collections.Counter()
-        old_conn.screen(_recorder(seen))
         # The old link is written to no more; the new one gets resume and subscriptions first.
         outstanding = self._delivery.outstanding()
         await writer.detach(requeue=False)
@@ -219,7 +237,6 @@ class Rotation:
         if conn.lost.done():  # the new link died at once: back to the old one
             await writer.detach(requeue=False)
             writer.attach(old_link, [], requeue=False)
-            old_conn.screen(None)
             link.abort()
             return False
         # The switch: the old link's frames stop, the new link's (held so far) flow.
@@ -227,7 +244,8 @@ class Rotation:
         current.keepalive.cancel()
         await asyncio.gather(current.keepalive, return_exceptions=True)
         old_conn.detach()
-        conn.screen(_dedupe(seen))
+        dedupe = _dedupe(seen)
+        conn.screen(dedupe)
         conn.attach(link)
         keepalive = asyncio.create_task(
             conn.keepalive(self._config, self._hooks.heartbeat, self._codec, writer)
@@ -235,7 +253,7 @@ class Rotation:
         current.link, current.conn, current.keepalive = link, conn, keepalive
         self._switched(link, keepalive)
         grace = max(deadline - self._now(), 0) + self._config.close_timeout
-        asyncio.get_running_loop().call_later(grace, _lift, conn, seen)
+        asyncio.get_running_loop().call_later(grace, _lift, conn, dedupe, seen)
         self._hooks.log.info("rotated the link before max_connection_age")
         old_link.close(1000, "rotated")
         with contextlib.suppress(TimeoutError):
@@ -246,10 +264,15 @@ class Rotation:
         return True
 
 
-def _recorder(seen: collections.Counter[bytes]) -> Screen:
-    """A screen that remembers each frame of the old link (it lets all of them through)."""
+def _recorder(seen: collections.Counter[bytes], then: Screen | None) -> Screen:
+    """A screen that remembers each frame of the old link that ``then`` lets through.
+
+    ``then`` is the screen already up (the dedupe of the rotation before, in its grace).
+    """
 
     def record(payload: bytes) -> bool:
+        if then is not None and not then(payload):
+            return False
         if len(seen) < _OVERLAP_FRAMES:
             seen[payload] += 1
         return True
@@ -269,7 +292,12 @@ def _dedupe(seen: collections.Counter[bytes]) -> Screen:
     return keep
 
 
-def _lift(conn: Connection, seen: collections.Counter[bytes]) -> None:
-    """The overlap's grace is over: no more screening, nothing more to remember."""
+def _lift(conn: Connection, dedupe: Screen, seen: collections.Counter[bytes]) -> None:
+    """The overlap's grace is over: nothing more to drop; the screen comes down if still up.
+
+    A later rotation may have put its recorder in front of it: that one stays (it lets
+    everything through once ``seen`` is empty) until that rotation retires the link.
+    """
     seen.clear()
-    conn.screen(None)
+    if conn.screening is dedupe:
+        conn.screen(None)
