@@ -109,9 +109,16 @@ class Supervisor:
         self.link: Link | None = None
         """The open link, or ``None`` while not connected."""
         self._rotation = Rotation(
-            config, transport, inbox, codec, delivery, hooks, ssl_context,
-            lambda: self.connection_data, self._switched,
-        )  # fmt: skip
+            config,
+            transport,
+            inbox,
+            codec,
+            delivery,
+            hooks,
+            ssl_context,
+            lambda: self.connection_data,
+            self._switched,
+        )
 
     def start(self) -> None:
         """Start the connect loop (the machine is already ``CONNECTING``)."""
