@@ -97,6 +97,7 @@ async def test_rotation_before_the_cap_with_resume(
         assert len(server.connections) >= 3
         assert changes.into(bgws.State.BACKING_OFF) == []
         assert errors.of(bgws.SequenceGap) == []
+        assert service.stats.rotations >= 2
 
 
 async def test_rotation_without_resume_dedupes_the_overlap_and_keeps_acks(

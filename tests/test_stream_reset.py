@@ -47,6 +47,7 @@ async def test_changed_epoch_is_a_stream_reset_and_the_position_restarts(
         assert (reset.old_epoch, reset.new_epoch, reset.last, reset.first) == ("a", "b", 3, 1)
         assert errors.of(bgws.SequenceGap) == []
         assert service.stats.duplicates == 0
+        assert service.stats.resets == 1
 
         again = make_service(
             server.url, transport=transport, resume=EPOCHS, storage="sqlite", storage_path=path

@@ -199,6 +199,11 @@ class Delivery:
         """Sequence gaps seen in the inbound feed (resume)."""
         return 0 if self.resume is None else self.resume.gaps
 
+    @property
+    def resets(self) -> int:
+        """Epoch changes seen in the inbound feed (resume with ``epoch_field``)."""
+        return 0 if self.resume is None else self.resume.resets
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:

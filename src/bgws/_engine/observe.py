@@ -38,14 +38,21 @@ def describe(error: BaseException | None) -> str | None:
 class Counters:
     """The counters one service keeps beside its engine's, and its last error.
 
-    The connect loop counts reconnects and dead links and sets ``connected_since``; the error
-    reporter counts errors and keeps ``last_error``.
+    The connect loop counts reconnects, rotations and dead links and sets
+    ``connected_since``; the error reporter counts errors and keeps ``last_error``.
     """
 
-    __slots__ = ("connected_since", "dead_links", "errors", "last_error", "reconnects")
+    __slots__ = (
+        "connected_since",
+        "dead_links",
+        "errors",
+        "last_error",
+        "reconnects",
+        "rotations",
+    )
 
     def __init__(self) -> None:
-        self.reconnects = self.dead_links = self.errors = 0
+        self.reconnects = self.dead_links = self.errors = self.rotations = 0
         self.last_error: BaseException | None = None
         self.connected_since: float | None = None
 
@@ -60,6 +67,7 @@ class Counters:
             connected_since=since,
             uptime=(time.time() - since) if since is not None else 0.0,
             reconnects=self.reconnects,
+            rotations=self.rotations,
             sent=delivery.sent,
             received=inbox.received,
             dispatched=inbox.dispatched,
@@ -70,6 +78,7 @@ class Counters:
             expired=delivery.expired,
             duplicates=delivery.duplicates,
             gaps=delivery.gaps,
+            resets=delivery.resets,
             handler_errors=router.handler_errors,
             decode_errors=inbox.decode_errors,
             dead_links=self.dead_links,

@@ -103,7 +103,6 @@ class Rotation:
         "_switched",
         "_timeout",
         "_transport",
-        "rotations",
     )
 
     def __init__(
@@ -133,8 +132,6 @@ class Rotation:
         self._before_connect = before_connect
         self._now = now
         self._timeout = timeout
-        self.rotations = 0
-        """How many times a link was replaced before its cap."""
 
     async def serve(self, current: Current) -> LinkError:
         """Serve ``current`` (rotating it when due) until the link in it is lost.
@@ -155,7 +152,7 @@ class Rotation:
             if lost.done():
                 return lost.result()
             if await self._rotate(current):
-                self.rotations += 1
+                self._hooks.counters.rotations += 1
                 due = now() + age
             else:
                 due = now() + self._config.initial_reconnect_delay
