@@ -1,10 +1,10 @@
-"""The token buckets behind send rates, on a clock the test moves."""
+"""The limits behind send rates (window and bucket), on a clock the test moves."""
 
 from __future__ import annotations
 
 import bgws
 from bgws._engine.outbox import Entry
-from bgws._engine.pacing import Pacer, TokenBucket
+from bgws._engine.pacing import Pacer, RateLimit, TokenBucket
 
 
 class Clock:
@@ -29,6 +29,29 @@ def test_bucket_allows_a_burst_then_the_rate() -> None:
     assert bucket.available() == 1
     clock.now += 10
     assert bucket.available() == 5  # never more than the burst
+
+
+def test_limit_never_lets_more_than_count_into_one_window() -> None:
+    """After a full burst the window holds the next message until the first one left it."""
+    clock = Clock()
+    limit = RateLimit(5, 1.0, 5, clock)
+    limit.spend(5)
+    clock.now += 0.2  # the bucket alone would let one more go now
+    assert limit.available() == 0
+    assert abs(limit.wait() - 0.8) < 1e-9
+    clock.now += 0.8
+    assert limit.available() == 5
+
+
+def test_a_small_burst_spaces_the_messages() -> None:
+    """With a burst of 1 the messages go one per period/count, not in clumps."""
+    clock = Clock()
+    limit = RateLimit(5, 1.0, 1, clock)
+    limit.spend(1)
+    assert limit.available() == 0
+    assert abs(limit.wait() - 0.2) < 1e-9
+    clock.now += 0.2
+    assert limit.available() == 1
 
 
 def test_control_frames_put_the_bucket_in_debt() -> None:

@@ -1,4 +1,4 @@
-"""Send rates: token buckets that pace the writer, per service and per lane.
+"""Send rates: limits that pace the writer, per service and per lane.
 
 Servers of the exchange kind count the messages a client sends (Binance: 5 per second) and
 drop the link of a client that sends faster. :class:`Pacer` keeps the writer under such limits:
@@ -9,19 +9,24 @@ frames (the resume request, subscriptions, an application heartbeat) are never h
 they spend tokens too, so the messages after them wait longer and the total stays within the
 rate. Protocol pings are not counted: servers count data messages.
 
-The buckets read one clock (``time.monotonic`` by default), refill continuously at
-``count / per`` tokens a second and hold at most the burst.
+Each limit is two rules at once, so that it holds whichever way the server counts: a
+:class:`SlidingWindow` (never more than ``count`` messages in any ``per`` seconds, the way a
+server that counts per window sees it) and a :class:`TokenBucket` (at most ``burst`` at once,
+then one every ``per / count`` seconds). A plain token bucket alone would let ``burst + count``
+messages through in the first ``per`` seconds, which a server counting per window refuses.
+Both read one clock (``time.monotonic`` by default).
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from ..config import Config
 from .outbox import Entry
 
-__all__ = ["Pacer", "TokenBucket"]
+__all__ = ["Pacer", "RateLimit", "SlidingWindow", "TokenBucket"]
 
 _MIN_WAIT = 0.001
 """The shortest wait for a token (seconds), so rounding never turns the wait into a spin."""
@@ -67,17 +72,90 @@ class TokenBucket:
         return 0.0 if tokens >= 1 else max((1 - tokens) / self._rate, _MIN_WAIT)
 
 
+class SlidingWindow:
+    """At most ``count`` messages in any ``per`` seconds.
+
+    Args:
+        count: messages allowed per window.
+        per: the window in seconds.
+        clock: the time in seconds.
+    """
+
+    __slots__ = ("_clock", "_count", "_per", "_sent")
+
+    def __init__(self, count: int, per: float, clock: Callable[[], float]) -> None:
+        self._count = count
+        self._per = per
+        self._clock = clock
+        self._sent: deque[float] = deque()  # send times within the last window, oldest first
+
+    def _trim(self) -> float:
+        now = self._clock()
+        sent, start = self._sent, now - self._per
+        while sent and sent[0] <= start:
+            sent.popleft()
+        return now
+
+    def available(self) -> int:
+        """How many whole messages may go now."""
+        self._trim()
+        return max(self._count - len(self._sent), 0)
+
+    def spend(self, n: int) -> None:
+        """``n`` messages went out now (a control frame may take the window past ``count``)."""
+        now = self._trim()
+        self._sent.extend([now] * n)
+
+    def wait(self) -> float:
+        """Seconds until one message may go (0 if one may go now)."""
+        now = self._trim()
+        over = len(self._sent) - self._count
+        if over < 0:
+            return 0.0
+        return max(self._sent[over] + self._per - now, _MIN_WAIT)
+
+
+class RateLimit:
+    """``count`` messages per ``per`` seconds, ``burst`` of them at once: both rules.
+
+    Args:
+        count: messages allowed per period.
+        per: the period in seconds.
+        burst: the most messages sent back to back (at most ``count`` count anyway).
+        clock: the time in seconds.
+    """
+
+    __slots__ = ("_bucket", "_window")
+
+    def __init__(self, count: int, per: float, burst: int, clock: Callable[[], float]) -> None:
+        self._window = SlidingWindow(count, per, clock)
+        self._bucket = TokenBucket(count, per, burst, clock)
+
+    def available(self) -> int:
+        """How many whole messages may go now."""
+        return min(self._window.available(), self._bucket.available())
+
+    def spend(self, n: int) -> None:
+        """``n`` messages went out now."""
+        self._window.spend(n)
+        self._bucket.spend(n)
+
+    def wait(self) -> float:
+        """Seconds until one message may go (0 if one may go now)."""
+        return max(self._window.wait(), self._bucket.wait())
+
+
 class Pacer:
     """The send-rate limits of one service's writer.
 
     Args:
-        service: the bucket every written message spends from, or ``None``.
-        lanes: a bucket per priority lane.
+        service: the limit every written message counts against, or ``None``.
+        lanes: a limit per priority lane.
     """
 
     __slots__ = ("_lanes", "_service")
 
-    def __init__(self, service: TokenBucket | None, lanes: Mapping[int, TokenBucket]) -> None:
+    def __init__(self, service: RateLimit | None, lanes: Mapping[int, RateLimit]) -> None:
         self._service = service
         self._lanes = dict(lanes)
 
@@ -91,9 +169,9 @@ class Pacer:
         if config.send_rate is not None:
             count, per = config.send_rate
             burst = config.send_burst if config.send_burst is not None else count
-            service = TokenBucket(count, per, burst, read)
+            service = RateLimit(int(count), per, int(burst), read)
         lanes = {
-            int(p): TokenBucket(count, per, count, read)
+            int(p): RateLimit(int(count), per, int(count), read)
             for p, (count, per) in config.lane_send_rates.items()
         }
         return cls(service, lanes)
@@ -108,15 +186,15 @@ class Pacer:
             limit = min(limit, self._service.available())
         if not self._lanes:
             return limit, None
-        return limit, {p: bucket.available() for p, bucket in self._lanes.items()}
+        return limit, {p: lane.available() for p, lane in self._lanes.items()}
 
     def wait(self) -> float:
-        """Seconds until some message may go: the soonest token of a blocked bucket."""
+        """Seconds until some message may go: the soonest a blocked limit lets one go."""
         if self._service is not None:
             first = self._service.wait()
             if first > 0:
                 return first
-        waits = [w for bucket in self._lanes.values() if (w := bucket.wait()) > 0]
+        waits = [w for lane in self._lanes.values() if (w := lane.wait()) > 0]
         return min(waits, default=_MIN_WAIT)
 
     def spent(self, batch: Iterable[Entry]) -> None:
@@ -126,9 +204,9 @@ class Pacer:
             self._service.spend(len(entries))
         if self._lanes:
             for entry in entries:
-                bucket = self._lanes.get(entry.priority)
-                if bucket is not None:
-                    bucket.spend(1)
+                lane = self._lanes.get(entry.priority)
+                if lane is not None:
+                    lane.spend(1)
 
     def control(self) -> None:
         """A control frame went out (it is never held back, but it counts)."""
