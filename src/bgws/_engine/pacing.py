@@ -6,7 +6,7 @@ drop the link of a client that sends faster. :class:`Pacer` keeps the writer und
 ``send_burst`` messages after a quiet spell, and ``Config.lane_send_rates`` for the messages of
 one priority lane. Messages that may not go yet wait in the outbox (never dropped); control
 frames (the resume request, subscriptions, an application heartbeat) are never held back, but
-they spend tokens too, so the messages after them wait longer and the total stays within the
+they count too, so the messages after them wait longer and the total stays within the
 rate. Protocol pings are not counted: servers count data messages.
 
 Each limit is two rules at once, so that it holds whichever way the server counts: a
