@@ -83,3 +83,21 @@ def test_lane_rates_bound_only_their_lane() -> None:
 def test_no_rate_means_no_pacer() -> None:
     """Without send rates the writer is not paced at all."""
     assert Pacer.from_config(bgws.Config(app_name="t", url="ws://127.0.0.1:1/")) is None
+
+
+async def test_hold_waits_on_the_given_clock() -> None:
+    """The writer's wait for a slot goes through the injected sleep, for the limits' clock."""
+    clock = Clock()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock.now += seconds
+
+    config = bgws.Config(app_name="t", url="ws://127.0.0.1:1/", send_rate=[1, "2s"])
+    pacer = Pacer.from_config(config, clock, sleep)
+    assert pacer is not None
+    pacer.spent([Entry(b"x")])
+    await pacer.hold()
+    assert slept == [2.0]
+    assert pacer.room(256) == (1, None)

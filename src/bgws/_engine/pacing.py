@@ -19,9 +19,10 @@ Both read one clock (``time.monotonic`` by default).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from ..config import Config
 from .outbox import Entry
@@ -151,17 +152,35 @@ class Pacer:
     Args:
         service: the limit every written message counts against, or ``None``.
         lanes: a limit per priority lane.
+        sleep: waits so many seconds on the limits' clock.
     """
 
-    __slots__ = ("_lanes", "_service")
+    __slots__ = ("_lanes", "_service", "_sleep")
 
-    def __init__(self, service: RateLimit | None, lanes: Mapping[int, RateLimit]) -> None:
+    def __init__(
+        self,
+        service: RateLimit | None,
+        lanes: Mapping[int, RateLimit],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._service = service
         self._lanes = dict(lanes)
+        self._sleep = sleep
 
     @classmethod
-    def from_config(cls, config: Config, clock: Callable[[], float] | None = None) -> Pacer | None:
-        """The pacer ``config`` asks for, or ``None`` when it sets no send rate."""
+    def from_config(
+        cls,
+        config: Config,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> Pacer | None:
+        """The pacer ``config`` asks for, or ``None`` when it sets no send rate.
+
+        Args:
+            config: the service's config.
+            clock: the monotonic time the limits read (default: ``time.monotonic``).
+            sleep: waits on that same clock (default: ``asyncio.sleep``).
+        """
         if config.send_rate is None and not config.lane_send_rates:
             return None
         read = clock if clock is not None else time.monotonic
@@ -174,7 +193,7 @@ class Pacer:
             int(p): RateLimit(int(count), per, int(count), read)
             for p, (count, per) in config.lane_send_rates.items()
         }
-        return cls(service, lanes)
+        return cls(service, lanes, sleep)
 
     def room(self, limit: int) -> tuple[int, dict[int, int] | None]:
         """How many messages may go now in all, and per rate-limited lane.
@@ -196,6 +215,10 @@ class Pacer:
                 return first
         waits = [w for lane in self._lanes.values() if (w := lane.wait()) > 0]
         return min(waits, default=_MIN_WAIT)
+
+    async def hold(self) -> None:
+        """Wait until some message may go (the writer found nothing it may send now)."""
+        await self._sleep(self.wait())
 
     def spent(self, batch: Iterable[Entry]) -> None:
         """These messages went out."""

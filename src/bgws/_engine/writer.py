@@ -198,7 +198,7 @@ class Writer:
                 limit, lanes = pacer.room(_WRITE_BATCH)
                 batch = outbox.take(limit, lanes=lanes) if limit else []
                 if not batch:  # the rate holds back what is queued: wait for a token
-                    await asyncio.sleep(pacer.wait())
+                    await pacer.hold()
                     continue
                 pacer.spent(batch)
             done = link.send_many([(e.payload, e.binary) for e in batch])
