@@ -76,3 +76,23 @@ async def test_request_held_back_by_rate_times_out_and_is_withdrawn(
             received = await server.wait_for_messages(2, timeout=5)
         assert [m.json()["type"] for m in received] == ["first", "after"]
         assert service.stats.queued == 0
+
+
+async def test_request_timed_out_offline_is_never_sent_later(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """A request that timed out while offline is withdrawn: the next link never carries it."""
+    async with Server(reply=Reply()) as server:
+        service = make_service(server.url, transport=transport)
+        changes = Changes(service)
+        async with service:
+            await changes.wait(bgws.State.CONNECTED)
+            await server.stop()
+            await changes.wait(bgws.State.BACKING_OFF)
+            with pytest.raises(bgws.RequestTimeout):
+                await service.request({"type": "quote"}, timeout=0.1)
+            await server.start()
+            await changes.wait(bgws.State.CONNECTED, count=2)
+            await service.send({"type": "after"})
+            received = await server.wait_for_messages(1, timeout=5)
+        assert [m.json()["type"] for m in received] == ["after"]
