@@ -12,7 +12,7 @@ from bgws.transport import Transport
 
 from .conftest import Changes, Errors, ServiceFactory
 
-CAP = 1.2
+CAP = 2.0
 """The server's lifetime cap (seconds): it closes every link older than this."""
 AGE = 0.4
 """The service's max_connection_age: well below the cap."""
