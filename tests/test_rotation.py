@@ -130,6 +130,8 @@ async def test_rotation_without_resume_dedupes_the_overlap_and_keeps_acks(
         for order in orders:  # a second copy only ever carries the first copy's id
             by_n.setdefault(order["n"], set()).add(order["id"])
         assert all(len(ids) == 1 for ids in by_n.values())
+        firsts = list(dict.fromkeys(o["n"] for o in orders))
+        assert firsts == sorted(firsts)  # the old link's messages reach the server first
         assert capped.cut == 0
         assert len(server.connections) >= 3
         assert changes.into(bgws.State.BACKING_OFF) == []

@@ -468,8 +468,9 @@ class Delivery:
         return control
 
     def outstanding(self) -> set[Any]:
-        """The ids of messages in flight and of requests waiting for their reply."""
-        return self.outbox.in_flight_ids() | set(self.requests.pending)
+        """The ids of messages in flight and of sent requests waiting for their reply."""
+        sent_requests = set(self.requests.pending) - self.outbox.queued_ids()
+        return self.outbox.in_flight_ids() | sent_requests
 
     async def link_down(self) -> None:
         """The link is gone: stop writing; what was in flight will be sent again."""

@@ -140,6 +140,10 @@ class Outbox:
         """The ids of the messages in flight."""
         return set(self._in_flight)
 
+    def queued_ids(self) -> set[Any]:
+        """The ids of the messages waiting to be sent."""
+        return {entry.id for lane in self._lanes.values() for entry in lane}
+
     # -- adding -----------------------------------------------------------------------------
 
     async def reserve(self) -> None:

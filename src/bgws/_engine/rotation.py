@@ -5,13 +5,15 @@ link that is simply cut there loses what arrives while the service reconnects. W
 ``Config.max_connection_age`` set below that cap, :class:`Rotation` replaces the link first:
 
 1. it opens a new link to the same endpoint, with fresh credentials from the auth handler;
-2. it moves the writer to the new link, which writes the resume request and the
-   subscriptions first, then the outbox; the old link is written to no more;
+2. it writes the resume request and the subscriptions on the new link; the old link is
+   written to no more, and the outbox waits;
 3. while the old link goes on being dispatched, it waits (at most ``close_timeout``) until
    the new link has delivered its first frame (the subscriptions are live) and the old link
-   has answered what was sent on it (acks of the messages in flight, replies to requests);
-4. it switches the dispatch: the old link's frames are dropped from now on, the new link's
-   (held since its handshake) are dispatched, without those the old link already dispatched;
+   has answered what was sent on it (acks of the messages in flight, replies to requests),
+   so the server sees the old link's messages before any of the new link's;
+4. it switches the dispatch and the writer: the old link's frames are dropped from now on,
+   the new link's (held since its handshake) are dispatched, without those the old link
+   already dispatched, and the outbox drains on the new link;
 5. it closes the old link with a close handshake (1000).
 
 Nothing is dispatched twice: with a :class:`~bgws.ResumePolicy` the sequence numbers drop
@@ -209,10 +211,11 @@ class Rotation:
         """Move the writer, then the dispatch, to ``link``; ``False``: it was given up."""
         old_link, old_conn = current.link, current.conn
         writer = self._delivery.writer
-        # The old link is written to no more; the new one gets resume and subscriptions first.
+        # The old link is written to no more; the new one gets resume and subscriptions, and
+        # the outbox waits until the old link answered what it carried (order is kept).
         outstanding = self._delivery.outstanding()
         await writer.detach(requeue=False)
-        writer.attach(link, self._delivery.control_frames(), requeue=False)
+        writer.prime(link, self._delivery.control_frames())
         deadline = self._now() + self._config.close_timeout
         first = asyncio.ensure_future(conn.arrived.wait())
         try:
@@ -228,11 +231,9 @@ class Rotation:
         finally:
             first.cancel()
         if old_conn.lost.done():  # the old link went first (or the service stops): no switch
-            await writer.detach(requeue=False)
             link.abort()
             return False
         if conn.lost.done():  # the new link died at once: back to the old one
-            await writer.detach(requeue=False)
             writer.attach(old_link, [], requeue=False)
             link.abort()
             return False
@@ -244,6 +245,7 @@ class Rotation:
         dedupe = _dedupe(seen)
         conn.screen(dedupe)
         conn.attach(link)
+        writer.attach(link, [], requeue=False)
         keepalive = asyncio.create_task(
             conn.keepalive(self._config, self._hooks.heartbeat, self._codec, writer)
         )

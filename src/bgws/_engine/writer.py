@@ -107,6 +107,18 @@ class Writer:
         self._task = asyncio.create_task(self._drain(link), name="bgws-writer")
         self._task.add_done_callback(lambda task: self._ended(task, link))
 
+    def prime(self, link: Link, control: Iterable[Frame]) -> None:
+        """Write control frames on a link that is not attached yet (a rotation's new link).
+
+        Args:
+            link: the new link, open and not attached.
+            control: the resume request and the subscriptions.
+        """
+        for payload, binary in control:
+            link.send(payload, binary)
+            if self._pacer is not None:
+                self._pacer.control()
+
     async def detach(self, *, requeue: bool = True) -> None:
         """The link is gone: stop writing; what was in flight goes back to be sent again.
 
