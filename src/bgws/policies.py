@@ -97,7 +97,7 @@ class ResumePolicy:
         epoch_field: the field that names the feed's epoch (the server's numbering), or
             ``None``. A message of another epoch is reported as a :class:`bgws.StreamReset`
             (not a gap); the position restarts from it and is kept with its epoch, and the
-            resume request carries the epoch in this same field.
+            resume request carries the epoch in this same field (not the function form).
     """
 
     seq_field: str = "seq"
