@@ -165,6 +165,8 @@ class Rotation:
         conn = Connection(self._inbox, config.auth_close_codes, hooks.report_soon)
         if self._before_connect is not None:
             await self._before_connect()
+            if current.conn.lost.done():  # lost while the gate held the rotation back
+                return False
         # The server may send on the new link as soon as it accepted it, so what the old link
         # delivers is remembered from before the handshake (after an earlier rotation's screen).
         old_conn = current.conn
