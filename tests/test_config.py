@@ -19,6 +19,7 @@ from bgws.config import DEFAULT_STORAGE_KEYS, Config, parse_duration
 from bgws.errors import ConfigError, InsecureCredentials
 
 from .test_config_delivery import DELIVERY_BAD_VALUES, DELIVERY_ENV_SAMPLES
+from .test_config_longrun import LONGRUN_BAD_VALUES, LONGRUN_ENV_SAMPLES
 from .test_config_notify import NOTIFY_BAD_VALUES, NOTIFY_ENV_SAMPLES
 from .test_config_offline import OFFLINE_BAD_VALUES, OFFLINE_ENV_SAMPLES
 
@@ -327,6 +328,7 @@ BAD_VALUES: list[tuple[str, Any]] = [
     *DELIVERY_BAD_VALUES,
     *NOTIFY_BAD_VALUES,
     *OFFLINE_BAD_VALUES,
+    *LONGRUN_BAD_VALUES,
 ]
 
 
@@ -811,6 +813,7 @@ ENV_SAMPLES: dict[str, tuple[str, Any]] = {
     **DELIVERY_ENV_SAMPLES,
     **NOTIFY_ENV_SAMPLES,
     **OFFLINE_ENV_SAMPLES,
+    **LONGRUN_ENV_SAMPLES,
 }
 
 

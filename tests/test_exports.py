@@ -26,7 +26,7 @@ EXPECTED = {
     "ServiceError", "ServiceStats", "State", "StateChange", "StorageBackend",
     "TemplateHeartbeat", "__version__", "create_chat_service", "create_custom_service",
     "create_gaming_service", "create_iot_service", "create_trading_service",
-    "parse_duration", "profiles", "SqliteStore", "Store", "VolatileStore",
+    "parse_duration", "profiles", "SqliteStore", "Store", "VolatileStore", "StreamReset",
     "Clock", "ConnectQuotaWait", "ServiceSuspended",
 }  # fmt: skip
 

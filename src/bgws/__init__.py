@@ -39,6 +39,7 @@ from .errors import (
     ServiceError,
     ServiceSuspended,
     StoreError,
+    StreamReset,
 )
 from .factories import (
     create_chat_service,
@@ -150,6 +151,7 @@ __all__ = [
     "ServiceError",
     "ServiceSuspended",
     "StoreError",
+    "StreamReset",
     # the version
     "__version__",
 ]

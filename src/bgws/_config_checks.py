@@ -425,7 +425,7 @@ def check_resume(value: object) -> ResumePolicy | None:
     """A :class:`~bgws.policies.ResumePolicy`, from itself or a table; ``None`` turns it off."""
     if value is None or isinstance(value, ResumePolicy):
         return value
-    keys = ("seq_field", "request_type", "position_field")
+    keys = ("seq_field", "request_type", "position_field", "epoch_field")
     options = _policy_options("resume", value, keys, "request", "ResumePolicy")
     try:
         return ResumePolicy(**options)

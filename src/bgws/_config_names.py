@@ -19,10 +19,17 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ._config_checks import check_names
+from ._config_checks import check_names, parse_env
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "REQUIRED", "check_keywords", "misspelt_env", "warn_misspelt_env"]
+__all__ = [
+    "ENV_PREFIX",
+    "REQUIRED",
+    "check_keywords",
+    "env_overrides",
+    "misspelt_env",
+    "warn_misspelt_env",
+]
 
 ENV_PREFIX: Final = "BGWS_"
 """The prefix of the environment variables that override config fields."""
@@ -95,3 +102,29 @@ def warn_misspelt_env(source: Mapping[str, str], fields: Iterable[str]) -> None:
         if variable not in _warned:
             _warned.add(variable)
             _log.warning("ignoring %s: not a bgws option; did you mean %s?", variable, meant)
+
+
+def env_overrides(source: Mapping[str, str], hints: Mapping[str, Any]) -> dict[str, Any]:
+    """Read ``BGWS_<FIELD>`` variables into field values; other variables are ignored.
+
+    Args:
+        source: the environment.
+        hints: each field's type, by field name (what a variable's text is parsed as).
+
+    Returns:
+        The values of the fields that have a variable, by field name.
+
+    Raises:
+        ConfigError: a variable's text is not a valid value; ``field`` names the option.
+    """
+    warn_misspelt_env(source, hints)
+    overrides: dict[str, Any] = {}
+    for name, hint in hints.items():
+        variable = ENV_PREFIX + name.upper()
+        raw = source.get(variable)
+        if raw is not None:
+            try:
+                overrides[name] = parse_env(hint, raw)
+            except ConfigError as exc:
+                raise ConfigError(name, f"from {variable}: {exc.reason}") from None
+    return overrides

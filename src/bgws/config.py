@@ -44,13 +44,13 @@ from bgws._config_checks import (
     check_url,
     freeze_json,
     parse_duration,
-    parse_env,
     sensitive_strings,
     slug,
     thaw_json,
     toml_limit,
     type_name,
 )
+from bgws._config_longrun import Rate, check_longrun
 from bgws._config_offline import Quota, check_offline
 from bgws._presets import profile_values
 from bgws._redact import (
@@ -101,7 +101,7 @@ DEFAULT_STORAGE_KEYS: Mapping[str, str] = types.MappingProxyType(
 )
 """The storage key names used when ``storage_keys`` does not override them."""
 
-_ENV_PREFIX = "BGWS_"
+_NO_LANES: Mapping[str, Rate] = types.MappingProxyType({})
 _SERVICE_TAG = re.compile(r"[A-Za-z0-9_.-]+")
 # Path fields that a TOML file may give relative to its own folder.
 _PATH_FIELDS = ("app_icon_path", "tls_ca_file", "tls_cert_file", "tls_key_file", "storage_path")
@@ -185,6 +185,11 @@ class Config:
     suspend_after: float | None = None
     suspended_retry: float = 30.0
     suspended_send: SuspendedSend = "queue"
+    # Days-long connections (checked in bgws._config_longrun).
+    max_connection_age: float | None = None
+    send_rate: Rate | None = None
+    send_burst: int | None = None
+    lane_send_rates: Mapping[str, Rate] = field(default_factory=lambda: _NO_LANES)
 
     def __new__(cls, *args: Any, **options: Any) -> Self:
         """Refuse unknown and missing options with a ConfigError (as TOML does), not a TypeError."""
@@ -277,6 +282,7 @@ class Config:
         v.update(self._validated_delivery())
         v.update(self._validated_notify())
         v.update(check_offline(self))
+        v.update(check_longrun(self))
         return v
 
     def _validated_delivery(self) -> dict[str, object]:
@@ -582,15 +588,4 @@ _HINTS = get_type_hints(Config)
 
 def _env_overrides(env: Mapping[str, str] | None) -> dict[str, Any]:
     """Read ``BGWS_<FIELD>`` variables into field values; other variables are ignored."""
-    source = os.environ if env is None else env
-    _config_names.warn_misspelt_env(source, _FIELD_NAMES)
-    overrides: dict[str, Any] = {}
-    for name in _FIELD_NAMES:
-        variable = _ENV_PREFIX + name.upper()
-        raw = source.get(variable)
-        if raw is not None:
-            try:
-                overrides[name] = parse_env(_HINTS[name], raw)
-            except ConfigError as exc:
-                raise ConfigError(name, f"from {variable}: {exc.reason}") from None
-    return overrides
+    return _config_names.env_overrides(os.environ if env is None else env, _HINTS)

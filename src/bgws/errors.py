@@ -28,7 +28,8 @@ or the network are different branches, so a program can tell "I configured it wr
         ├── HandlerError         a handler or plugin raised while handling a message
         ├── MessageDropped       an outgoing message was dropped (overflow policy, stop)
         ├── MessageExpired       an outgoing message's time-to-live passed before it was sent
-        └── SequenceGap          inbound sequence numbers jumped (resume): a range is missing
+        ├── SequenceGap          inbound sequence numbers jumped (resume): a range is missing
+        └── StreamReset          the feed's epoch changed (resume): numbering restarted
 
 OS-level errors (``OSError``, ``ssl.SSLError``) are translated into :class:`LinkError` at the
 transport boundary, with the original kept as ``__cause__``.
@@ -64,6 +65,7 @@ __all__ = [
     "ServiceError",
     "ServiceSuspended",
     "StoreError",
+    "StreamReset",
 ]
 
 
@@ -282,3 +284,28 @@ class SequenceGap(MessageError):
         self.first = first
         self.last = last
         super().__init__(f"sequence gap: {first}..{last} missing")
+
+
+class StreamReset(MessageError):
+    """The inbound feed's epoch changed: the server restarted its numbering (resume).
+
+    Reported instead of a :class:`SequenceGap` when a :class:`bgws.ResumePolicy` with an
+    ``epoch_field`` sees a message of another epoch: the old position means nothing in the
+    new epoch, so the service starts following the new one from that message on.
+
+    Attributes:
+        old_epoch: the epoch followed until now.
+        new_epoch: the epoch of the message that changed it.
+        last: the last sequence number processed in the old epoch, or ``None``.
+        first: the sequence number of the first message of the new epoch.
+    """
+
+    def __init__(self, old_epoch: Any, new_epoch: Any, last: int | None, first: int) -> None:
+        self.old_epoch = old_epoch
+        self.new_epoch = new_epoch
+        self.last = last
+        self.first = first
+        super().__init__(
+            f"stream reset: epoch {old_epoch!r} -> {new_epoch!r} "
+            f"(last seq {last} of the old epoch, first seq {first} of the new)"
+        )

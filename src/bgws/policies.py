@@ -94,26 +94,43 @@ class ResumePolicy:
         request: the function form: given the last processed sequence, return the whole resume
             message (a mapping, str or bytes). When set, ``request_type`` and
             ``position_field`` are not used.
+        epoch_field: the field that names the feed's epoch (the server's numbering), or
+            ``None``. A message of another epoch is reported as a :class:`bgws.StreamReset`
+            (not a gap); the position restarts from it and is kept with its epoch, and the
+            resume request carries the epoch in this same field (not the function form).
     """
 
     seq_field: str = "seq"
     request_type: str = "resume"
     position_field: str = "after"
     request: Callable[[int], Mapping[str, Any] | str | bytes] | None = None
+    epoch_field: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("seq_field", "request_type", "position_field"):
+        names = ("seq_field", "request_type", "position_field")
+        for name in names + (("epoch_field",) if self.epoch_field is not None else ()):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name} must be a non-empty string")
         if self.request is not None and not callable(self.request):
             raise ValueError("request must be callable")
 
-    def resume_message(self, position: int, type_field: str) -> Mapping[str, Any] | str | bytes:
-        """The message that asks the server to replay everything after ``position``."""
+    def resume_message(
+        self, position: int, type_field: str, epoch: Any = None
+    ) -> Mapping[str, Any] | str | bytes:
+        """The message that asks the server to replay everything after ``position``.
+
+        Args:
+            position: the last processed sequence number.
+            type_field: the codec's type field.
+            epoch: the epoch ``position`` belongs to (sent in ``epoch_field``), or ``None``.
+        """
         if self.request is not None:
             return self.request(position)
-        return {type_field: self.request_type, self.position_field: position}
+        message: dict[str, Any] = {type_field: self.request_type, self.position_field: position}
+        if self.epoch_field is not None and epoch is not None:
+            message[self.epoch_field] = epoch
+        return message
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for status output and TOML round trips."""
@@ -122,6 +139,8 @@ class ResumePolicy:
             data["request"] = _name(self.request)
         else:
             data.update(request_type=self.request_type, position_field=self.position_field)
+        if self.epoch_field is not None:
+            data["epoch_field"] = self.epoch_field
         return data
 
 

@@ -41,6 +41,7 @@ class ServiceStats:
         uptime: seconds the current link has been up (0 when down).
         reconnects: successful reconnections since start (links that came up again after
             the first one), not attempts.
+        rotations: links replaced before ``max_connection_age`` (no reconnect, no loss).
         sent: messages handed to the transport (resends included).
         received: data frames received.
         dispatched: messages that went through the dispatcher.
@@ -51,6 +52,7 @@ class ServiceStats:
         expired: messages whose time-to-live passed before they were sent (each reported).
         duplicates: inbound messages dropped as already processed (resume).
         gaps: inbound sequence gaps reported (resume).
+        resets: inbound epoch changes reported as :class:`bgws.StreamReset` (resume).
         handler_errors: handler and plugin exceptions.
         decode_errors: frames the codec could not decode.
         dead_links: links declared dead by the keepalive.
@@ -80,6 +82,7 @@ class ServiceStats:
     connected_since: float | None
     uptime: float
     reconnects: int
+    rotations: int
     sent: int
     received: int
     dispatched: int
@@ -90,6 +93,7 @@ class ServiceStats:
     expired: int
     duplicates: int
     gaps: int
+    resets: int
     handler_errors: int
     decode_errors: int
     dead_links: int

@@ -39,7 +39,7 @@ from .clock import SYSTEM_CLOCK, Clock, nap
 from .inbox import Inbox, Receive
 from .writer import Writer
 
-__all__ = ["MAX_REDIRECTS", "Connection", "check_link_options", "open_link"]
+__all__ = ["MAX_REDIRECTS", "Connection", "Screen", "check_link_options", "open_link"]
 
 MAX_REDIRECTS: Final = 5
 """The most same-origin redirects one connect attempt follows (``follow_redirects``)."""
@@ -79,9 +79,15 @@ class Connection:
         self._early: list[tuple[bytes, bool]] = []
         self.on_data: Receive = self._hold
         self.on_read_done: Callable[[], None] = _nothing
+        # A rotation's overlap: each frame is shown to the screen first (None: no screen).
+        self._screen: Screen | None = None
+        self._route: Receive = inbox.receive  # the inbox's route, unscreened
+        self.arrived = asyncio.Event()
+        """Set by the first frame held before :meth:`attach` (the new link of a rotation)."""
 
     def _hold(self, payload: bytes, binary: bool, last: bool) -> None:
         self._early.append((payload, binary))
+        self.arrived.set()
 
     def on_pong(self) -> None:
         self._heard.set()
@@ -121,7 +127,8 @@ class Connection:
         self._link = link
         inbox = self._inbox
         inbox.attach(link.pause_reading, link.resume_reading, self._heard.set, self._route_to)
-        self.on_data = self._deliver = inbox.receive
+        self._route = inbox.receive
+        self.on_data = self._deliver = self._screened(inbox.receive)
         self.on_read_done = inbox.read_done
         early, self._early = self._early, []
         for n, (payload, binary) in enumerate(early, 1):
@@ -129,9 +136,42 @@ class Connection:
 
     def _route_to(self, receive: Receive) -> None:
         """The inbox switched routes: frames go to ``receive`` (after a probe's first)."""
+        self._route = receive
+        receive = self._screened(receive)
         if self.on_data == self._deliver:
             self.on_data = receive
         self._deliver = receive
+
+    def _screened(self, receive: Receive) -> Receive:
+        """``receive`` behind the screen, if one is up (only during a rotation)."""
+        screen = self._screen
+        if screen is None:
+            return receive
+
+        def screened(payload: bytes, binary: bool, last: bool) -> None:
+            if screen(payload):
+                receive(payload, binary, last)
+
+        return screened
+
+    def screen(self, keep: Screen | None) -> None:
+        """Show each frame to ``keep`` first; one it returns ``False`` for is dropped.
+
+        A rotation records the old link's frames this way during the overlap, and drops
+        their copies on the new link; ``None`` takes the screen down.
+        """
+        self._screen = keep
+        self._route_to(self._route)
+
+    @property
+    def screening(self) -> Screen | None:
+        """The screen up now, or ``None``."""
+        return self._screen
+
+    def retire(self) -> None:
+        """The link was replaced (rotation): its frames from now on are dropped."""
+        self._screen = _refuse
+        self._route_to(self._route)
 
     def detach(self) -> None:
         self._inbox.detach()
@@ -215,6 +255,14 @@ async def _within(event: asyncio.Event, timeout: float, clock: Clock) -> bool:
 
 def _nothing() -> None:
     return None
+
+
+Screen = Callable[[bytes], bool]
+"""Decides whether a frame's payload goes on to the inbox (``True``) or is dropped."""
+
+
+def _refuse(payload: bytes) -> bool:
+    return False
 
 
 def check_link_options(

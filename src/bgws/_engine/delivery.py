@@ -39,6 +39,7 @@ from ..message import Codec, Message
 from ..transport import Link
 from .acks import Acks
 from .outbox import Entry, Outbox
+from .pacing import Pacer
 from .replay import Resume, Subscriptions
 from .requests import Requests
 from .sqlite import store_for
@@ -151,7 +152,10 @@ class Delivery:
         )
         self.acks = Acks(config.ack, self.outbox, config.ack_timeout, self._connected)
         self.writer = Writer(
-            self.outbox, report, self.acks.written if config.ack is not None else None
+            self.outbox,
+            report,
+            self.acks.written if config.ack is not None else None,
+            Pacer.from_config(config),
         )
         self.requests = Requests(
             config.reply_id_field or config.id_field, config.max_pending_requests
@@ -194,6 +198,11 @@ class Delivery:
     def gaps(self) -> int:
         """Sequence gaps seen in the inbound feed (resume)."""
         return 0 if self.resume is None else self.resume.gaps
+
+    @property
+    def resets(self) -> int:
+        """Epoch changes seen in the inbound feed (resume with ``epoch_field``)."""
+        return 0 if self.resume is None else self.resume.resets
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -396,6 +405,7 @@ class Delivery:
         if not self.intercepts:
             self._set_intercepts(True)
         options = REQUEST if priority == 0 else SendOptions(priority, durable=False, request=True)
+        entry = None
         try:
             _, entry = self.submit({**message, id_field: msg_id}, options)
             if entry is not None and not self.enqueue_now(entry):
@@ -403,6 +413,8 @@ class Delivery:
                     await self.enqueue(entry)
             return await future
         except TimeoutError:
+            if entry is not None:  # still queued (offline, or held back by a send rate)
+                self.outbox.withdraw(entry)
             raise RequestTimeout(f"no reply to request {msg_id!r} within {limit:g}s") from None
         finally:
             # intercepts stays on: the next message that finds nothing to intercept turns it
@@ -443,13 +455,22 @@ class Delivery:
 
     def link_up(self, link: Link) -> None:
         """A link is up: resume, resubscribe, then flush the outbox (in that order)."""
+        self.writer.attach(link, self.control_frames())
+
+    def control_frames(self) -> list[Frame]:
+        """What goes first on a fresh link: the resume request, then the subscriptions."""
         control: list[Frame] = []
         if self.resume is not None:
             frame = self.resume.frame(self._codec)
             if frame is not None:
                 control.append(frame)
         control.extend(self.subscriptions_kept.frames())
-        self.writer.attach(link, control)
+        return control
+
+    def outstanding(self) -> set[Any]:
+        """The ids of messages in flight and of sent requests waiting for their reply."""
+        sent_requests = set(self.requests.pending) - self.outbox.queued_ids()
+        return self.outbox.in_flight_ids() | sent_requests
 
     async def link_down(self) -> None:
         """The link is gone: stop writing; what was in flight will be sent again."""

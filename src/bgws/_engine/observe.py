@@ -42,9 +42,9 @@ def describe(error: BaseException | None) -> str | None:
 class Counters:
     """The counters one service keeps beside its engine's, and its last error.
 
-    The connect loop counts attempts, reconnections and dead links, and keeps the times that
-    explain an outage (online or offline since, the next retry); the error reporter counts
-    errors and keeps ``last_error`` with its time.
+    The connect loop counts attempts, reconnections, rotations and dead links, and keeps the
+    times that explain an outage (online or offline since, the next retry); the error
+    reporter counts errors and keeps ``last_error`` with its time.
     """
 
     __slots__ = (
@@ -61,6 +61,7 @@ class Counters:
         "quota_wait_until",
         "reconnects",
         "recovered_at",
+        "rotations",
         "rtt_counts",
         "rtt_last",
         "rtt_sum",
@@ -68,7 +69,7 @@ class Counters:
     )
 
     def __init__(self) -> None:
-        self.reconnects = self.dead_links = self.errors = 0
+        self.reconnects = self.dead_links = self.errors = self.rotations = 0
         self.attempts = self.connect_attempts = self.links = 0
         self.last_error: BaseException | None = None
         self.last_error_at: float | None = None
@@ -129,6 +130,7 @@ class Counters:
             connected_since=since,
             uptime=(now - since) if since is not None else 0.0,
             reconnects=self.reconnects,
+            rotations=self.rotations,
             sent=delivery.sent,
             received=inbox.received,
             dispatched=inbox.dispatched,
@@ -139,6 +141,7 @@ class Counters:
             expired=delivery.expired,
             duplicates=delivery.duplicates,
             gaps=delivery.gaps,
+            resets=delivery.resets,
             handler_errors=router.handler_errors,
             decode_errors=inbox.decode_errors,
             dead_links=self.dead_links,

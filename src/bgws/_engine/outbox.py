@@ -139,6 +139,14 @@ class Outbox:
         """Messages sent and waiting for their acknowledgement."""
         return len(self._in_flight)
 
+    def in_flight_ids(self) -> set[Any]:
+        """The ids of the messages in flight."""
+        return set(self._in_flight)
+
+    def queued_ids(self) -> set[Any]:
+        """The ids of the messages waiting to be sent."""
+        return {entry.id for lane in self._lanes.values() for entry in lane}
+
     # -- adding -----------------------------------------------------------------------------
 
     async def reserve(self) -> None:
@@ -228,7 +236,9 @@ class Outbox:
         """Return once every message was delivered (or left otherwise)."""
         await self._empty.wait()
 
-    def take(self, limit: int, now: float | None = None) -> list[Entry]:
+    def take(
+        self, limit: int, now: float | None = None, lanes: dict[int, int] | None = None
+    ) -> list[Entry]:
         """Remove up to ``limit`` messages to send, highest priority first.
 
         Expired messages met on the way are removed and reported. With acks on, the in-flight
@@ -237,6 +247,7 @@ class Outbox:
         Args:
             limit: the most messages to take.
             now: the time to judge expiry by (default: :attr:`clock`).
+            lanes: the most messages to take from some lanes, by priority (send rates).
         """
         if now is None:
             now = self.clock()
@@ -248,7 +259,8 @@ class Outbox:
         i = len(order) - 1
         while len(batch) < limit and i >= 0:
             lane = self._lanes[order[i]]
-            while lane and len(batch) < limit:
+            stop = limit if lanes is None else min(limit, len(batch) + lanes.get(order[i], limit))
+            while lane and len(batch) < stop:
                 entry = lane.popleft()
                 self._queued -= 1
                 if entry.expires_at is not None and entry.expires_at <= now:
@@ -289,6 +301,21 @@ class Outbox:
         if batch:
             self._set_empty(False)
         self._update_sendable()
+
+    def withdraw(self, entry: Entry) -> bool:
+        """Remove a queued message that is no longer wanted (its request timed out).
+
+        Returns:
+            Whether it was still queued (not yet sent).
+        """
+        lane = self._lanes.get(entry.priority)
+        if lane is None or entry not in lane:
+            return False
+        lane.remove(entry)
+        self._queued -= 1
+        self._finish([entry], delivered=False)
+        self._update_sendable()
+        return True
 
     # -- acknowledgements -------------------------------------------------------------------
 

@@ -4,7 +4,10 @@ subscriptions.
 :class:`Resume` follows the sequence numbers of incoming messages (a
 :class:`~bgws.ResumePolicy`): it drops duplicates, reports gaps as :class:`bgws.SequenceGap`,
 writes the position to the store at most every 50 ms (batched, not per message), and after
-every reconnect gives the resume request.
+every reconnect gives the resume request. With an ``epoch_field`` it follows the feed's epoch
+too: a message of another epoch is a :class:`bgws.StreamReset`, the position restarts from it,
+and the store keeps the position with its epoch (as JSON ``{"epoch": ..., "position": ...}``;
+a bare number, as kept without an epoch, is read too).
 
 :class:`Subscriptions` holds a service's subscriptions by key, in the order they were made,
 kept in the store. The writer sends the resume request, then the subscriptions, then the
@@ -19,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..errors import BgwsError, SequenceGap
+from ..errors import BgwsError, SequenceGap, StreamReset
 from ..message import Codec, Message
 from ..policies import ResumePolicy
 from .outbox import Entry
@@ -51,8 +54,10 @@ class Resume:
         "_report",
         "_store",
         "duplicates",
+        "epoch",
         "gaps",
         "position",
+        "resets",
     )
 
     def __init__(
@@ -69,20 +74,29 @@ class Resume:
         self._checkpoint: asyncio.TimerHandle | None = None
         self.position: int | None = None
         """The last processed inbound sequence number, or ``None``."""
+        self.epoch: Any = None
+        """The epoch of :attr:`position` (with ``epoch_field``), or ``None``."""
         self.duplicates = 0
         self.gaps = 0
+        self.resets = 0
 
     def load(self, kv: dict[str, str]) -> None:
-        """Take the position the store kept."""
-        position = kv.get(self._key)
-        if position is not None:
-            self.position = int(position)
+        """Take the position (and its epoch) the store kept."""
+        kept = kv.get(self._key)
+        if kept is None:
+            return
+        if kept.startswith("{"):
+            data = msgspec.json.decode(kept)
+            self.epoch = data.get("epoch")
+            self.position = int(data["position"])
+        else:
+            self.position = int(kept)
 
     def frame(self, codec: Codec) -> Frame | None:
         """The resume request for a fresh link, or ``None`` before the first message."""
         if self.position is None:
             return None
-        message = self._policy.resume_message(self.position, codec.type_field)
+        message = self._policy.resume_message(self.position, codec.type_field, self.epoch)
         payload, binary, _ = codec.encode(message, assign_id=False)
         return payload, binary
 
@@ -92,6 +106,15 @@ class Resume:
         if type(seq) is not int:
             return False
         last = self.position
+        epoch_field = self._policy.epoch_field
+        if epoch_field is not None:
+            epoch = message.get(epoch_field)
+            if epoch is not None and epoch != self.epoch:
+                old, self.epoch = self.epoch, epoch
+                if old is not None:  # another epoch: the old position means nothing now
+                    self.resets += 1
+                    self._report(StreamReset(old, epoch, last, seq))
+                    last = None
         if last is not None:
             if seq <= last:
                 self.duplicates += 1
@@ -107,7 +130,13 @@ class Resume:
     def _save(self) -> None:
         self._checkpoint = None
         if self.position is not None:
-            self._store.set_soon(self._key, str(self.position))
+            self._store.set_soon(self._key, self._kept())
+
+    def _kept(self) -> str:
+        """The position as the store keeps it: a number, or JSON with its epoch."""
+        if self.epoch is None:
+            return str(self.position)
+        return msgspec.json.encode({"epoch": self.epoch, "position": self.position}).decode()
 
     async def close(self) -> None:
         """Write the position now (the service stops)."""
@@ -115,7 +144,7 @@ class Resume:
             self._checkpoint.cancel()
             self._checkpoint = None
         if self.position is not None:
-            await self._store.set(self._key, str(self.position))
+            await self._store.set(self._key, self._kept())
 
 
 _key_encoder = msgspec.json.Encoder(order="sorted")

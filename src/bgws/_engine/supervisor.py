@@ -30,6 +30,7 @@ from .hooks import Hooks, wrap
 from .inbox import Inbox
 from .observe import describe
 from .quota import ConnectQuota, QuotaGate
+from .rotation import Current, Rotation
 
 __all__ = ["Announce", "Remember", "Supervisor"]
 
@@ -70,6 +71,7 @@ class Supervisor:
         "_machine",
         "_quota",
         "_remember",
+        "_rotation",
         "_ssl_context",
         "_task",
         "_transport",
@@ -122,6 +124,19 @@ class Supervisor:
         """Handed to the auth handler's ``get_auth_data`` on every attempt."""
         self.link: Link | None = None
         """The open link, or ``None`` while not connected."""
+        self._rotation = Rotation(
+            config,
+            transport,
+            inbox,
+            codec,
+            delivery,
+            hooks,
+            ssl_context,
+            lambda: self.connection_data,
+            self._switched,
+            before_connect=None if self._quota is None else self._quota.admit,
+            clock=clock,
+        )
 
     def start(self) -> None:
         """Start the connect loop (the machine is already ``CONNECTING``)."""
@@ -240,10 +255,12 @@ class Supervisor:
             )
         )
         self._keepalive = keepalive
+        current = Current(link, conn, keepalive)
         try:
             await self._on_connected()
-            error = await conn.lost
+            error = await self._rotation.serve(current)  # replaced before max_connection_age
         finally:
+            link, conn, keepalive = current.link, current.conn, current.keepalive
             self.link = None
             self._keepalive = None
             counters.connected_since = None
@@ -261,6 +278,10 @@ class Supervisor:
         if self._machine.state is State.CLOSING:
             return None
         return await self._failed(error, connected=True)
+
+    def _switched(self, link: Link, keepalive: asyncio.Task[None]) -> None:
+        """A rotation replaced the link."""
+        self.link, self._keepalive = link, keepalive
 
     async def _failed(self, error: BaseException, *, connected: bool) -> Decision | None:
         if self._machine.state is State.CLOSING:

@@ -8,6 +8,8 @@ corked in batches. Between those, :meth:`Writer.control` writes a frame that mus
 behind the outbox (a subscription made while connected, an application heartbeat), and
 :meth:`Writer.direct` is the send path's shortcut: one message per loop turn goes straight out
 when nothing is queued (lowest latency); the rest of a burst waits for the drain task.
+With a send rate (:class:`~bgws._engine.pacing.Pacer`) every message waits its turn in the
+outbox instead, and the drain task takes only as many as the rate allows.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable, Iterable
 from ..errors import BgwsError, LinkError
 from ..transport import Link
 from .outbox import Entry, Outbox
+from .pacing import Pacer
 
 __all__ = ["Frame", "Writer"]
 
@@ -34,16 +37,29 @@ class Writer:
         outbox: the queue it drains.
         report: reports an error without waiting (the service's error path).
         written: called after each batch the link took (the ack timer's wake-up), or ``None``.
+        pacer: the send rates to keep (every message then goes through the outbox), or
+            ``None``.
     """
 
     # Slots: one writer per service, touched on every send.
-    __slots__ = ("_burst", "_link", "_loop", "_outbox", "_report", "_task", "_written", "sent")
+    __slots__ = (
+        "_burst",
+        "_link",
+        "_loop",
+        "_outbox",
+        "_pacer",
+        "_report",
+        "_task",
+        "_written",
+        "sent",
+    )
 
     def __init__(
         self,
         outbox: Outbox,
         report: Callable[[BgwsError], None],
         written: Callable[[list[Entry]], None] | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
         self._outbox = outbox
         self._report = report
@@ -52,6 +68,7 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._burst = False
+        self._pacer = pacer
         self.sent = 0
         """Messages the link took (direct writes and drained batches)."""
 
@@ -70,29 +87,52 @@ class Writer:
         """
         link.send(frame[0], frame[1])
 
-    def attach(self, link: Link, control: Iterable[Frame]) -> None:
+    def attach(self, link: Link, control: Iterable[Frame], *, requeue: bool = True) -> None:
         """A link is up: write the control frames, then start draining the outbox.
 
         Args:
             link: the open link.
             control: frames that go before any queued message (resume, subscriptions).
+            requeue: send the messages in flight again first (``False`` when the writer
+                moves to a new link while the old one is still open to acknowledge them).
         """
         self._link = link
         self._loop = asyncio.get_running_loop()
-        self._outbox.requeue_in_flight()
+        if requeue:
+            self._outbox.requeue_in_flight()
         for payload, binary in control:
             link.send(payload, binary)
+            if self._pacer is not None:
+                self._pacer.control()
         self._task = asyncio.create_task(self._drain(link), name="bgws-writer")
         self._task.add_done_callback(lambda task: self._ended(task, link))
 
-    async def detach(self) -> None:
-        """The link is gone: stop writing; what was in flight goes back to be sent again."""
+    def prime(self, link: Link, control: Iterable[Frame]) -> None:
+        """Write control frames on a link that is not attached yet (a rotation's new link).
+
+        Args:
+            link: the new link, open and not attached.
+            control: the resume request and the subscriptions.
+        """
+        for payload, binary in control:
+            link.send(payload, binary)
+            if self._pacer is not None:
+                self._pacer.control()
+
+    async def detach(self, *, requeue: bool = True) -> None:
+        """The link is gone: stop writing; what was in flight goes back to be sent again.
+
+        Args:
+            requeue: put the messages in flight back (``False``: the link stays open a while
+                and may still acknowledge them).
+        """
         self._link = None
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        self._outbox.requeue_in_flight()
+        if requeue:
+            self._outbox.requeue_in_flight()
 
     def control(self, frame: Frame) -> bool:
         """Write a frame now, ahead of the outbox, if a link is attached.
@@ -107,6 +147,8 @@ class Writer:
         if link is None:
             return False
         link.send(frame[0], frame[1])
+        if self._pacer is not None:
+            self._pacer.control()
         return True
 
     def direct(self, payload: bytes | str, binary: bool, request: bool) -> bool:
@@ -123,6 +165,8 @@ class Writer:
         """
         link = self._link
         if self._burst or link is None or self._outbox.queued or link.write_paused or link.closed:
+            return False
+        if self._pacer is not None:  # paced: every message waits its turn in the outbox
             return False
         try:
             link.send(payload, binary)
@@ -159,7 +203,16 @@ class Writer:
                 continue
             if link.closed:  # the loop is about to hear of it; keep the messages queued
                 return
-            batch = outbox.take(_WRITE_BATCH)
+            pacer = self._pacer
+            if pacer is None:
+                batch = outbox.take(_WRITE_BATCH)
+            else:
+                limit, lanes = pacer.room(_WRITE_BATCH)
+                batch = outbox.take(limit, lanes=lanes) if limit else []
+                if not batch:  # the rate holds back what is queued: wait for a token
+                    await pacer.hold()
+                    continue
+                pacer.spent(batch)
             done = link.send_many([(e.payload, e.binary) for e in batch])
             if done < len(batch):
                 # The link broke under us: what was not written goes back, in order, and the

@@ -1,0 +1,98 @@
+"""Send rates: the writer keeps a service (and a lane) under the server's inbound limit."""
+
+from __future__ import annotations
+
+import pytest
+
+import bgws
+from bgws.testing import Reply, Server
+from bgws.transport import Transport
+
+from .conftest import Changes, ServiceFactory
+
+TOLERANCE = 0.05
+"""Seconds of timer slack allowed per check (server timestamps, a loaded machine)."""
+
+
+def within_rate(times: list[float], count: int, per: float) -> bool:
+    """Whether no window shorter than ``per`` (less the tolerance) holds more than ``count``."""
+    return all(times[i + count] - times[i] >= per - TOLERANCE for i in range(len(times) - count))
+
+
+async def test_send_rate_paces_messages_none_lost(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """20 messages with send_rate [5, "1s"] and a burst of 5 reach the server at that rate."""
+    async with Server() as server:
+        service = make_service(server.url, transport=transport, send_rate=[5, "1s"], send_burst=5)
+        changes = Changes(service)
+        async with service:
+            await changes.wait(bgws.State.CONNECTED)
+            for n in range(20):
+                await service.send({"type": "order", "n": n})
+            received = await server.wait_for_messages(20, timeout=10)
+        assert [m.json()["n"] for m in received] == list(range(20))
+        times = [m.timestamp for m in received]
+        assert within_rate(times, 5, 1.0)
+        assert times[-1] - times[0] >= 3.0 - TOLERANCE  # 15 after the burst, at 5 a second
+        assert service.stats.queued == 0
+
+
+async def test_lane_send_rate_paces_only_its_lane(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """A lane's rate holds back that lane's messages; other lanes go past them at once."""
+    async with Server() as server:
+        service = make_service(server.url, transport=transport, lane_send_rates={"1": [2, "0.2s"]})
+        changes = Changes(service)
+        async with service:
+            await changes.wait(bgws.State.CONNECTED)
+            for n in range(6):
+                await service.send({"type": "slow", "n": n}, priority=1)
+            for n in range(3):
+                await service.send({"type": "fast", "n": n})
+            received = await server.wait_for_messages(9, timeout=5)
+        slow = [m for m in received if m.json()["type"] == "slow"]
+        assert [m.json()["n"] for m in slow] == list(range(6))
+        assert within_rate([m.timestamp for m in slow], 2, 0.2)
+        assert slow[-1].timestamp - slow[0].timestamp >= 0.4 - TOLERANCE
+        fast_at = [m.timestamp for m in received if m.json()["type"] == "fast"]
+        assert max(fast_at) < slow[-1].timestamp  # not stuck behind the slow lane
+
+
+async def test_request_held_back_by_rate_times_out_and_is_withdrawn(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """A request that would wait past its timeout for the rate fails; it is never sent."""
+    async with Server(reply=Reply()) as server:
+        service = make_service(server.url, transport=transport, send_rate=[1, "0.5s"], send_burst=1)
+        changes = Changes(service)
+        async with service:
+            await changes.wait(bgws.State.CONNECTED)
+            await service.send({"type": "first"})
+            with pytest.raises(bgws.RequestTimeout):
+                await service.request({"type": "quote"}, timeout=0.1)
+            await service.send({"type": "after"})
+            received = await server.wait_for_messages(2, timeout=5)
+        assert [m.json()["type"] for m in received] == ["first", "after"]
+        assert service.stats.queued == 0
+
+
+async def test_request_timed_out_offline_is_never_sent_later(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """A request that timed out while offline is withdrawn: the next link never carries it."""
+    async with Server(reply=Reply()) as server:
+        service = make_service(server.url, transport=transport)
+        changes = Changes(service)
+        async with service:
+            await changes.wait(bgws.State.CONNECTED)
+            await server.stop()
+            await changes.wait(bgws.State.BACKING_OFF)
+            with pytest.raises(bgws.RequestTimeout):
+                await service.request({"type": "quote"}, timeout=0.1)
+            await server.start()
+            await changes.wait(bgws.State.CONNECTED, count=2)
+            await service.send({"type": "after"})
+            received = await server.wait_for_messages(1, timeout=5)
+        assert [m.json()["type"] for m in received] == ["after"]
