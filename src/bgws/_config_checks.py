@@ -31,6 +31,7 @@ __all__ = [
     "check_ack",
     "check_bool",
     "check_choice",
+    "check_count_per",
     "check_duration",
     "check_headers",
     "check_int",
@@ -204,6 +205,25 @@ def check_duration(name: str, value: object, *, allow_zero: bool = False) -> flo
     if seconds == 0 and not allow_zero:
         raise ConfigError(name, "must be longer than zero")
     return seconds
+
+
+def check_count_per(name: str, value: object, example: str) -> tuple[int, float]:
+    """A pair ``[count, duration]``: ``count`` >= 1 (an integer or its text) per a duration > 0.
+
+    Args:
+        name: the option, named in the error.
+        value: a two-item list or tuple.
+        example: the pair as it is written, for the error (``[count, per] such as [5, "1s"]``).
+
+    Raises:
+        ConfigError: not a pair, a count below 1, or a duration that is not > 0.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple) or len(value) != 2:
+        raise ConfigError(name, f"expected {example}, got {type_name(value)} {value!r}")
+    count, period = value
+    if isinstance(count, str) and count.strip().lstrip("+").isdigit():
+        count = int(count)
+    return (check_int(name, count, 1), check_duration(name, period))
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:

@@ -50,8 +50,7 @@ from bgws._config_checks import (
     toml_limit,
     type_name,
 )
-from bgws._config_longrun import Rate, check_longrun
-from bgws._config_offline import Quota, check_offline
+from bgws._config_longrun import Quota, Rate, check_longrun, check_offline
 from bgws._presets import profile_values
 from bgws._redact import (
     is_sensitive_name,
@@ -180,7 +179,7 @@ class Config:
     notify_types: tuple[str, ...] = ()
     notify_title: str = "{app_name}"
     notify_body: str = "{text}"
-    # Long outages (checked in bgws._config_offline).
+    # Long outages (checked in bgws._config_longrun).
     connect_quota: Quota | None = None
     suspend_after: float | None = None
     suspended_retry: float = 30.0
