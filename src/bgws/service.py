@@ -28,6 +28,7 @@ import msgspec
 from ._engine import connect as _connect
 from ._engine.delivery import PLAIN, Delivery, SendOptions
 from ._engine.hooks import Hooks, call
+from ._engine.host import ServiceHost
 from ._engine.inbox import Inbox
 from ._engine.observe import Counters, StateWatch, describe
 from ._engine.router import Router
@@ -287,8 +288,13 @@ class Service:
         hooks = self._hooks
         try:
             hooks.chain = PluginChain(hooks.plugins)
+            delivery, load = self._delivery, self._inbox.load
+            host = ServiceHost(
+                self.config, self.send_many, delivery.resume, load, hooks.report_soon
+            )
             for plugin in hooks.chain.plugins:
                 try:
+                    plugin.bind(host)
                     await call(plugin.initialize)
                 except Exception as exc:
                     raise HandlerError(f"plugin {plugin.name}.initialize") from exc
