@@ -98,7 +98,6 @@ class Plugin(ABC):
         Args:
             host: what the service lends its plugins (outbox, resume position, reading).
         """
-        return None
 
     def handle_message(self, message: Message) -> bool:
         """Look at a message of a supported type; return ``True`` to claim it."""

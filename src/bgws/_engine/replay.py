@@ -48,6 +48,7 @@ class Resume:
 
     __slots__ = (
         "_checkpoint",
+        "_closed",
         "_held",
         "_key",
         "_policy",
@@ -70,6 +71,7 @@ class Resume:
         self._store = store
         self._report = report
         self._checkpoint: asyncio.TimerHandle | None = None
+        self._closed = False
         # With a holder: the position it released (what may be saved); None: no holder.
         self._held: list[int | None] | None = None
         self.position: int | None = None
@@ -131,6 +133,8 @@ class Resume:
 
         def release(seq: int) -> None:
             last = held[0]
+            if self._closed:  # the store is closed; a restart replays from the saved position
+                return
             if last is None or seq > last:
                 held[0] = seq
                 if self._checkpoint is None:
@@ -150,6 +154,7 @@ class Resume:
 
     async def close(self) -> None:
         """Write the position now (the service stops)."""
+        self._closed = True
         if self._checkpoint is not None:
             self._checkpoint.cancel()
             self._checkpoint = None
