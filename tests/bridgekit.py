@@ -1,0 +1,94 @@
+"""Helpers for the bridge tests: read back what a real JetStream stream holds."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+
+__all__ = ["StreamReader", "ensure_stream", "publish_commands"]
+
+
+class StreamReader:
+    """Every message of a stream's subjects, read with an ordered consumer from the start."""
+
+    def __init__(self, url: str, stream: str = "BGWS", subject: str = "bgws.*.in.*") -> None:
+        self.url = url
+        self.stream = stream
+        self.subject = subject
+        self.messages: list[Any] = []
+        self.ids: list[str | None] = []
+        self._changed = asyncio.Event()
+        self._nc: Any = None
+
+    async def __aenter__(self) -> StreamReader:
+        import nats
+
+        self._nc = await nats.connect(self.url, max_reconnect_attempts=3)
+        js = self._nc.jetstream()
+        await _ensure(js, self.stream)
+
+        async def seen(msg: Any) -> None:
+            self.messages.append(msgspec.json.decode(msg.data))
+            self.ids.append((msg.headers or {}).get("Nats-Msg-Id"))
+            self._changed.set()
+
+        await js.subscribe(self.subject, stream=self.stream, ordered_consumer=True, cb=seen)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._nc.close()
+
+    async def wait(self, count: int, timeout: float = 10.0) -> list[Any]:
+        """Wait until ``count`` messages were read; return them."""
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.messages
+
+    async def stored(self) -> int:
+        """How many messages the stream holds now."""
+        info = await self._nc.jetstream().stream_info(self.stream)
+        return int(info.state.messages)
+
+    def seqs(self) -> list[int]:
+        return [m["seq"] for m in self.messages]
+
+
+async def publish_commands(
+    url: str, subject: str, commands: list[Any], stream: str = "BGWS"
+) -> None:
+    """Publish commands to JetStream (the stream must exist), each acked by the broker."""
+    import nats
+
+    nc = await nats.connect(url, max_reconnect_attempts=3)
+    try:
+        js = nc.jetstream()
+        for command in commands:
+            await js.publish(subject, msgspec.json.encode(command), stream=stream)
+    finally:
+        await nc.close()
+
+
+async def ensure_stream(url: str, stream: str = "BGWS") -> None:
+    """Create the stream the bridge would create (for tests that publish before it starts)."""
+    import nats
+
+    nc = await nats.connect(url, max_reconnect_attempts=3)
+    try:
+        await _ensure(nc.jetstream(), stream)
+    finally:
+        await nc.close()
+
+
+async def _ensure(js: Any, stream: str) -> None:
+    from nats.js.errors import NotFoundError
+
+    try:
+        await js.stream_info(stream)
+    except NotFoundError:
+        await js.add_stream(
+            name=stream, subjects=["bgws.*.in.*", "bgws.*.out"], duplicate_window=120.0
+        )
