@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["StreamReader", "ensure_stream", "publish_commands"]
+__all__ = ["AckWatch", "StreamReader", "ensure_stream", "publish_commands"]
 
 
 class StreamReader:
@@ -84,11 +84,49 @@ async def ensure_stream(url: str, stream: str = "BGWS") -> None:
 
 
 async def _ensure(js: Any, stream: str) -> None:
-    from nats.js.errors import NotFoundError
+    from nats.js.errors import BadRequestError, NotFoundError
 
     try:
         await js.stream_info(stream)
     except NotFoundError:
-        await js.add_stream(
-            name=stream, subjects=["bgws.*.in.*", "bgws.*.out"], duplicate_window=120.0
-        )
+        try:
+            await js.add_stream(
+                name=stream, subjects=["bgws.*.in.*", "bgws.*.out"], duplicate_window=120.0
+            )
+        except BadRequestError:  # the bridge made it first
+            await js.stream_info(stream)
+
+
+class AckWatch:
+    """Counts the acks a durable consumer's client sends to JetStream (they are NATS messages)."""
+
+    def __init__(self, url: str, durable: str, stream: str = "BGWS") -> None:
+        self.url = url
+        self.subject = f"$JS.ACK.{stream}.{durable}.>"
+        self.acks = 0
+        self._changed = asyncio.Event()
+        self._nc: Any = None
+
+    async def __aenter__(self) -> AckWatch:
+        import nats
+
+        self._nc = await nats.connect(self.url, max_reconnect_attempts=3)
+
+        async def seen(msg: Any) -> None:
+            if msg.data in (b"", b"+ACK"):
+                self.acks += 1
+                self._changed.set()
+
+        await self._nc.subscribe(self.subject, cb=seen)
+        await self._nc.flush()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._nc.close()
+
+    async def wait(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` acks were seen."""
+        async with asyncio.timeout(timeout):
+            while self.acks < count:
+                self._changed.clear()
+                await self._changed.wait()

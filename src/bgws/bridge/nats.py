@@ -153,7 +153,7 @@ class NatsBridge(Plugin):
                 publisher.note,
             )
 
-    async def initialize(self) -> None:
+    async def on_service_started(self) -> None:
         """Start connecting to NATS in the background (the service does not wait for it)."""
         if self._host is None:
             raise ServiceError("the bridge was not bound to a service")
