@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import bgws
 from bgws.testing import Feed, Server
 
 from .bridgekit import StreamReader
@@ -61,6 +62,7 @@ def service_file(tmp_path: Path, url: str, nats_url: str) -> Path:
     path.write_text(
         "[services.feed]\n"
         f'url = "{url}"\n'
+        "close_timeout = 1.0\n"
         'storage_path = "feed.sqlite3"\n'
         "[services.feed.resume]\n"
         'seq_field = "seq"\n'
@@ -90,7 +92,7 @@ async def publish(server: Server, count: int) -> None:
 async def test_sigkills_of_the_daemon_and_the_broker_lose_and_duplicate_nothing(
     nats_broker: Any, daemons: Any, tmp_path: Path
 ) -> None:
-    """Daemon SIGKILL, restart, broker SIGKILL, restart: seqs 1..TOTAL each once in JetStream."""
+    """Daemon SIGKILL; broker SIGKILL with the daemon stopped meanwhile: each seq once."""
     async with Server(feed=Feed(history=TOTAL)) as server:
         toml = service_file(tmp_path, server.url, nats_broker.url)
         daemon = await daemons(toml)
@@ -116,8 +118,22 @@ async def test_sigkills_of_the_daemon_and_the_broker_lose_and_duplicate_nothing(
         async with StreamReader(nats_broker.url) as stream:
             await stream.wait(450)
         nats_broker.kill()
-        await publish(server, 100)  # the daemon holds these, and pauses: the broker is down
+        socket = tmp_path / "run" / "bgws" / "bgws.sock"
+        async with (
+            bgws.connect_local(socket) as client,
+            await client.tail(service="feed") as tail,
+            asyncio.timeout(10),
+        ):
+            await publish(server, 100)  # received and held: the broker is down
+            async for event in tail:
+                if event.get("data", {}).get("seq") == 550:
+                    break
+        daemon.process.terminate()  # the saved position is the last acked one, not 550
+        assert await daemon.finish() == 0
         nats_broker.restart()
+        daemon = await daemons(toml)
+        await server.wait_for_connections(4)
+        await server.wait_until(lambda: resumes(server) == 3)
         await publish(server, TOTAL - 550)
         async with StreamReader(nats_broker.url) as stream:
             messages = await stream.wait(TOTAL, timeout=30)
