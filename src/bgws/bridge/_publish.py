@@ -306,12 +306,15 @@ class Publisher:
 
 def _ack_error(msg: Msg) -> str | None:
     """Why JetStream refused a publish, or ``None`` for an ack."""
+    data = msg.data
+    if data and b'"error"' not in data:  # an ack: {"stream":"BGWS","seq":7}, not decoded
+        return None
     headers = msg.headers
-    if not msg.data:
+    if not data:
         status = headers.get(_STATUS) if headers else None
         return "no stream answers (no responders)" if status == "503" else "empty reply"
     try:
-        reply = msgspec.json.decode(msg.data)
+        reply = msgspec.json.decode(data)
     except msgspec.DecodeError:
         return "a reply that is not JSON"
     if isinstance(reply, dict):
