@@ -277,7 +277,7 @@ class Publisher:
             self.last_error = text
             self._report(error)
 
-    async def flush(self, timeout: float) -> bool:
+    async def flush(self, timeout: float | None) -> bool:
         """Wait until everything queued is acked, or ``timeout`` passes; whether it was."""
         self._wake.set()
         try:

@@ -197,6 +197,18 @@ class NatsBridge(Plugin):
         """Disconnect (once)."""
         await self._close()
 
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until JetStream has acked every message taken from the WebSocket so far.
+
+        Args:
+            timeout: seconds to wait at most (``None``: no limit).
+
+        Returns:
+            Whether everything was acked (``False``: the time ran out first).
+        """
+        publisher = self._publisher
+        return True if publisher is None else await publisher.flush(timeout)
+
     def status(self) -> dict[str, object]:
         """What the bridge is doing, for ``bgws status`` and monitoring.
 
