@@ -243,7 +243,7 @@ class NatsBridge(Plugin):
         return subject
 
     async def _run(self) -> None:
-        import nats
+        from nats.aio.client import Client
 
         publisher = self._publisher
         assert publisher is not None
@@ -258,7 +258,9 @@ class NatsBridge(Plugin):
         async def failed(exc: Exception) -> None:
             publisher.note(BridgeError(f"NATS: {type(exc).__name__}: {exc}"))
 
-        client = await nats.connect(
+        # Made first and kept, so that a stop while it connects still closes its socket.
+        client = self._client = Client()
+        await client.connect(
             list(self.settings.servers),
             name=f"bgws-{self._service}",
             allow_reconnect=True,
@@ -269,7 +271,6 @@ class NatsBridge(Plugin):
             disconnected_cb=disconnected,
             error_cb=failed,
         )
-        self._client = client
         js = client.jetstream()
         await self._ensure_stream(js, publisher)
         await publisher.attach(client)
