@@ -186,3 +186,40 @@ async def test_reading_pauses_while_the_broker_is_down_and_resumes(
             assert seen.seqs == list(range(1, 61))
             assert bridge.status()["reading_paused"] is False
         assert service.stats.reconnects == 0
+
+
+async def test_a_refused_publish_is_reported_held_and_retried_never_dropped(
+    nats_broker: Any, make_service: ServiceFactory, transport: Transport, errors: Errors
+) -> None:
+    """JetStream refusing a message (too big for the stream) is a BridgeError; it goes later."""
+    import nats
+
+    from bgws.bridge import BridgeError
+
+    nc = await nats.connect(nats_broker.url)
+    js = nc.jetstream()
+    await js.add_stream(
+        name="BGWS", subjects=["bgws.*.in.*"], duplicate_window=120.0, max_msg_size=200
+    )
+    try:
+        async with Server() as server:
+            service, bridge, seen = bridged(make_service, server.url, nats_broker, transport)
+            async with service:
+                await Changes(service).wait(bgws.State.CONNECTED)
+                server.publish({"type": "tick", "pad": "x" * 400})  # over the stream's limit
+                server.publish({"type": "tick"})
+                await errors.wait_for(BridgeError)
+                await seen.wait(2)
+                assert bridge.status()["lag"] == 2  # held, in order, not dropped
+                assert "message size exceeds" in str(bridge.status()["last_error"])
+                info = await js.stream_info("BGWS")
+                info.config.max_msg_size = -1
+                await js.update_stream(info.config)
+                assert await bridge.drain(10.0)
+                async with StreamReader(nats_broker.url) as stream:
+                    messages = await stream.wait(2)
+                    # Stored once each; the refused one after the one behind it (documented).
+                    assert sorted(m["seq"] for m in messages) == [1, 2]
+                    assert await stream.stored() == 2
+    finally:
+        await nc.close()
