@@ -15,7 +15,7 @@ import pytest
 import bgws
 from bgws.testing import Feed, Server
 
-from .bridgekit import StreamReader
+from .bridgekit import StreamReader, ensure_stream, publish_commands
 from .test_daemon import Daemon
 
 pytest.importorskip("nats")
@@ -141,5 +141,47 @@ async def test_sigkills_of_the_daemon_and_the_broker_lose_and_duplicate_nothing(
             assert sorted(seqs) == list(range(1, TOTAL + 1)), "a sequence is missing or doubled"
             assert seqs == sorted(seqs)
             assert await stream.stored() == TOTAL
+        daemon.process.terminate()
+        assert await daemon.finish() == 0
+
+
+COMMANDS = 500
+
+
+@pytest.mark.timeout(60)
+async def test_a_sigkill_loses_no_command_and_repeats_only_with_the_same_id(
+    nats_broker: Any, daemons: Any, tmp_path: Path
+) -> None:
+    """Commands from JetStream through a SIGKILLed daemon: each reaches the server, same ids."""
+    await ensure_stream(nats_broker.url)
+    path = tmp_path / "orders.toml"
+    path.write_text(
+        "[services.orders]\n"
+        'url = "{url}"\n'
+        'storage_path = "orders.sqlite3"\n'
+        "[services.orders.bridge]\n"
+        f'nats = "{nats_broker.url}"\n'
+        'publish = ""\n'
+    )
+    commands = [{"type": "order", "n": n} for n in range(COMMANDS)]
+    async with Server() as server:
+        path.write_text(path.read_text().replace("{url}", server.url))
+        daemon = await daemons(path)
+        await publish_commands(nats_broker.url, "bgws.orders.out", commands)
+        await server.wait_for_messages(100)
+        daemon.process.kill()  # mid-stream: some sent, some in the outbox, some not consumed
+        await daemon.finish()
+        daemon = await daemons(path)
+
+        def unique() -> int:
+            return len({m.json()["id"] for m in server.messages})
+
+        await server.wait_until(lambda: unique() == COMMANDS, timeout=30)
+        by_id: dict[str, int] = {}
+        for message in server.messages:
+            data = message.json()
+            assert by_id.setdefault(data["id"], data["n"]) == data["n"]  # a repeat: same id
+        assert sorted(by_id.values()) == list(range(COMMANDS))
+        assert set(by_id) == {f"BGWS-{n}" for n in range(1, COMMANDS + 1)}
         daemon.process.terminate()
         assert await daemon.finish() == 0

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["Consumer", "durable_name"]
 
 _BATCH = 256
+_ACK_WAIT = 5.0
+"""Seconds JetStream waits for an ack before it delivers a command again: after a crash, the
+commands fetched but not acked go to the next daemon this long after they were fetched (a full
+outbox keeps telling JetStream that the work is in progress)."""
 _FETCH_WAIT = 1.0
 _FULL_WAIT = 0.05
 _NOT_DURABLE = re.compile(r"[^A-Za-z0-9_-]")
@@ -92,7 +96,7 @@ class Consumer:
             durable_name=self._durable,
             ack_policy=AckPolicy.EXPLICIT,
             max_ack_pending=max_ack_pending,
-            ack_wait=30.0,
+            ack_wait=_ACK_WAIT,
         )
         sub = None
         delay = 0.1
