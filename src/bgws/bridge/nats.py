@@ -270,6 +270,9 @@ class NatsBridge(Plugin):
             reconnected_cb=reconnected,
             disconnected_cb=disconnected,
             error_cb=failed,
+            # Subjects are checked once: the templates when the bridge is made, and each type
+            # made into a token (_token); the reply subjects are the bridge's own inbox.
+            skip_subject_validation=True,
         )
         js = client.jetstream()
         await self._ensure_stream(js, publisher)
