@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["AckWatch", "StreamReader", "ensure_stream", "publish_commands"]
+__all__ = ["AckWatch", "StallProxy", "StreamReader", "ensure_stream", "publish_commands"]
 
 
 class StreamReader:
@@ -130,3 +130,72 @@ class AckWatch:
             while self.acks < count:
                 self._changed.clear()
                 await self._changed.wait()
+
+
+class StallProxy:
+    """A TCP proxy on 127.0.0.1 in front of a broker; :meth:`stall` holds what the broker says.
+
+    While stalled, bytes from the client still reach the broker (publishes are stored), but
+    nothing comes back (no acks), until :meth:`unstall`.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._open = asyncio.Event()
+        self._open.set()
+        self._server: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._serving: set[asyncio.Task[Any]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def stall(self) -> None:
+        self._open.clear()
+
+    def unstall(self) -> None:
+        self._open.set()
+
+    async def __aenter__(self) -> StallProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._serving, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        serving = asyncio.current_task()
+        assert serving is not None
+        self._serving.add(serving)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        both = [
+            asyncio.create_task(self._pipe(reader, up_writer, None)),
+            asyncio.create_task(self._pipe(up_reader, writer, self._open)),
+        ]
+        self._tasks.update(both)
+        try:
+            await asyncio.wait(both, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in both:
+                task.cancel()
+            await asyncio.gather(*both, return_exceptions=True)
+            self._tasks.difference_update(both)
+            writer.close()
+            up_writer.close()
+
+    @staticmethod
+    async def _pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event | None
+    ) -> None:
+        while data := await reader.read(65536):
+            if gate is not None:
+                await gate.wait()
+            writer.write(data)
+            await writer.drain()

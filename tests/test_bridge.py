@@ -13,7 +13,7 @@ from bgws.bridge import NatsBridge
 from bgws.testing import Server
 from bgws.transport import Transport
 
-from .bridgekit import StreamReader
+from .bridgekit import StallProxy, StreamReader
 from .conftest import Changes, Errors, ServiceFactory
 
 pytest.importorskip("nats")
@@ -223,3 +223,39 @@ async def test_a_refused_publish_is_reported_held_and_retried_never_dropped(
                     assert await stream.stored() == 2
     finally:
         await nc.close()
+
+
+async def test_a_publish_without_an_ack_goes_again_and_the_stream_keeps_one_copy(
+    nats_broker: Any, make_service: ServiceFactory, transport: Transport, errors: Errors
+) -> None:
+    """No ack within ack_timeout: published again with the same id; JetStream drops the copy."""
+    from bgws.bridge import BridgeError
+
+    async with StallProxy(nats_broker.port) as proxy, Server() as server:
+        broker = type("Via", (), {"url": proxy.url})()
+        service, bridge, seen = bridged(
+            make_service, server.url, broker, transport, ack_timeout=0.3
+        )
+        async with service:
+            await Changes(service).wait(bgws.State.CONNECTED)
+            server.publish({"type": "tick"})
+            await seen.wait(1)
+            assert await bridge.drain(10.0)  # connected and flowing
+            proxy.stall()  # publishes reach the broker, acks do not come back
+            for _ in range(10):
+                server.publish({"type": "tick"})
+            for count in range(1, 6):  # the bridge reports the missing ack (among others)
+                reported = await errors.wait_for(BridgeError, count)
+                if any("no ack" in str(e) for e in reported):
+                    break
+            else:
+                raise AssertionError(f"no ack timeout reported: {reported}")
+            proxy.unstall()
+            assert await bridge.drain(10.0)
+            status = bridge.status()
+            assert status["resent"] >= 10
+            assert status["duplicates"] >= 1
+        async with StreamReader(nats_broker.url) as stream:
+            messages = await stream.wait(11)
+            assert [m["seq"] for m in messages] == list(range(1, 12))
+            assert await stream.stored() == 11
