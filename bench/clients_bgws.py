@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import bgws
+from bench.clients_bridge import bridge
 from bench.common import SEND_DATA, Job, Metrics, Probe, gc_settled, percentile, rss_bytes
 from bench.styles import build, style_of
 
@@ -328,4 +329,5 @@ WORKLOADS: dict[str, Callable[[Job], Awaitable[Metrics]]] = {
     "idle": idle,
     "reconnect": reconnect,
     "deadlink": deadlink,
+    "bridge": bridge,
 }

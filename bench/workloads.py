@@ -166,6 +166,14 @@ WORKLOADS: tuple[Workload, ...] = (
         (Metric("ms", "ms", False, 1),),
         (("bgws", ""),),
     ),
+    Workload(
+        "bridge",
+        "bridge into JetStream: the receive firehose with a ResumePolicy, each message "
+        "published by a NatsBridge to a local nats-server; done when the last is acked",
+        (_RATE, _CPU_MSG),
+        (("bgws", ""),),
+        max_runs=3,
+    ),
 )
 
 WORKLOAD_NAMES = tuple(w.name for w in WORKLOADS)
@@ -343,4 +351,5 @@ TARGETS: tuple[Target, ...] = (
     Target(
         "dead link <= heartbeat + ping_timeout + 10%", "deadlink", "", "ms", False, 0, worst=True
     ),
+    Target("bridge into JetStream >= 50,000 msg/s", "bridge", "", "rate", True, 50_000),
 )

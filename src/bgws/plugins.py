@@ -4,18 +4,68 @@ A plugin sees the messages whose type it lists in ``supported_message_types`` be
 handler does; returning ``True`` from :meth:`Plugin.handle_message` claims the message, and no
 handler sees it. Plugins hear the connection and service lifecycle too. The set of plugins is
 fixed at start: adding one to a running service raises.
+
+A plugin that moves messages between the service and something else (the NATS bridge) is
+handed a :class:`PluginHost` at start (:meth:`Plugin.bind`): the service's durable outbox, its
+resume position and its reading, lent through one typed contract.
 """
 
 from __future__ import annotations
 
 import inspect
 from abc import ABC
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .message import Message
 
-__all__ = ["Plugin", "PluginChain"]
+if TYPE_CHECKING:
+    from .config import Config
+    from .errors import BgwsError
+
+__all__ = ["Plugin", "PluginChain", "PluginHost"]
+
+
+class PluginHost(Protocol):
+    """What a service lends its plugins at start (see :meth:`Plugin.bind`)."""
+
+    @property
+    def name(self) -> str:
+        """The service's tag (``Config.service_tag``)."""
+        ...
+
+    @property
+    def config(self) -> Config:
+        """The service's configuration."""
+        ...
+
+    async def send_many(self, messages: Iterable[Mapping[str, Any] | str | bytes]) -> list[Any]:
+        """Put messages into the durable outbox in one commit (see ``Service.send_many``)."""
+        ...
+
+    def hold_position(self) -> Callable[[int], None] | None:
+        """Save the resume position only as far as the plugin releases it.
+
+        Returns:
+            ``release(seq)``, or ``None`` when the service has no resume policy.
+
+        Raises:
+            ServiceError: another plugin holds it already.
+        """
+        ...
+
+    def hold_reading(self) -> None:
+        """Pause reading the WebSocket (on this link and the next) until released."""
+        ...
+
+    def release_reading(self) -> None:
+        """Read again (once the inbox's own bounds allow it too)."""
+        ...
+
+    def report(self, error: BgwsError) -> None:
+        """Report ``error`` to the service's error handler (counted in its stats)."""
+        ...
 
 
 class Plugin(ABC):
@@ -41,6 +91,13 @@ class Plugin(ABC):
     def initialize(self) -> Awaitable[None] | None:
         """Called once when the service starts, before any message. Default: nothing."""
         return None
+
+    def bind(self, host: PluginHost) -> None:
+        """Called once when the service starts, before :meth:`initialize`. Default: nothing.
+
+        Args:
+            host: what the service lends its plugins (outbox, resume position, reading).
+        """
 
     def handle_message(self, message: Message) -> bool:
         """Look at a message of a supported type; return ``True`` to claim it."""

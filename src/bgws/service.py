@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from ._engine import connect as _connect
 from ._engine.clock import SYSTEM_CLOCK, Clock
 from ._engine.delivery import PLAIN, Delivery, SendOptions
 from ._engine.hooks import Hooks, call
+from ._engine.host import ServiceHost
 from ._engine.inbox import Inbox
 from ._engine.observe import Counters, StateWatch, describe
 from ._engine.router import Router
@@ -35,6 +36,7 @@ from ._engine.store import Store
 from ._engine.supervisor import Supervisor
 from ._operations import Operations
 from ._redact import redact_json, redact_url
+from ._registration import Registration
 from .backoff import Backoff
 from .config import Config
 from .errors import HandlerError, ServiceClosed, ServiceError, ServiceSuspended
@@ -62,7 +64,7 @@ __all__ = ["Service"]
 _F = TypeVar("_F", bound=Handler)
 
 
-class Service(Operations):
+class Service(Registration, Operations):
     """A WebSocket connection that connects, authenticates, reconnects and dispatches.
 
     Most programs build one with a factory (:func:`bgws.create_chat_service` and friends)
@@ -189,60 +191,6 @@ class Service(Operations):
         self._watch = StateWatch()
         self._stopped = asyncio.Event()
 
-    # -- registration -----------------------------------------------------------------------
-
-    def on(self, msg_type: str | None = None) -> Callable[[_F], _F]:
-        """Register a handler for messages of ``msg_type`` (no type: the catch-all).
-
-        Example::
-
-            @service.on("chat_message")
-            async def show(message: bgws.Message) -> None: ...
-        """
-
-        def register(func: _F) -> _F:
-            self._router.add_route(msg_type, func)
-            return func
-
-        return register
-
-    def tap(self, callback: Callable[[Message], None]) -> Callable[[], None]:
-        """Watch every incoming message (after acks, replies and duplicates are taken out).
-
-        A tap is a plain function called on the service's loop before the plugins; it cannot
-        claim a message. Taps may come and go while the service runs (``bgws tail`` uses one).
-
-        Returns:
-            A function that removes the tap.
-        """
-        return self._router.add_tap(callback)
-
-    def add_plugin(self, plugin: Plugin) -> None:
-        """Add a plugin before the service starts.
-
-        Raises:
-            ServiceError: the service has started; plugins are composed once, at start.
-        """
-        if not self._machine.can("add_plugin"):
-            raise ServiceError("plugins are composed at start; add them before start()")
-        self._hooks.plugins.append(plugin)
-
-    def on_state_change(self, callback: Callable[[StateChange], Any]) -> Callable[[], None]:
-        """Call ``callback`` (plain or async) with every :class:`StateChange`.
-
-        Returns:
-            A function that unregisters the callback.
-        """
-        return self._watch.subscribe(callback)
-
-    def state_changes(self, *, buffer: int = 64) -> AsyncIterator[StateChange]:
-        """Iterate over state changes from now on; ends after ``CLOSED``.
-
-        Args:
-            buffer: changes kept for a slow reader; the oldest are dropped past that.
-        """
-        return self._watch.changes(buffer)
-
     # -- state ------------------------------------------------------------------------------
 
     @property
@@ -294,8 +242,13 @@ class Service(Operations):
         hooks = self._hooks
         try:
             hooks.chain = PluginChain(hooks.plugins)
+            delivery, load = self._delivery, self._inbox.load
+            host = ServiceHost(
+                self.config, self.send_many, delivery.resume, load, hooks.report_soon
+            )
             for plugin in hooks.chain.plugins:
                 try:
+                    plugin.bind(host)
                     await call(plugin.initialize)
                 except Exception as exc:
                     raise HandlerError(f"plugin {plugin.name}.initialize") from exc
@@ -504,44 +457,6 @@ class Service(Operations):
         return self._delivery.request(
             message, timeout=timeout, priority=priority, dispatch_reply=dispatch_reply
         )
-
-    async def subscribe(
-        self, message: Mapping[str, Any] | str | bytes, *, key: str | None = None
-    ) -> str:
-        """Keep a subscription: sent now when connected, and again after every reconnect.
-
-        Subscriptions are persisted with the store and re-sent before the outbox is flushed.
-
-        Args:
-            message: the subscription message.
-            key: identifies the subscription for :meth:`unsubscribe`; by default the message
-                without its type and id fields.
-
-        Returns:
-            The subscription's key.
-        """
-        self._check_open("subscribe")
-        await self._delivery.open()
-        return await self._delivery.subscribe(message, key)
-
-    async def unsubscribe(
-        self, message: Mapping[str, Any] | str | bytes | None = None, *, key: str | None = None
-    ) -> bool:
-        """Forget a subscription, and send ``message`` (e.g. an unsubscribe) when connected.
-
-        The subscription is found by ``key``, or by the default key of ``message``.
-
-        Returns:
-            Whether such a subscription was kept.
-        """
-        self._check_open("unsubscribe")
-        await self._delivery.open()
-        return await self._delivery.unsubscribe(message, key)
-
-    @property
-    def subscriptions(self) -> list[str]:
-        """The keys of the kept subscriptions, in the order they are re-sent."""
-        return self._delivery.subscriptions
 
     def _check_open(self, what: str) -> None:
         machine = self._machine

@@ -9,12 +9,16 @@ A service file holds one table per service, under ``[services.<name>]``::
     handler = "myapp.handlers:ChatHandler"        # a bgws.MessageHandler
     plugins = ["typing-indicator", "myapp.plugins:Audit"]
 
+    [services.chat.bridge]                        # optional: bridge to NATS JetStream
+    nats = "nats://127.0.0.1:4222"
+
     [services.prices]
     profile = "trading"
     url = "wss://md.example/ws"
 
-A table's keys are the :class:`~bgws.Config` fields plus ``profile``, ``handler`` and
-``plugins``. ``app_name`` defaults to the table's name. ``handler`` is an import path
+A table's keys are the :class:`~bgws.Config` fields plus ``profile``, ``handler``,
+``plugins`` and ``bridge`` (a :class:`bgws.bridge.NatsBridge`; docs/scaling-out.md).
+``app_name`` defaults to the table's name. ``handler`` is an import path
 ``"module:attribute"`` naming a :class:`~bgws.MessageHandler` subclass (instantiated with no
 arguments), a ready instance, or a factory function that returns one. Each entry of
 ``plugins`` is such an import path to a :class:`~bgws.Plugin`, or the name of an entry point
@@ -46,6 +50,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ._config_checks import toml_limit
+from .bridge import BridgeSettings, NatsBridge
+from .bridge._settings import load_table
 from .config import _PATH_FIELDS, Config
 from .errors import ConfigError
 from .handlers import MessageHandler
@@ -67,7 +73,7 @@ ENTRY_POINT_GROUP = "bgws.plugins"
 """The entry-point group where installed packages offer plugins, by name."""
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]+")
-_OWN_KEYS = ("handler", "plugins")
+_OWN_KEYS = ("handler", "plugins", "bridge")
 _FIELDS = frozenset(f.name for f in dataclasses.fields(Config))
 _T = TypeVar("_T")
 
@@ -81,16 +87,19 @@ class ServiceSpec:
         config: the validated configuration.
         handler: the message handler, if the table names one.
         plugins: the plugins, in the order listed.
+        bridge: the ``bridge`` table's settings (a new bridge for each built service).
     """
 
     name: str
     config: Config
     handler: MessageHandler | None = None
     plugins: tuple[Plugin, ...] = ()
+    bridge: BridgeSettings | None = None
 
     def build(self) -> Service:
         """A new, unstarted :class:`~bgws.Service` for this table."""
-        return Service(self.config, message_handler=self.handler, plugins=self.plugins)
+        bridge = () if self.bridge is None else (NatsBridge.from_settings(self.bridge),)
+        return Service(self.config, message_handler=self.handler, plugins=(*self.plugins, *bridge))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +265,8 @@ def _load_service(
             )
         for entry in listed:
             plugins.append(_load_plugin(entry, f"{where}.plugins"))
-    return ServiceSpec(name, config, handler, tuple(plugins))
+    bridge = load_table(table["bridge"], f"{where}.bridge") if "bridge" in table else None
+    return ServiceSpec(name, config, handler, tuple(plugins), bridge)
 
 
 def _load_plugin(entry: Any, where: str) -> Plugin:

@@ -228,7 +228,7 @@ class Connection:
                 writer.control((payload, binary))
             pauses = load.pauses
             while not await _within(heard, timeout, clock):
-                if load.paused or load.pauses != pauses:
+                if load.paused or load.holding or load.pauses != pauses:
                     break
                 left = link.write_backlog
                 if left < backlog:  # the bytes ahead of the probe are still draining

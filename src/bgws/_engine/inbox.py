@@ -51,6 +51,9 @@ class InboxLoad:
     before its next message). So at any time ``count <= size + late`` and
     ``held < max_bytes + (1 + late) * largest message``.
 
+    A plugin that forwards messages elsewhere (the NATS bridge) may pause reading too
+    (:meth:`hold_reading`): the link reads again only once neither wants it paused.
+
     Args:
         size: the bound in messages (``inbox_size``).
         max_bytes: the bound in payload bytes (``inbox_max_bytes``).
@@ -59,6 +62,7 @@ class InboxLoad:
         count: messages held.
         held: payload bytes held.
         paused: whether this load has paused the link's reading.
+        holding: whether a plugin holds the reading paused.
         pauses: how many times it has.
         peak: the most messages held at once.
         peak_bytes: the most payload bytes held at once.
@@ -71,6 +75,7 @@ class InboxLoad:
         "_resume",
         "count",
         "held",
+        "holding",
         "late",
         "max_bytes",
         "paused",
@@ -85,7 +90,7 @@ class InboxLoad:
         self.max_bytes = max_bytes
         self.count = self.held = 0
         self.peak = self.peak_bytes = self.late = self._arrived = 0
-        self.paused = False
+        self.paused = self.holding = False
         self.pauses = 0
         self._pause: Callable[[], None] | None = None
         self._resume: Callable[[], None] | None = None
@@ -94,6 +99,8 @@ class InboxLoad:
         """Drive a new link's reading."""
         self._pause, self._resume = pause, resume
         self.paused = False
+        if self.holding:
+            pause()
 
     def detach(self) -> None:
         """The link is gone: nothing to pause or resume."""
@@ -116,7 +123,8 @@ class InboxLoad:
             self.paused = True
             self.pauses += 1
             self._arrived = 0
-            self._pause()
+            if not self.holding:
+                self._pause()
 
     def done(self, size: int) -> None:
         """One message of ``size`` payload bytes is dispatched; resume at half the bounds."""
@@ -129,7 +137,23 @@ class InboxLoad:
             and self._resume is not None
         ):
             self.paused = False
-            self._resume()
+            if not self.holding:
+                self._resume()
+
+    def hold_reading(self) -> None:
+        """A plugin pauses reading (until :meth:`release_reading`), on this link and the next."""
+        if not self.holding:
+            self.holding = True
+            self.pauses += 1
+            if not self.paused and self._pause is not None:
+                self._pause()
+
+    def release_reading(self) -> None:
+        """The plugin lets reading go on (once the inbox's own bounds allow it too)."""
+        if self.holding:
+            self.holding = False
+            if not self.paused and self._resume is not None:
+                self._resume()
 
 
 class Inbox:

@@ -7,7 +7,9 @@ writes the position to the store at most every 50 ms (batched, not per message),
 every reconnect gives the resume request. With an ``epoch_field`` it follows the feed's epoch
 too: a message of another epoch is a :class:`bgws.StreamReset`, the position restarts from it,
 and the store keeps the position with its epoch (as JSON ``{"epoch": ..., "position": ...}``;
-a bare number, as kept without an epoch, is read too).
+a bare number, as kept without an epoch, is read too). A plugin that forwards messages
+elsewhere (the NATS bridge) may :meth:`Resume.hold` the saved position: it is then written only
+as far as the plugin has released it, so a crash before the forward replays the message.
 
 :class:`Subscriptions` holds a service's subscriptions by key, in the order they were made,
 kept in the store. The writer sends the resume request, then the subscriptions, then the
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..errors import BgwsError, SequenceGap, StreamReset
+from ..errors import BgwsError, SequenceGap, ServiceError, StreamReset
 from ..message import Codec, Message
 from ..policies import ResumePolicy
 from .outbox import Entry
@@ -49,6 +51,8 @@ class Resume:
 
     __slots__ = (
         "_checkpoint",
+        "_closed",
+        "_held",
         "_key",
         "_policy",
         "_report",
@@ -72,6 +76,9 @@ class Resume:
         self._store = store
         self._report = report
         self._checkpoint: asyncio.TimerHandle | None = None
+        self._closed = False
+        # With a holder: the position it released (what may be saved); None: no holder.
+        self._held: list[int | None] | None = None
         self.position: int | None = None
         """The last processed inbound sequence number, or ``None``."""
         self.epoch: Any = None
@@ -115,6 +122,8 @@ class Resume:
                     self.resets += 1
                     self._report(StreamReset(old, epoch, last, seq))
                     last = None
+                    if self._held is not None:  # nothing of the new epoch is released yet
+                        self._held[0] = None
         if last is not None:
             if seq <= last:
                 self.duplicates += 1
@@ -123,28 +132,66 @@ class Resume:
                 self.gaps += 1
                 self._report(SequenceGap(last + 1, seq - 1))
         self.position = seq
-        if self._checkpoint is None:
+        if self._checkpoint is None and self._held is None:
             self._checkpoint = loop.call_later(_CHECKPOINT_DELAY, self._save)
         return False
 
+    def hold(self) -> Callable[[int], None]:
+        """Save the position only as far as the caller releases it, from now on.
+
+        The position that deduplicates and goes into the resume request is unchanged (it
+        follows every message seen); only what is written to the store waits, so after a crash
+        the feed resumes from the last released sequence and the rest is replayed.
+
+        Returns:
+            ``release(seq)``: every message up to ``seq`` is safe elsewhere; the saved
+            position may advance to it (never backwards; batched like the checkpoint).
+
+        Raises:
+            ServiceError: the position is already held (one holder per service).
+        """
+        if self._held is not None:
+            raise ServiceError("the resume position is already held by another plugin")
+        held: list[int | None] = [None]
+        self._held = held
+        loop = asyncio.get_running_loop()
+
+        def release(seq: int) -> None:
+            last = held[0]
+            if self._closed:  # the store is closed; a restart replays from the saved position
+                return
+            if last is None or seq > last:
+                held[0] = seq
+                if self._checkpoint is None:
+                    self._checkpoint = loop.call_later(_CHECKPOINT_DELAY, self._save)
+
+        return release
+
+    def _saved_position(self) -> int | None:
+        """What may be written: the position, or what its holder released."""
+        return self.position if self._held is None else self._held[0]
+
     def _save(self) -> None:
         self._checkpoint = None
-        if self.position is not None:
-            self._store.set_soon(self._key, self._kept())
+        position = self._saved_position()
+        if position is not None:
+            self._store.set_soon(self._key, self._kept(position))
 
-    def _kept(self) -> str:
-        """The position as the store keeps it: a number, or JSON with its epoch."""
+    def _kept(self, position: int) -> str:
+        """A position as the store keeps it: a number, or JSON with its epoch."""
         if self.epoch is None:
-            return str(self.position)
-        return msgspec.json.encode({"epoch": self.epoch, "position": self.position}).decode()
+            return str(position)
+        return msgspec.json.encode({"epoch": self.epoch, "position": position}).decode()
 
     async def close(self) -> None:
         """Write the position now (the service stops)."""
+        self._closed = True
         if self._checkpoint is not None:
             self._checkpoint.cancel()
             self._checkpoint = None
-        if self.position is not None:
-            await self._store.set(self._key, self._kept())
+        position = self._saved_position()
+        if position is not None:
+            await self._store.set(self._key, self._kept(position))
 
 
 _key_encoder = msgspec.json.Encoder(order="sorted")
