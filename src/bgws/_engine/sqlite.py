@@ -93,6 +93,8 @@ class SqliteStore:
             refused; an empty one is re-bound; one that records none adopts this one.
         legacy_path: a store of an older bgws (named by service tag only) to move to
             ``path`` when ``path`` does not exist yet, unless it belongs to another endpoint.
+        idle_close: seconds without a write after which the SQLite connection is closed
+            (the store stays owned, and reopens it on the next write).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class SqliteStore:
         sync: Literal["normal", "full"] = "normal",
         endpoint: str | None = None,
         legacy_path: str | os.PathLike[str] | None = None,
+        idle_close: float = IDLE_CLOSE,
     ):
         self.path = Path(path)
         self.endpoint = endpoint
@@ -115,6 +118,7 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._pending = 0
         self._used = 0.0
+        self._idle_close = idle_close
         self._idle: asyncio.TimerHandle | None = None
         self._inserts: list[Entry] = []
         self._committed: list[tuple[list[Entry], Callable[[list[Entry]], None]]] = []
@@ -369,17 +373,18 @@ class SqliteStore:
 
     # -- closing the connection while idle ----------------------------------------------------
 
-    def _park_later(self, delay: float = IDLE_CLOSE) -> None:
-        self._idle = asyncio.get_running_loop().call_later(delay, self._park_if_idle)
+    def _park_later(self, delay: float | None = None) -> None:
+        wait = self._idle_close if delay is None else delay
+        self._idle = asyncio.get_running_loop().call_later(wait, self._park_if_idle)
 
     def _park_if_idle(self) -> None:
-        """Close the connection if nothing was written for IDLE_CLOSE seconds."""
+        """Close the connection if nothing was written for ``idle_close`` seconds."""
         self._idle = None
         if self._closed or self._db is None or self._claim is None or self._lane is None:
             return
-        left = self._used + IDLE_CLOSE - time.monotonic()
+        left = self._used + self._idle_close - time.monotonic()
         if self._batch is not None or self._flushing or self._pending or left > 0:
-            self._park_later(max(left, 0.1))
+            self._park_later(max(left, self._idle_close / 10))
             return
         parked = self._submit(self._park_sync)
         parked.add_done_callback(_consume)  # a failed close leaves the next write to tell
