@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import bgws
+from bgws._engine import sqlite as sqlite_module
 from bgws._engine.outbox import Entry
 from bgws._engine.sqlite import SqliteStore
 from bgws._engine.storethreads import WORKERS, Lane
@@ -192,6 +193,7 @@ async def test_an_idle_store_holds_no_file_open(tmp_path: Path) -> None:
 _HOLDER = """
 import asyncio, sys
 from bgws._engine.outbox import Entry
+from bgws._engine import sqlite as sqlite_module
 from bgws._engine.sqlite import SqliteStore
 
 async def main():
@@ -244,3 +246,26 @@ async def test_a_second_store_on_one_file_in_one_process_is_refused(tmp_path: Pa
     again = SqliteStore(path)
     await again.open()
     await again.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+async def test_open_connections_are_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stores written at once keep at most MAX_OPEN connections open; every write is kept."""
+    monkeypatch.setattr(sqlite_module, "MAX_OPEN", sqlite_module._opened + 2)
+    paths = [tmp_path / f"s{i}.sqlite3" for i in range(10)]
+    stores = [SqliteStore(path) for path in paths]
+    for store in stores:
+        await store.open()
+    async with asyncio.timeout(20):
+        await asyncio.gather(
+            *(s.stage([_entry(f"m{i}", seq=1)], lambda entries: None) for i, s in enumerate(stores))
+        )
+    assert sum(1 for path in paths if _fds_on(path)) <= 2
+    for store in stores:
+        await store.close()
+    for i, path in enumerate(paths):
+        reopened = SqliteStore(path)
+        assert [e.payload for e in (await reopened.open()).entries] == [f"m{i}"]
+        await reopened.close()

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDLE_CLOSE",
+    "MAX_OPEN",
     "SCHEMA_VERSION",
     "SqliteStore",
     "default_store_path",  # kept here too, for the store's tests
@@ -57,6 +59,16 @@ __all__ = [
 
 IDLE_CLOSE = 2.0
 """Seconds without a write after which a store closes its connection (it reopens on demand)."""
+
+MAX_OPEN = 512
+"""Open SQLite connections in the process beyond which a store that had to open its
+connection closes it again right after the job (and so holds none while idle). Each open
+connection costs about 150 KiB (SQLite's lookaside and page cache, measured) that the process
+keeps once it has touched it: without a bound, 10,000 stores written at once would hold
+1.5 GiB, and two file descriptors each."""
+
+_opened_lock = threading.Lock()
+_opened = 0
 
 _json_encode = msgspec.json.encode
 
@@ -117,6 +129,7 @@ class SqliteStore:
         # it; the loop's thread uses it only when no lane job is pending (self._pending).
         self._db: sqlite3.Connection | None = None
         self._pending = 0
+        self._spare = False  # the lane opened the connection beyond MAX_OPEN: close it after
         self._used = 0.0
         self._idle_close = idle_close
         self._idle: asyncio.TimerHandle | None = None
@@ -210,6 +223,10 @@ class SqliteStore:
             if isinstance(exc, sqlite3.Error):
                 raise _store_error(path, exc) from exc
             raise
+        global _opened
+        with _opened_lock:
+            _opened += 1
+            self._spare = _opened > MAX_OPEN
         self._db = db
         return db
 
@@ -390,9 +407,21 @@ class SqliteStore:
         parked.add_done_callback(_consume)  # a failed close leaves the next write to tell
 
     def _park_sync(self) -> None:
+        global _opened
         db, self._db = self._db, None
         if db is not None:
+            with _opened_lock:
+                _opened -= 1
+            self._spare = False
             db.close()  # the last connection checkpoints the WAL into the file
+
+    def _in_lane(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run a lane job; close the connection after it if the process has too many open."""
+        try:
+            return func(*args)
+        finally:
+            if self._spare:
+                self._park_sync()
 
     def _release_sync(self) -> None:
         """Close the connection and give up ownership (the store's last lane job)."""
@@ -451,7 +480,7 @@ class SqliteStore:
         assert self._lane is not None
         loop = asyncio.get_running_loop()
         self._pending += 1
-        work = self._lane.submit(func, *args)
+        work = self._lane.submit(self._in_lane, func, *args)
         work.add_done_callback(lambda _: _call_soon(loop, self._lane_done))
         return asyncio.wrap_future(work, loop=loop)
 
