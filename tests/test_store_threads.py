@@ -45,6 +45,13 @@ def _open_files(pid: int) -> set[str]:
     return paths
 
 
+async def _closed_for_idleness(path: Path) -> None:
+    """Wait until this process holds no file of the store at ``path`` open."""
+    async with asyncio.timeout(10):
+        while _fds_on(path):  # noqa: ASYNC110 - an OS-visible state, no event to wait on
+            await asyncio.sleep(0.01)
+
+
 def _fds_on(path: Path) -> int:
     """How many of this process's file descriptors point at ``path`` or its WAL."""
     names = {str(path), f"{path}-wal"}
@@ -89,9 +96,7 @@ async def test_a_failing_store_fails_only_its_own_service(
     for service in services:
         await service.connect()
         await service.wait_for(bgws.State.CONNECTED, timeout=10)
-    async with asyncio.timeout(10):
-        while _fds_on(paths[2]):  # noqa: ASYNC110 - an OS-visible state, no event to wait on
-            await asyncio.sleep(0.01)
+    await _closed_for_idleness(paths[2])
     shutil.rmtree(paths[2].parent)  # under the idle store: its next write cannot open it
     results = await asyncio.gather(
         *(s.send({"type": "n", "n": i}) for i, s in enumerate(services) for _ in range(3)),
@@ -174,12 +179,10 @@ async def test_an_idle_store_holds_no_file_open(tmp_path: Path) -> None:
     path = tmp_path / "idle.sqlite3"
     store = SqliteStore(path, idle_close=0.05)
     await store.open()
-    assert _fds_on(path) == 0  # nothing queued: closed right after loading
-    await store.stage([_entry("kept", seq=1)], lambda entries: None)
+    await _closed_for_idleness(path)
+    await store.stage([_entry("kept", seq=1)], lambda entries: None)  # reopens
     assert _fds_on(path) >= 1
-    async with asyncio.timeout(10):
-        while _fds_on(path):  # noqa: ASYNC110 - an OS-visible state, no event to wait on
-            await asyncio.sleep(0.01)
+    await _closed_for_idleness(path)
     await store.set("k", "v")  # reopens
     await store.close()
     assert _fds_on(path) == 0
@@ -191,14 +194,19 @@ async def test_an_idle_store_holds_no_file_open(tmp_path: Path) -> None:
 
 
 _HOLDER = """
-import asyncio, sys
+import asyncio, os, sys
 from bgws._engine.outbox import Entry
 from bgws._engine import sqlite as sqlite_module
 from bgws._engine.sqlite import SqliteStore
 
 async def main():
-    store = SqliteStore(sys.argv[1])
+    store = SqliteStore(sys.argv[1], idle_close=0.01)
     await store.open()
+    async with asyncio.timeout(10):
+        while os.path.realpath(sys.argv[1]) in {
+            os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+        }:
+            await asyncio.sleep(0.01)
     print("open", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 
@@ -206,7 +214,7 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX locks")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 async def test_an_idle_store_stays_owned_by_its_process(tmp_path: Path) -> None:
     """Another process cannot open a store whose owner closed it for idleness, until it dies."""
     path = tmp_path / "owned.sqlite3"

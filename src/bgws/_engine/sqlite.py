@@ -162,13 +162,10 @@ class SqliteStore:
 
     def _open_sync(self) -> Loaded:
         try:
-            loaded = self._open_load()
+            return self._open_load()
         except BaseException:
             self._release_sync()  # a refused store can be opened again
             raise
-        if self._claim is not None and not loaded.entries:
-            self._park_sync()  # nothing to send: hold no connection until the first write
-        return loaded
 
     def _open_load(self) -> Loaded:
         path = self.path
@@ -176,15 +173,16 @@ class SqliteStore:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             adopt_legacy(self._legacy, path, self.endpoint)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fresh = os.fstat(fd).st_size == 0
             os.close(fd)
             with contextlib.suppress(OSError):  # a store we do not own keeps its mode
                 os.chmod(path, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot create the store {path}: {exc.strerror or exc}") from exc
         self._claim = claim(path)
-        db = self._connect()
+        db = self._connect(fresh)
         try:
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            check = "ok" if fresh else db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise StoreError(f"the store {path} is corrupt ({check}); it was left untouched")
             migrate(db, path)
@@ -193,8 +191,13 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _store_error(path, exc) from exc
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, fresh: bool = False) -> sqlite3.Connection:
         """Open the connection (on a lane job): exclusive, WAL, the configured sync level.
+
+        Args:
+            fresh: the file was just created, empty: its switch to WAL mode (a header with
+                nothing behind it) skips the fsyncs, measured here 2-9 ms of a new store's
+                open.
 
         Raises:
             StoreError: the store is closed, cannot be opened, is in use, or is not a store.
@@ -214,6 +217,8 @@ class SqliteStore:
         try:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
             db.execute("PRAGMA busy_timeout=0")
+            if fresh:
+                db.execute("PRAGMA synchronous=OFF")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"the store {path} cannot use WAL mode (got {mode})")
