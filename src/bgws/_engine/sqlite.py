@@ -34,12 +34,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import msgspec
-
 from ..errors import StoreError
 from ..storage import default_store_path, legacy_store_path, store_endpoint, store_path
 from .outbox import Entry
-from .sqliteschema import SCHEMA_VERSION, adopt_legacy, bind, load, migrate
+from .sqliteschema import SCHEMA_VERSION, adopt_legacy, bind, load, migrate, outbox_rows
 from .store import Loaded, Store, VolatileStore
 from .storelock import Claim, claim
 from .storethreads import Lane
@@ -69,8 +67,6 @@ keeps once it has touched it: without a bound, 10,000 stores written at once wou
 
 _opened_lock = threading.Lock()
 _opened = 0
-
-_json_encode = msgspec.json.encode
 
 
 def store_for(config: Config) -> Store:
@@ -285,24 +281,11 @@ class SqliteStore:
         deletes, self._deletes = self._deletes, []
         kv, self._kv = self._kv, {}
         subs, self._subs = self._subs, {}
-        # Once per message on the hot path: one type test, no int() calls, and exact ints, not
-        # bools (sqlite3 sends a bool through its adapter lookup: about 1 us a row, measured).
-        rows: list[tuple[Any, ...]] = []
-        append = rows.append
-        for e in inserts:
-            payload, msg_id = e.payload, e.id
-            text = type(payload) is str
-            append(
-                (
-                    e.seq,
-                    e.priority,
-                    None if msg_id is None else _json_encode(msg_id).decode(),
-                    payload.encode() if text else payload,  # type: ignore[union-attr]
-                    1 if e.binary else 0,
-                    1 if text else 0,
-                    e.expires_at,
-                )
-            )
+        try:
+            insert = outbox_rows(inserts, time.time()) if inserts else None
+        except Exception as exc:  # an id that cannot be encoded: this batch fails, not the store
+            self._written(exc, batch, committed)
+            return
         self._flushing = True
         self._used = time.monotonic()
         if self._sync == "normal" and self._db is not None and not self._pending:
@@ -310,32 +293,27 @@ class SqliteStore:
             # about 23 us for one row, 6 us a row in a batch), cheaper than a hand-over to the
             # store thread and back (about 300 us per round trip under load).
             try:
-                self._write(rows, deletes, kv, subs)
+                self._write(insert, deletes, kv, subs)
             except Exception as exc:
                 self._written(exc, batch, committed)
             else:
                 self._written(None, batch, committed)
             return
-        work = self._submit(self._write, rows, deletes, kv, subs)
+        work = self._submit(self._write, insert, deletes, kv, subs)
         work.add_done_callback(lambda done: self._written(done.exception(), batch, committed))
 
     def _write(
         self,
-        rows: list[tuple[Any, ...]],
+        insert: tuple[str, list[tuple[Any, ...]]] | None,
         deletes: list[int],
         kv: dict[str, str | None],
         subs: dict[str, Entry | None],
     ) -> None:
         db = self._connect()
-        now = time.time()
         db.execute("BEGIN IMMEDIATE")
         try:
-            if rows:
-                db.executemany(
-                    "INSERT INTO outbox (seq, priority, msg_id, payload, is_binary, is_text, "
-                    f"expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, {now!r})",
-                    rows,
-                )
+            if insert is not None:
+                db.executemany(*insert)
             if deletes:
                 deletes.sort()
                 first, last = deletes[0], deletes[-1]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -19,7 +20,7 @@ from ..errors import StoreError
 from .outbox import Entry
 from .store import Loaded
 
-__all__ = ["SCHEMA_VERSION", "adopt_legacy", "bind", "load", "migrate"]
+__all__ = ["SCHEMA_VERSION", "adopt_legacy", "bind", "load", "migrate", "outbox_rows"]
 
 SCHEMA_VERSION = 2
 
@@ -49,7 +50,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 """``_MIGRATIONS[n]`` takes a store from schema version ``n - 1`` to ``n``."""
 
+_json_encode = msgspec.json.encode
 _json_decode = msgspec.json.decode
+
+_INSERT = (
+    "INSERT INTO outbox (seq, priority, msg_id, payload, is_binary, is_text, expires_at, "
+    "created_at) VALUES "
+)
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> None:
@@ -158,6 +165,63 @@ def adopt_legacy(legacy: Path | None, path: Path, endpoint: str | None) -> None:
         return
     if movable and not legacy.with_name(legacy.name + "-wal").exists():
         os.replace(legacy, path)
+
+
+def outbox_rows(entries: list[Entry], now: float) -> tuple[str, list[tuple[Any, ...]]]:
+    """The ``INSERT`` of ``entries`` into the outbox, and its rows, for ``executemany``.
+
+    Python's ``sqlite3`` binds each parameter of each row through a type dispatch: binding
+    eight per row cost about 5 us a row here, three about 2.5-2.8 (measured, batches of
+    1,000). So when every entry shares its priority, frame kind and text-ness and has no
+    expiry (a ``send_many`` burst, most batches of concurrent ``send()`` calls), those go into
+    the statement as constants and each row binds only its seq, id and payload.
+
+    Args:
+        entries: the messages to insert (at least one).
+        now: their ``created_at``.
+
+    Returns:
+        The statement and its rows.
+    """
+    first = entries[0]
+    priority, binary, text = int(first.priority), first.binary, type(first.payload) is str
+    rows: list[tuple[Any, ...]] = []
+    append = rows.append
+    for e in entries:  # once per message on the hot path
+        payload, msg_id = e.payload, e.id
+        if (type(payload) is str) is not text or e.expires_at is not None:
+            break
+        if e.priority != priority or e.binary is not binary:
+            break
+        append(
+            (
+                e.seq,
+                None if msg_id is None else _json_encode(msg_id).decode(),
+                payload.encode() if text else payload,  # type: ignore[union-attr]
+            )
+        )
+    else:
+        shape = f"{priority}, ?, ?, {1 if binary else 0}, {1 if text else 0}, NULL, {now!r}"
+        return f"{_INSERT}(?, {shape})", rows
+    # Mixed: every column bound. Exact ints, not bools (sqlite3 sends a bool through its
+    # adapter lookup: about 1 us a row, measured).
+    rows = []
+    append = rows.append
+    for e in entries:
+        payload, msg_id = e.payload, e.id
+        is_text = type(payload) is str
+        append(
+            (
+                e.seq,
+                e.priority,
+                None if msg_id is None else _json_encode(msg_id).decode(),
+                payload.encode() if is_text else payload,  # type: ignore[union-attr]
+                1 if e.binary else 0,
+                1 if is_text else 0,
+                e.expires_at,
+            )
+        )
+    return f"{_INSERT}(?, ?, ?, ?, ?, ?, ?, {now!r})", rows
 
 
 def load(db: sqlite3.Connection) -> Loaded:
