@@ -35,6 +35,7 @@ from ..handlers import AuthHandler, HeartbeatHandler
 from ..message import Codec
 from ..transport import ConnectRequest, Link, Transport
 from ..transport._policy import REDIRECT_STATUSES
+from .flag import Flag
 from .inbox import Inbox, Receive
 from .writer import Writer
 
@@ -65,7 +66,7 @@ class Connection:
         self._report = report
         self._link: Link | None = None
         # Set by the first frame of any kind (a pong, a message) after a keepalive probe.
-        self._heard = asyncio.Event()
+        self._heard = Flag()
         # The inbox's current route for a frame (it announces a change to _route_to).
         self._deliver: Receive = inbox.receive
         self.lost: asyncio.Future[LinkError] = asyncio.get_running_loop().create_future()
@@ -183,7 +184,7 @@ class Connection:
                 self.on_data = self._deliver
 
 
-async def _within(event: asyncio.Event, timeout: float) -> bool:
+async def _within(event: Flag, timeout: float) -> bool:
     """Whether ``event`` is set within ``timeout`` seconds."""
     try:
         async with asyncio.timeout(timeout):
