@@ -27,6 +27,7 @@ import msgspec
 
 from ._engine import connect as _connect
 from ._engine.delivery import PLAIN, Delivery, SendOptions
+from ._engine.flag import Flag
 from ._engine.hooks import Hooks, call
 from ._engine.inbox import Inbox
 from ._engine.observe import Counters, StateWatch, describe
@@ -180,7 +181,7 @@ class Service:
         )
         self._dispatch_task: asyncio.Task[None] | None = None
         self._watch = StateWatch()
-        self._stopped = asyncio.Event()
+        self._stopped = Flag()
 
     # -- registration -----------------------------------------------------------------------
 
