@@ -105,6 +105,8 @@ class SqliteStore:
             (the store stays owned, and reopens it on the next write).
     """
 
+    durable = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -116,7 +118,6 @@ class SqliteStore:
     ):
         self.path = Path(path)
         self.endpoint = endpoint
-        self.durable = True
         self._legacy = None if legacy_path is None else Path(legacy_path)
         self._sync = sync
         self._lane: Lane | None = None  # set while open
