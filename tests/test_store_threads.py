@@ -277,3 +277,20 @@ async def test_open_connections_are_bounded(
         reopened = SqliteStore(path)
         assert [e.payload for e in (await reopened.open()).entries] == [f"m{i}"]
         await reopened.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+async def test_close_finishes_a_commit_already_handed_over(tmp_path: Path) -> None:
+    """close() during a commit that is reopening an idle store lets it finish and keeps it."""
+    path = tmp_path / "last.sqlite3"
+    store = SqliteStore(path, idle_close=0.01)
+    await store.open()
+    await _closed_for_idleness(path)
+    staged = store.stage([_entry("last", seq=1)], lambda entries: None)
+    await asyncio.sleep(0)  # one loop turn: the commit is handed to the store's lane
+    await store.close()
+    async with asyncio.timeout(10):
+        await staged
+    reopened = SqliteStore(path)
+    assert [e.payload for e in (await reopened.open()).entries] == ["last"]
+    await reopened.close()

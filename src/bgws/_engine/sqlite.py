@@ -440,9 +440,14 @@ class SqliteStore:
     async def close(self) -> None:
         if self._closed:
             return
-        if self._batch is not None:
-            with contextlib.suppress(StoreError):
-                await self._batch
+        while True:  # commits waiting or already handed to the lane finish first
+            if self._batch is not None:
+                with contextlib.suppress(StoreError):
+                    await self._batch
+            elif self._flushing or self._pending:
+                await self._submit(_nothing)  # behind every job queued so far
+            else:
+                break
         self._closed = True
         idle, self._idle = self._idle, None
         if idle is not None:
@@ -487,6 +492,10 @@ def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
         loop.call_soon_threadsafe(callback)
+
+
+def _nothing() -> None:
+    return None
 
 
 def _consume(done: asyncio.Future[Any]) -> None:
