@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -182,12 +183,25 @@ def _latency(times: list[float], probe: Probe) -> Metrics:
     }
 
 
-async def _connected_services(job: Job, n: int, **options: Any) -> list[bgws.Service]:
-    """Start ``n`` services and wait until all are connected, ``_CONNECT_BATCH`` at a time."""
+async def _connected_services(
+    job: Job, n: int, *, sqlite: bool = False, **options: Any
+) -> list[bgws.Service]:
+    """Start ``n`` services and wait until all are connected, ``_CONNECT_BATCH`` at a time.
+
+    With ``sqlite``, each on its own SQLite store (the default store, in the scratch folder).
+    """
     services: list[bgws.Service] = []
     for start in range(0, n, _CONNECT_BATCH):
         batch = [
-            bgws.Service(_config(job, "/idle", app_name=f"bench-{i}", **options))
+            bgws.Service(
+                _config(
+                    job,
+                    "/idle",
+                    app_name=f"bench-{i}",
+                    **(_store(job, f"bench-{i}") if sqlite else {}),
+                    **options,
+                )
+            )
             for i in range(start, min(n, start + _CONNECT_BATCH))
         ]
         for service in batch:
@@ -210,18 +224,28 @@ async def memory(job: Job) -> Metrics:
 
 
 async def services(job: Job) -> Metrics:
-    """Total RSS of a process holding ``counts.services`` connected services."""
+    """Total RSS of a process holding ``counts.services`` connected services.
+
+    Variant ``sqlite``: each on the default SQLite store (one file per service), and each
+    sends one message once connected, so every store has written; then the run waits 3 s
+    for the stores to go idle, the state a fleet of mostly quiet services is in.
+    """
     await _warm_up(job)
     before = rss_bytes()
     started = time.perf_counter()
-    held = await _connected_services(job, job.counts.services)
+    sqlite = job.variant == "sqlite"
+    held = await _connected_services(job, job.counts.services, sqlite=sqlite)
     took = time.perf_counter() - started
+    if sqlite:
+        await asyncio.gather(*(s.send({"type": "hello"}) for s in held))
+        await asyncio.sleep(3.0)  # longer than the stores' idle close (2 s)
     gc_settled()
     total = rss_bytes()
     return {
         "rss_mib": total / 2**20,
         "kib": (total - before) / len(held) / 1024,
         "connect_s": took,
+        "threads": threading.active_count(),
     }
 
 

@@ -131,13 +131,15 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "services",
-        "many services: RSS of one process holding N connected bgws services (memory store)",
+        "many services: RSS of one process holding N connected bgws services (memory store, or "
+        "the default SQLite store with one message sent by each)",
         (
             Metric("rss_mib", "MiB RSS", False, 1),
             Metric("kib", "KiB/service", False, 1),
             Metric("connect_s", "s to connect", False, 1),
+            Metric("threads", "threads", False),
         ),
-        (("bgws", ""),),
+        (("bgws", ""), ("bgws", "sqlite")),
         max_runs=1,
     ),
     Workload(
@@ -182,6 +184,7 @@ WORKLOAD_NAMES = tuple(w.name for w in WORKLOADS)
 _VARIANT_LABELS = {
     "memory": "",
     "sqlite": "sqlite, send_many",
+    "services-sqlite": "SQLite store",
     "sqlite-acks": "sqlite+acks, send_many",
     "sqlite-tasks": "sqlite, send() tasks",
     "websockets": "websockets transport",
@@ -208,7 +211,8 @@ class Case:
     def label(self) -> str:
         """The row's client name, e.g. ``bgws (sqlite+acks)``."""
         styled = variant_label(self.workload, self.variant) if self.client == "bgws" else None
-        shown = _VARIANT_LABELS.get(self.variant, self.variant) if styled is None else styled
+        variant = f"services-{self.variant}" if self.workload == "services" else self.variant
+        shown = _VARIANT_LABELS.get(variant, self.variant) if styled is None else styled
         return f"{self.client} ({shown})" if shown else self.client
 
     @property
@@ -339,6 +343,14 @@ TARGETS: tuple[Target, ...] = (
     ),
     Target("memory/connection <= 1.2x raw picows", "memory", "", "kib", False, 1.2, "picows"),
     Target("10,000 services <= 1 GiB RSS", "services", "", "rss_mib", False, 1024),
+    Target(
+        "10,000 services, default SQLite store <= 1 GiB RSS",
+        "services",
+        "sqlite",
+        "rss_mib",
+        False,
+        1024,
+    ),
     Target(
         "idle CPU of 1 connected service <= 0.1% (20 s heartbeat)",
         "idle",

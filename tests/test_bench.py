@@ -19,6 +19,7 @@ BGWS_VARIANTS = {
     "send": {"sqlite", "sqlite-acks", "sqlite-tasks", *style_variants("send")},
     "echo": set(style_variants("echo")),
     "idle": {"single", "many"},
+    "services": {"", "sqlite"},
 }
 
 

@@ -199,3 +199,29 @@ async def test_deletes_in_one_run_or_with_gaps_remove_exactly_those_rows(
     assert [e.payload for e in loaded.entries] == ["m1", "m6", "m8", b"\x00m10"]
     assert [e.binary for e in loaded.entries] == [False, False, False, True]
     assert loaded.entries[-1].id == "id-10"
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+async def test_a_batch_is_kept_field_for_field(tmp_path: Path, mixed: bool) -> None:
+    """One commit of entries, alike or mixing priority, kind, expiry and id, reloads exactly."""
+    from bgws._engine.outbox import Entry
+
+    path = tmp_path / "batch.sqlite3"
+    entries = [Entry(f"m{i}", False, f"id-{i}", durable=True, seq=i + 1) for i in range(5)]
+    if mixed:
+        entries += [
+            Entry(b"\x00raw", True, None, priority=3, durable=True, seq=6),
+            Entry("later", False, {"n": 7}, priority=-1, expires_at=12.5, durable=True, seq=7),
+            Entry(b"bytes-text", False, 8, durable=True, seq=8),
+        ]
+    store = SqliteStore(path)
+    await store.open()
+    await store.stage(entries, lambda done: None)
+    await store.close()
+    reopened = SqliteStore(path)
+    loaded = (await reopened.open()).entries
+    await reopened.close()
+    fields = ("payload", "binary", "id", "priority", "expires_at", "seq")
+    assert [tuple(getattr(e, f) for f in fields) for e in loaded] == [
+        tuple(getattr(e, f) for f in fields) for e in entries
+    ]

@@ -9,7 +9,8 @@ import pytest
 
 import bgws
 from bgws._engine.outbox import Entry
-from bgws._engine.sqlite import _MIGRATIONS, SqliteStore, legacy_store_path
+from bgws._engine.sqlite import SqliteStore, legacy_store_path
+from bgws._engine.sqliteschema import _MIGRATIONS
 from bgws.storage import endpoint_digest, store_endpoint, store_path
 from bgws.testing import Server
 from bgws.transport import Transport, get_transport

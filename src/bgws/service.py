@@ -27,6 +27,7 @@ import msgspec
 from ._engine import connect as _connect
 from ._engine.clock import SYSTEM_CLOCK, Clock
 from ._engine.delivery import PLAIN, Delivery, SendOptions
+from ._engine.flag import Flag
 from ._engine.hooks import Hooks, call
 from ._engine.host import ServiceHost
 from ._engine.inbox import Inbox
@@ -189,7 +190,7 @@ class Service(Registration, Operations):
         )
         self._dispatch_task: asyncio.Task[None] | None = None
         self._watch = StateWatch()
-        self._stopped = asyncio.Event()
+        self._stopped = Flag()
 
     # -- state ------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..message import Message
 from ..policies import AckPolicy
+from .flag import Flag
 from .outbox import Entry, Outbox
 
 __all__ = ["Acks"]
@@ -43,7 +44,7 @@ class Acks:
         self._outbox = outbox
         self._timeout = ack_timeout
         self._connected = connected
-        self._wake = asyncio.Event()
+        self._wake = Flag()
         self._task: asyncio.Task[None] | None = None
         self.resent = 0
 

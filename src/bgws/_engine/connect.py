@@ -36,6 +36,7 @@ from ..message import Codec
 from ..transport import ConnectRequest, Link, Transport
 from ..transport._policy import REDIRECT_STATUSES
 from .clock import SYSTEM_CLOCK, Clock, nap
+from .flag import Flag
 from .inbox import Inbox, Receive
 from .writer import Writer
 
@@ -70,7 +71,7 @@ class Connection:
         self._report = report
         self._link: Link | None = None
         # Set by the first frame of any kind (a pong, a message) after a keepalive probe.
-        self._heard = asyncio.Event()
+        self._heard = Flag()
         # The inbox's current route for a frame (it announces a change to _route_to).
         self._deliver: Receive = inbox.receive
         self.lost: asyncio.Future[LinkError] = asyncio.get_running_loop().create_future()
@@ -243,7 +244,7 @@ class Connection:
                 self.on_data = self._deliver
 
 
-async def _within(event: asyncio.Event, timeout: float, clock: Clock) -> bool:
+async def _within(event: Flag, timeout: float, clock: Clock) -> bool:
     """Whether ``event`` is set within ``timeout`` seconds of ``clock``."""
     try:
         async with clock.timeout(timeout):

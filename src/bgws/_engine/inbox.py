@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import DecodeError
 from ..message import Codec, Message
+from .flag import Flag
 from .router import Router, Suspended, name_of
 
 __all__ = ["Inbox", "InboxLoad", "Receive"]
@@ -215,8 +216,8 @@ class Inbox:
         self._items: list[Any] = []
         self._stamp: float | None = None
         self._queued_stamp: float | None = None
-        self._ready = asyncio.Event()
-        self._idle = asyncio.Event()
+        self._ready = Flag()
+        self._idle = Flag()
         self._idle.set()
         router.notify(self._ready.set)
         self._ranks = {t: i for i, t in enumerate(priority_types)}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ServiceClosed
 from ..machine import State
 from ..stats import ServiceStats, StateChange
+from .flag import Flag
 from .router import is_async
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ class _Watcher:
 
     def __init__(self, size: int) -> None:
         self._items: deque[StateChange] = deque(maxlen=size)
-        self._event = asyncio.Event()
+        self._event = Flag()
 
     def put(self, change: StateChange) -> None:
         self._items.append(change)

@@ -30,6 +30,7 @@ import msgspec
 
 from ..config import Overflow  # one definition, with the option it types
 from ..errors import AckTimeout, BgwsError, MessageDropped, MessageExpired, QueueFull
+from .flag import Flag
 
 __all__ = ["Entry", "Outbox", "Overflow"]
 
@@ -113,10 +114,10 @@ class Outbox:
         self.acks = acks
         self._window = max_in_flight
         self._seq = 0
-        self._sendable = asyncio.Event()
-        self._room = asyncio.Event()
+        self._sendable = Flag()
+        self._room = Flag()
         self._room.set()
-        self._empty = asyncio.Event()
+        self._empty = Flag()
         self._empty.set()
         # Mirrors of _sendable and _empty, so add() (once per message) tests a bool instead
         # of calling into the events.

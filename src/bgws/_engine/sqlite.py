@@ -5,10 +5,17 @@ mode, file mode 0600, a schema version with migrations). The store records the e
 belongs to (:func:`~bgws.storage.store_endpoint`) and refuses to give its messages to another.
 Writes are *group-committed*: every message sent in the same turn of the event loop (or while a
 commit is running) joins one transaction, so throughput stays high while ``send()`` still
-returns only once its message is in the WAL. With ``sync="full"`` each commit is fsynced, on a
-thread of the store's own so the event loop never waits on the disk; with ``sync="normal"``
-there is no fsync, and the commit (a write into the OS cache) runs on the loop's thread, which
-is faster than handing it over.
+returns only once its message is in the WAL. With ``sync="full"`` each commit is fsynced on one
+of the few threads every store of the process shares (:mod:`~bgws._engine.storethreads`), so
+the event loop never waits on the disk; with ``sync="normal"`` there is no fsync, and the
+commit (a write into the OS cache) runs on the loop's thread, which is faster than handing it
+over.
+
+A store that has written nothing for :data:`IDLE_CLOSE` seconds closes its SQLite connection
+(on a shared thread: the close checkpoints the WAL), so an idle service holds no file
+descriptor and no page cache; the next write opens it again. Ownership outlives the
+connection (:mod:`~bgws._engine.storelock`): no other service or process can open the store
+in between.
 
 :class:`SqliteStore` implements the store seam, :class:`~bgws._engine.store.Store`
 (whose in-memory twin is :class:`~bgws._engine.store.VolatileStore`), including the
@@ -18,26 +25,29 @@ seed's connection info; :func:`store_for` builds the store a config asks for.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import msgspec
-
 from ..errors import StoreError
 from ..storage import default_store_path, legacy_store_path, store_endpoint, store_path
 from .outbox import Entry
+from .sqliteschema import SCHEMA_VERSION, adopt_legacy, bind, load, migrate, outbox_rows
 from .store import Loaded, Store, VolatileStore
+from .storelock import Claim, claim
+from .storethreads import Lane
 
 if TYPE_CHECKING:
     from ..config import Config
 
 __all__ = [
+    "IDLE_CLOSE",
+    "MAX_OPEN",
     "SCHEMA_VERSION",
     "SqliteStore",
     "default_store_path",  # kept here too, for the store's tests
@@ -45,36 +55,18 @@ __all__ = [
     "store_for",
 ]
 
-SCHEMA_VERSION = 2
+IDLE_CLOSE = 2.0
+"""Seconds without a write after which a store closes its connection (it reopens on demand)."""
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        """CREATE TABLE outbox (
-            seq        INTEGER PRIMARY KEY,
-            priority   INTEGER NOT NULL,
-            msg_id     TEXT,
-            payload    BLOB NOT NULL,
-            is_binary  INTEGER NOT NULL,
-            is_text    INTEGER NOT NULL,
-            expires_at REAL,
-            created_at REAL NOT NULL
-        )""",
-        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        """CREATE TABLE subscriptions (
-            key        TEXT PRIMARY KEY,
-            position   INTEGER NOT NULL,
-            payload    BLOB NOT NULL,
-            is_binary  INTEGER NOT NULL,
-            is_text    INTEGER NOT NULL
-        )""",
-    ),
-    # The endpoint the store belongs to (a store without one adopts the first that opens it).
-    2: ("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",),
-}
-"""``_MIGRATIONS[n]`` takes a store from schema version ``n - 1`` to ``n``."""
+MAX_OPEN = 512
+"""Open SQLite connections in the process beyond which a store that had to open its
+connection closes it again right after the job (and so holds none while idle). Each open
+connection costs about 150 KiB (SQLite's lookaside and page cache, measured) that the process
+keeps once it has touched it: without a bound, 10,000 stores written at once would hold
+1.5 GiB, and two file descriptors each."""
 
-_json_encode = msgspec.json.encode
-_json_decode = msgspec.json.decode
+_opened_lock = threading.Lock()
+_opened = 0
 
 
 def store_for(config: Config) -> Store:
@@ -98,7 +90,7 @@ def store_for(config: Config) -> Store:
 
 
 class SqliteStore:
-    """One SQLite file, written by one thread, with group commit.
+    """One SQLite file, written by one thread at a time, with group commit.
 
     Args:
         path: the file (created with mode 0600; its folder with 0700).
@@ -109,7 +101,11 @@ class SqliteStore:
             refused; an empty one is re-bound; one that records none adopts this one.
         legacy_path: a store of an older bgws (named by service tag only) to move to
             ``path`` when ``path`` does not exist yet, unless it belongs to another endpoint.
+        idle_close: seconds without a write after which the SQLite connection is closed
+            (the store stays owned, and reopens it on the next write).
     """
+
+    durable = True
 
     def __init__(
         self,
@@ -118,14 +114,22 @@ class SqliteStore:
         sync: Literal["normal", "full"] = "normal",
         endpoint: str | None = None,
         legacy_path: str | os.PathLike[str] | None = None,
+        idle_close: float = IDLE_CLOSE,
     ):
         self.path = Path(path)
         self.endpoint = endpoint
-        self.durable = True
         self._legacy = None if legacy_path is None else Path(legacy_path)
         self._sync = sync
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lane: Lane | None = None  # set while open
+        self._claim: Claim | None = None
+        # The connection: None while closed for idleness. Only the lane's jobs open or close
+        # it; the loop's thread uses it only when no lane job is pending (self._pending).
         self._db: sqlite3.Connection | None = None
+        self._pending = 0
+        self._spare = False  # the lane opened the connection beyond MAX_OPEN: close it after
+        self._used = 0.0
+        self._idle_close = idle_close
+        self._idle: asyncio.TimerHandle | None = None
         self._inserts: list[Entry] = []
         self._committed: list[tuple[list[Entry], Callable[[list[Entry]], None]]] = []
         self._deletes: list[int] = []
@@ -138,171 +142,95 @@ class SqliteStore:
     # -- opening ----------------------------------------------------------------------------
 
     async def open(self) -> Loaded:
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="bgws-store"
-        )
+        if self._lane is not None or self._closed:
+            raise StoreError("a store is opened once")
+        self._lane = Lane()
         try:
-            loaded: Loaded = await self._run(self._open_sync)
-            return loaded
+            loaded: Loaded = await self._submit(self._open_sync)
         except BaseException:
-            db, self._db = self._db, None
-            if db is not None:
-                db.close()  # release the file's lock: a refused store can be opened again
-            await self._shutdown()
+            # Cancelled, the open may still be running: let it finish, then close it again.
+            self._lane.submit(self._release_sync)
+            self._lane = None
             raise
+        self._used = time.monotonic()
+        if self._db is not None:
+            self._park_later()
+        return loaded
 
     def _open_sync(self) -> Loaded:
+        try:
+            return self._open_load()
+        except BaseException:
+            self._release_sync()  # a refused store can be opened again
+            raise
+
+    def _open_load(self) -> Loaded:
         path = self.path
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._adopt_legacy()
+            adopt_legacy(self._legacy, path, self.endpoint)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fresh = os.fstat(fd).st_size == 0
             os.close(fd)
             with contextlib.suppress(OSError):  # a store we do not own keeps its mode
                 os.chmod(path, 0o600)
         except OSError as exc:
             raise StoreError(f"cannot create the store {path}: {exc.strerror or exc}") from exc
+        self._claim = claim(path)
+        db = self._connect(fresh)
         try:
-            # Opened on the store thread; with sync="normal" written from the loop's thread
-            # afterwards (never both at once).
+            check = "ok" if fresh else db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise StoreError(f"the store {path} is corrupt ({check}); it was left untouched")
+            migrate(db, path)
+            bind(db, path, self.endpoint)
+            return load(db)
+        except sqlite3.Error as exc:
+            raise _store_error(path, exc) from exc
+
+    def _connect(self, fresh: bool = False) -> sqlite3.Connection:
+        """Open the connection (on a lane job): exclusive, WAL, the configured sync level.
+
+        Args:
+            fresh: the file was just created, empty: its switch to WAL mode (a header with
+                nothing behind it) skips the fsyncs, measured here 2-9 ms of a new store's
+                open.
+
+        Raises:
+            StoreError: the store is closed, cannot be opened, is in use, or is not a store.
+        """
+        db = self._db
+        if db is not None:
+            return db
+        if self._closed:
+            raise StoreError(f"the store {self.path} is closed")
+        path = self.path
+        try:
+            # Opened on a shared thread; with sync="normal" written from the loop's thread
+            # too (never both at once: see self._pending).
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
-        self._db = db
         try:
             db.execute("PRAGMA locking_mode=EXCLUSIVE")
             db.execute("PRAGMA busy_timeout=0")
+            if fresh:
+                db.execute("PRAGMA synchronous=OFF")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"the store {path} cannot use WAL mode (got {mode})")
             db.execute(f"PRAGMA synchronous={'FULL' if self._sync == 'full' else 'NORMAL'}")
-            check = db.execute("PRAGMA quick_check").fetchone()[0]
-            if check != "ok":
-                raise StoreError(f"the store {path} is corrupt ({check}); it was left untouched")
-            self._migrate(db)
-            self._bind(db)
-            return self._load(db)
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
-                raise StoreError(f"the store {path} is in use by another process") from exc
-            raise StoreError(f"the store {path} cannot be read: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"the store {path} is not a valid bgws store ({exc}); it was left untouched"
-            ) from exc
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"the store {self.path} has schema version {version}, newer than this bgws "
-                f"({SCHEMA_VERSION}); upgrade bgws to use it"
-            )
-        if version == 0:
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables:
-                raise StoreError(f"the store {self.path} holds tables bgws did not create")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target]:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version={target}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _store_error(path, exc) from exc
             raise
-
-    def _bind(self, db: sqlite3.Connection) -> None:
-        """Record this store's endpoint, or refuse one that holds another endpoint's messages.
-
-        Raises:
-            StoreError: the store holds messages queued for another endpoint.
-        """
-        ours = self.endpoint
-        if ours is None:
-            return
-        row = db.execute("SELECT value FROM meta WHERE key = 'endpoint'").fetchone()
-        theirs = None if row is None else str(row[0])
-        if theirs == ours:
-            return
-        if theirs is not None:
-            queued = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-            queued += db.execute("SELECT count(*) FROM subscriptions").fetchone()[0]
-            if queued:
-                raise StoreError(
-                    f"the store {self.path} holds {queued} message(s) queued for {theirs}, "
-                    f"not for {ours}; messages queued for one server are never sent to another. "
-                    f"To send them, run the service for {theirs} again; to inspect them, open the "
-                    f"file with sqlite3 (SELECT * FROM outbox); to keep them aside, move the file "
-                    f"away or give this service its own storage_path; to drop them, delete the "
-                    f"file"
-                )
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            if theirs is not None:  # empty: re-bind, without the other endpoint's resume point
-                db.execute("DELETE FROM kv")
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('endpoint', ?)", (ours,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def _adopt_legacy(self) -> None:
-        """Move an older bgws's store (named by service tag only) to this store's path.
-
-        Only when this path has no store yet and the old one is not in use and not bound to
-        another endpoint; anything else leaves the old file where it is.
-        """
-        legacy = self._legacy
-        if legacy is None or legacy == self.path or self.path.exists() or not legacy.exists():
-            return
-        movable = False
-        try:
-            db = sqlite3.connect(legacy, isolation_level=None)
-            try:
-                db.execute("PRAGMA busy_timeout=0")
-                db.execute("BEGIN IMMEDIATE")  # fails while another process has it open
-                version = int(db.execute("PRAGMA user_version").fetchone()[0])
-                if 1 <= version <= SCHEMA_VERSION:  # a bgws store this bgws can read
-                    owner = None
-                    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
-                        row = db.execute("SELECT value FROM meta WHERE key = 'endpoint'").fetchone()
-                        owner = None if row is None else str(row[0])
-                    movable = owner in (None, self.endpoint)
-                db.execute("COMMIT")
-            finally:
-                db.close()  # the last connection checkpoints the WAL into the file
-        except sqlite3.Error:
-            return
-        if movable and not legacy.with_name(legacy.name + "-wal").exists():
-            os.replace(legacy, self.path)
-
-    def _load(self, db: sqlite3.Connection) -> Loaded:
-        loaded = Loaded()
-        rows = db.execute(
-            "SELECT seq, priority, msg_id, payload, is_binary, is_text, expires_at, created_at "
-            "FROM outbox ORDER BY seq"
-        )
-        for seq, priority, msg_id, payload, binary, text, expires_at, created in rows:
-            loaded.entries.append(
-                Entry(
-                    _payload(payload, text),
-                    bool(binary),
-                    None if msg_id is None else _json_decode(msg_id),
-                    priority=priority,
-                    expires_at=expires_at,
-                    durable=True,
-                    seq=seq,
-                    accepted_at=created,
-                )
-            )
-        for key, payload, binary, text in db.execute(
-            "SELECT key, payload, is_binary, is_text FROM subscriptions ORDER BY position"
-        ):
-            loaded.subscriptions.append((key, Entry(_payload(payload, text), bool(binary))))
-        loaded.kv = dict(db.execute("SELECT key, value FROM kv"))
-        return loaded
+        global _opened
+        with _opened_lock:
+            _opened += 1
+            self._spare = _opened > MAX_OPEN
+        self._db = db
+        return db
 
     # -- group commit -----------------------------------------------------------------------
 
@@ -346,7 +274,7 @@ class SqliteStore:
         return batch
 
     def _flush(self) -> None:
-        if self._flushing or self._batch is None or self._executor is None:
+        if self._flushing or self._batch is None or self._lane is None:
             return
         batch, self._batch = self._batch, None
         inserts, self._inserts = self._inserts, []
@@ -354,59 +282,39 @@ class SqliteStore:
         deletes, self._deletes = self._deletes, []
         kv, self._kv = self._kv, {}
         subs, self._subs = self._subs, {}
-        # Once per message on the hot path: one type test, no int() calls, and exact ints, not
-        # bools (sqlite3 sends a bool through its adapter lookup: about 1 us a row, measured).
-        rows: list[tuple[Any, ...]] = []
-        append = rows.append
-        for e in inserts:
-            payload, msg_id = e.payload, e.id
-            text = type(payload) is str
-            append(
-                (
-                    e.seq,
-                    e.priority,
-                    None if msg_id is None else _json_encode(msg_id).decode(),
-                    payload.encode() if text else payload,  # type: ignore[union-attr]
-                    1 if e.binary else 0,
-                    1 if text else 0,
-                    e.expires_at,
-                )
-            )
+        try:
+            insert = outbox_rows(inserts, time.time()) if inserts else None
+        except Exception as exc:  # an id that cannot be encoded: this batch fails, not the store
+            self._written(exc, batch, committed)
+            return
         self._flushing = True
-        if self._sync == "normal":
+        self._used = time.monotonic()
+        if self._sync == "normal" and self._db is not None and not self._pending:
             # No fsync: the commit is a few WAL page writes into the OS cache (measured here
             # about 23 us for one row, 6 us a row in a batch), cheaper than a hand-over to the
             # store thread and back (about 300 us per round trip under load).
             try:
-                self._write(rows, deletes, kv, subs)
+                self._write(insert, deletes, kv, subs)
             except Exception as exc:
                 self._written(exc, batch, committed)
             else:
                 self._written(None, batch, committed)
             return
-        work = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._write, rows, deletes, kv, subs
-        )
+        work = self._submit(self._write, insert, deletes, kv, subs)
         work.add_done_callback(lambda done: self._written(done.exception(), batch, committed))
 
     def _write(
         self,
-        rows: list[tuple[Any, ...]],
+        insert: tuple[str, list[tuple[Any, ...]]] | None,
         deletes: list[int],
         kv: dict[str, str | None],
         subs: dict[str, Entry | None],
     ) -> None:
-        db = self._db
-        assert db is not None
-        now = time.time()
+        db = self._connect()
         db.execute("BEGIN IMMEDIATE")
         try:
-            if rows:
-                db.executemany(
-                    "INSERT INTO outbox (seq, priority, msg_id, payload, is_binary, is_text, "
-                    f"expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, {now!r})",
-                    rows,
-                )
+            if insert is not None:
+                db.executemany(*insert)
             if deletes:
                 deletes.sort()
                 first, last = deletes[0], deletes[-1]
@@ -461,6 +369,52 @@ class SqliteStore:
                 batch.set_result(None)
         if self._batch is not None:
             self._flush()
+        elif self._idle is None and self._db is not None and self._claim is not None:
+            self._park_later()
+
+    # -- closing the connection while idle ----------------------------------------------------
+
+    def _park_later(self, delay: float | None = None) -> None:
+        wait = self._idle_close if delay is None else delay
+        self._idle = asyncio.get_running_loop().call_later(wait, self._park_if_idle)
+
+    def _park_if_idle(self) -> None:
+        """Close the connection if nothing was written for ``idle_close`` seconds."""
+        self._idle = None
+        if self._closed or self._db is None or self._claim is None or self._lane is None:
+            return
+        left = self._used + self._idle_close - time.monotonic()
+        if self._batch is not None or self._flushing or self._pending or left > 0:
+            self._park_later(max(left, self._idle_close / 10))
+            return
+        parked = self._submit(self._park_sync)
+        parked.add_done_callback(_consume)  # a failed close leaves the next write to tell
+
+    def _park_sync(self) -> None:
+        global _opened
+        db, self._db = self._db, None
+        if db is not None:
+            with _opened_lock:
+                _opened -= 1
+            self._spare = False
+            db.close()  # the last connection checkpoints the WAL into the file
+
+    def _in_lane(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run a lane job; close the connection after it if the process has too many open."""
+        try:
+            return func(*args)
+        finally:
+            if self._spare:
+                self._park_sync()
+
+    def _release_sync(self) -> None:
+        """Close the connection and give up ownership (the store's last lane job)."""
+        try:
+            self._park_sync()
+        finally:
+            claimed, self._claim = self._claim, None
+            if claimed is not None:
+                claimed.release()
 
     # -- connection info (the seed's StorageBackend calls) -----------------------------------------
 
@@ -475,42 +429,75 @@ class SqliteStore:
         await self._run(self._clear_sync)
 
     def _get_sync(self, key: str) -> str | None:
-        assert self._db is not None
-        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        row = self._connect().execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def _clear_sync(self) -> None:
-        assert self._db is not None
-        self._db.execute("DELETE FROM kv WHERE key LIKE 'info:%'")
+        self._connect().execute("DELETE FROM kv WHERE key LIKE 'info:%'")
 
     # -- closing ----------------------------------------------------------------------------
 
     async def close(self) -> None:
         if self._closed:
             return
-        if self._batch is not None:
-            with contextlib.suppress(StoreError):
-                await self._batch
+        while True:  # commits waiting or already handed to the lane finish first
+            if self._batch is not None:
+                with contextlib.suppress(StoreError):
+                    await self._batch
+            elif self._flushing or self._pending:
+                await self._submit(_nothing)  # behind every job queued so far
+            else:
+                break
         self._closed = True
-        if self._db is not None:
-            await self._run(self._db.close)
-        await self._shutdown()
-
-    async def _shutdown(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            idle.cancel()
+        if self._lane is not None:
+            # Behind the store's other jobs on its lane; other stores' lanes go on meanwhile.
+            await self._submit(self._release_sync)
+            self._lane = None
 
     async def _run(self, func: Callable[..., Any], *args: Any) -> Any:
-        if self._executor is None:
+        if self._lane is None:
             raise StoreError("the store is not open")
-        if self._sync == "normal" and self._db is not None and func is not self._open_sync:
-            return func(*args)  # the loop's thread owns the connection once it is open
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+        if self._sync == "normal" and self._db is not None and not self._pending:
+            return func(*args)  # no lane job running: the loop's thread may use the connection
+        return await self._submit(func, *args)
+
+    def _submit(self, func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``func`` on this store's lane; counted in ``_pending`` until it has finished."""
+        assert self._lane is not None
+        loop = asyncio.get_running_loop()
+        self._pending += 1
+        work = self._lane.submit(self._in_lane, func, *args)
+        work.add_done_callback(lambda _: _call_soon(loop, self._lane_done))
+        return asyncio.wrap_future(work, loop=loop)
+
+    def _lane_done(self) -> None:
+        self._pending -= 1
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r}, sync={self._sync!r}, endpoint={self.endpoint!r})"
 
 
-def _payload(raw: bytes, text: int) -> bytes | str:
-    return raw.decode() if text else bytes(raw)
+def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """What an SQLite error while opening the store means, for the user."""
+    if isinstance(exc, sqlite3.OperationalError):
+        if "locked" in str(exc):
+            return StoreError(f"the store {path} is in use by another process")
+        return StoreError(f"the store {path} cannot be read: {exc}")
+    return StoreError(f"the store {path} is not a valid bgws store ({exc}); it was left untouched")
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
+        loop.call_soon_threadsafe(callback)
+
+
+def _nothing() -> None:
+    return None
+
+
+def _consume(done: asyncio.Future[Any]) -> None:
+    if not done.cancelled():
+        done.exception()

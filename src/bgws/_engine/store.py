@@ -75,7 +75,12 @@ class Store(Protocol):
 
 
 class VolatileStore:
-    """The store in memory: nothing survives the process."""
+    """The store in memory: nothing survives the process.
+
+    Slots and no ``__dict__``: every service on the memory store holds one, idle or not.
+    """
+
+    __slots__ = ("_kv", "_subs")
 
     durable = False
 

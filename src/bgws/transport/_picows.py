@@ -18,6 +18,7 @@ from typing import Any
 
 import picows
 
+from .._engine.flag import Flag
 from ..errors import ConnectionClosed, LinkError, MessageTooBig
 from ._policy import (
     LibraryLog,
@@ -54,7 +55,7 @@ class _PicowsLink(picows.WSListener):  # type: ignore[misc]
         self._ws: Any = None
         self._fragments: bytearray | None = None
         self._fragments_binary = False
-        self._writable = asyncio.Event()
+        self._writable = Flag()
         self._writable.set()
         self._subprotocol: str | None = None
         # Plain attributes, not properties: the send path reads both for every message.
