@@ -16,7 +16,7 @@ from typing import Any
 from bgws.local import connect_local
 from bgws.testing import Connection, Server
 
-__all__ = ["TIMEOUT", "Member", "Watch", "fleet_file", "member_env"]
+__all__ = ["TIMEOUT", "Member", "Watch", "fleet_file", "holdings_settle", "member_env"]
 
 TIMEOUT = 30.0
 FAST = {
@@ -45,8 +45,9 @@ def fleet_file(
     lines = ["[fleet]", f"nats = {json.dumps(nats)}", f"name = {json.dumps(name)}"]
     lines.append(f"lease_ttl = {lease_ttl}")
     lines += [f"{key} = {json.dumps(value)}" for key, value in fleet.items()]
+    base = url.rstrip("/")
     for service in services:
-        lines += ["", f"[services.{service}]", f"url = {json.dumps(f'{url}/{service}')}"]
+        lines += ["", f"[services.{service}]", f"url = {json.dumps(f'{base}/{service}')}"]
         lines += ['storage = "memory"', f"transport = {json.dumps(transport)}"]
         lines += [f"{key} = {json.dumps(value)}" for key, value in FAST.items()]
     path.write_text("\n".join(lines) + "\n")
@@ -77,7 +78,7 @@ class Member:
     async def start(cls, file: Path, socket: Path, env: dict[str, str]) -> Member:
         """Start ``bgws run FILE --socket SOCKET`` and wait until it is ready."""
         process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "bgws", "run", str(file), "--socket", str(socket)),
+            *(sys.executable, "-m", "bgws", *(["--verbose"] if os.environ.get("FLEET_DEBUG") else []), "run", str(file), "--socket", str(socket)),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -94,14 +95,14 @@ class Member:
             self._changed.set()
         self._changed.set()
 
-    async def wait_for(self, text: str) -> str:
-        """Wait until a stderr line contains ``text``; return it."""
+    async def wait_for(self, text: str, count: int = 1) -> str:
+        """Wait until ``count`` stderr lines contain ``text``; return the last of them."""
         try:
             async with asyncio.timeout(TIMEOUT):
                 while True:
                     found = [line for line in self.lines if text in line]
-                    if found:
-                        return found[0]
+                    if len(found) >= count:
+                        return found[count - 1]
                     if self._reading.done():
                         break
                     self._changed.clear()
@@ -109,6 +110,12 @@ class Member:
         except TimeoutError:
             pass
         raise AssertionError(f"no line with {text!r} in:\n" + "\n".join(self.lines))
+
+    async def next_line(self) -> None:
+        """Wait for the next stderr line (or the end of the stream)."""
+        self._changed.clear()
+        if not self._reading.done():
+            await self._changed.wait()
 
     async def status(self) -> dict[str, Any]:
         """The daemon's status, over its control socket."""
@@ -171,3 +178,19 @@ class Watch:
 
         await self.server.wait_until(done, timeout=timeout, what="one connection per service")
         return time.monotonic()
+
+
+async def holdings_settle(members: list[Member], expected: list[int]) -> list[set[str]]:
+    """Wait until the members hold ``expected`` numbers of services (sorted), rechecking after
+    every line a member logs (each claim and release logs one); return what each holds."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            waits = [asyncio.ensure_future(m.next_line()) for m in members]
+            held = [await m.held() for m in members]
+            if sorted(len(h) for h in held) == sorted(expected):
+                for w in waits:
+                    w.cancel()
+                return held
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in pending:
+                w.cancel()

@@ -104,6 +104,7 @@ class FleetManager(ServiceManager):
         self._nc: Any = None
         self._kv: Any = None
         self._timeout = min(fleet.renew_interval, 2.0)  # one broker call, at most
+        self._changes = f"bgws.fleet.{fleet.name}.>"
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -210,8 +211,10 @@ class FleetManager(ServiceManager):
                 claimed = [await self._claim(name) for name in decided.claim]
                 if decided.release or any(claimed):
                     continue  # the picture changed: decide again at once
+                if decided.claim:  # refused: the broker has not expired the lease yet
+                    next_renew = min(next_renew, time.monotonic() + interval / 5)
             now = time.monotonic()
-            wake_at = min(next_renew, max(settled, now))
+            wake_at = next_renew if now >= settled else min(next_renew, settled)
             change = self._view.next_change(now)
             if change is not None:
                 wake_at = min(wake_at, change + 0.01)
@@ -222,16 +225,22 @@ class FleetManager(ServiceManager):
     async def _join(self) -> None:
         """Connect to the broker, open the bucket, follow its changes; retry until it works."""
         import nats
+        from nats.js.api import RePublish
 
         delay = 0.2
         while True:
             try:
                 self._nc = await nats.connect(**self._options())
                 js = self._nc.jetstream()
+                # The bucket republishes each committed change (never a refused create) to
+                # a plain subject that the members follow, resubscribed after a reconnect.
                 self._kv = await js.create_key_value(
-                    bucket=self.fleet.bucket, ttl=self.fleet.lease_ttl, history=1
+                    bucket=self.fleet.bucket,
+                    ttl=self.fleet.lease_ttl,
+                    history=1,
+                    republish=RePublish(src=f"$KV.{self.fleet.bucket}.>", dest=self._changes),
                 )
-                await self._nc.subscribe(f"$KV.{self.fleet.bucket}.>", cb=self._changed)
+                await self._nc.subscribe(self._changes, cb=self._changed)
                 _log.info(
                     "fleet %s: joined as %s (lease_ttl %gs)",
                     self.fleet.name,
@@ -271,8 +280,8 @@ class FleetManager(ServiceManager):
         }
 
     async def _changed(self, msg: Any) -> None:
-        """A change of the bucket, as published: follow it in the view."""
-        key = msg.subject.removeprefix(f"$KV.{self.fleet.bucket}.")
+        """A change committed to the bucket: follow it in the view."""
+        key = msg.subject.removeprefix(self._changes[:-1])
         op = (msg.headers or {}).get(_KV_OP)
         value = None if op in ("DEL", "PURGE") else msg.data.decode(errors="replace")
         now = time.monotonic()
@@ -292,6 +301,7 @@ class FleetManager(ServiceManager):
             )
         except Exception as exc:
             if _wrong_revision(exc):
+                _log.debug("fleet: %s is held by another member", name)
                 self._view.taken(name, time.monotonic())
             else:
                 _log.debug("fleet: claiming %s failed: %s", name, _why(exc))
