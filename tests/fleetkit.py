@@ -19,6 +19,7 @@ from bgws.testing import Connection, Server
 __all__ = ["TIMEOUT", "Member", "Watch", "fleet_file", "holdings_settle", "member_env"]
 
 TIMEOUT = 30.0
+VERBOSE = ["--verbose"] if os.environ.get("FLEET_DEBUG") else []  # debug logs of the members
 FAST = {
     "heartbeat_interval": 0.5,
     "ping_timeout": 1.0,
@@ -78,7 +79,7 @@ class Member:
     async def start(cls, file: Path, socket: Path, env: dict[str, str]) -> Member:
         """Start ``bgws run FILE --socket SOCKET`` and wait until it is ready."""
         process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "bgws", *(["--verbose"] if os.environ.get("FLEET_DEBUG") else []), "run", str(file), "--socket", str(socket)),
+            *(sys.executable, "-m", "bgws", *VERBOSE, "run", str(file), "--socket", str(socket)),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -172,9 +173,7 @@ class Watch:
 
         def done() -> bool:
             counts = self.open_by_service()
-            return all(counts[s] == 1 for s in services) and sum(counts.values()) == len(
-                services
-            )
+            return all(counts[s] == 1 for s in services) and sum(counts.values()) == len(services)
 
         await self.server.wait_until(done, timeout=timeout, what="one connection per service")
         return time.monotonic()

@@ -140,6 +140,7 @@ async def test_a_quick_broker_restart_keeps_every_lease_with_its_holder(
         try:
             await watch.wait_each_once(services)
             before = await holdings_settle(members, [2, 2])
+            disconnects = watch.server.disconnects  # the start may have moved some over
             nats_broker.restart()
             renewed: dict[str, int] = dict.fromkeys(services, 0)
             enough = asyncio.Event()
@@ -157,7 +158,7 @@ async def test_a_quick_broker_restart_keeps_every_lease_with_its_holder(
             finally:
                 await nc.close()
             assert [await m.held() for m in members] == before
-            assert watch.server.disconnects == 0
+            assert watch.server.disconnects == disconnects
             assert all(watch.open_by_service()[s] == 1 for s in services)
         finally:
             for m in members:

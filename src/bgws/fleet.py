@@ -177,6 +177,8 @@ class FleetManager(ServiceManager):
         out: dict[str, ServiceStatus] = {}
         for name, base in super().status().items():
             holder = self.fleet.member if name in self._leases else self._view.holder(name, now)
+            if holder == self.fleet.member and name not in self._leases:
+                holder = None  # fenced or released here: its old lease runs nothing
             out[name] = FleetServiceStatus(
                 base.name,
                 base.state,
@@ -196,6 +198,7 @@ class FleetManager(ServiceManager):
         interval = self.fleet.renew_interval
         # Hear from the members already there (they renew every interval) before claiming.
         settled = time.monotonic() + interval * 1.5
+        self._view.since = settled  # a service never seen is free from then on
         next_renew = 0.0
         while True:
             now = time.monotonic()
@@ -204,7 +207,7 @@ class FleetManager(ServiceManager):
                 await self._call(self._kv.put(MEMBER_PREFIX + self.fleet.member, b"1"))
                 await self._renew()
             if now >= settled:
-                decided = plan(self._view, self._leases, time.monotonic())
+                decided = plan(self._view, self._leases, time.monotonic(), interval)
                 for name in decided.release:
                     _log.info("fleet: handing %s over (holding more than a fair share)", name)
                     await self._release(name, None)

@@ -16,6 +16,9 @@ The rules:
   other live member, it still claims one (an orphan is never left behind).
 - A member holding more than its share, while another live member holds less, releases one
   service per round (stop, then delete the key), which the others then claim.
+- A service left free for longer than a grace time (one renewal interval) is claimed by
+  whoever sees it, whatever the shares: a member running another service file counts as live
+  but never claims this file's services.
 """
 
 from __future__ import annotations
@@ -60,12 +63,16 @@ class FleetView:
         me: this member's name.
         services: the services of the service file, in order.
         lease_ttl: seconds a lease (and a heartbeat) lives without renewal.
+        now: when the member started watching (a service never seen is free since then).
     """
 
-    def __init__(self, me: str, services: Sequence[str], lease_ttl: float) -> None:
+    def __init__(
+        self, me: str, services: Sequence[str], lease_ttl: float, now: float = 0.0
+    ) -> None:
         self.me = me
         self.services = list(services)
         self.lease_ttl = lease_ttl
+        self.since = now
         self._members: dict[str, float] = {}
         self._leases: dict[str, _Sighting] = {}
 
@@ -93,6 +100,16 @@ class FleetView:
             return None
         return seen.holder
 
+    def free_since(self, service: str, now: float) -> float | None:
+        """Since when ``service`` has been free as far as this member knows (None: held)."""
+        seen = self._leases.get(service)
+        if seen is None:
+            return self.since
+        if seen.holder is None:
+            return seen.seen_at
+        expired = seen.seen_at + self.lease_ttl
+        return expired if now > expired else None
+
     def live_members(self, now: float) -> set[str]:
         """The members whose heartbeat was seen within ``lease_ttl``, and this one."""
         live = {m for m, at in self._members.items() if now - at <= self.lease_ttl}
@@ -118,13 +135,15 @@ class FleetView:
         return min(later, default=None)
 
 
-def plan(view: FleetView, mine: Iterable[str], now: float) -> Plan:
+def plan(view: FleetView, mine: Iterable[str], now: float, grace: float = math.inf) -> Plan:
     """Decide the claims and releases of one round (see the module's rules).
 
     Args:
         view: what this member knows of the bucket.
         mine: the services this member holds.
         now: the local time, as the view's.
+        grace: a service free for this long is claimed whatever the shares (members that
+            run other service files, and so never claim it, may make the shares look full).
 
     Returns:
         The services to claim and to release.
@@ -142,7 +161,12 @@ def plan(view: FleetView, mine: Iterable[str], now: float) -> Plan:
     want = fair - mine_n
     if want <= 0 and free and all(mine_n <= n for n in others):
         want = 1
-    return Plan(claim=_order(view.me, free)[: max(want, 0)])
+    claim = _order(view.me, free)[: max(want, 0)]
+    for service in free:
+        since = view.free_since(service, now)
+        if service not in claim and since is not None and now - since >= grace:
+            claim.append(service)  # an orphan: nobody else took it in time
+    return Plan(claim=claim)
 
 
 def _order(me: str, services: list[str]) -> list[str]:
