@@ -168,6 +168,18 @@ class Watch:
         """How many open connections each service (``/<name>``) has."""
         return Counter(c.handshake.target.lstrip("/") for c in self.server.open_connections)
 
+    def links(self, services: set[str]) -> list[Connection]:
+        """The open connections of ``services`` (take them before stopping their member)."""
+        return [
+            c for c in self.server.open_connections if c.handshake.target.lstrip("/") in services
+        ]
+
+    async def wait_closed(self, links: list[Connection]) -> None:
+        """Wait until every connection of ``links`` has lost its socket."""
+        await self.server.wait_until(
+            lambda: all(c.is_closed for c in links), timeout=TIMEOUT, what="the links closed"
+        )
+
     async def wait_each_once(self, services: list[str], timeout: float = TIMEOUT) -> float:
         """Wait until every service has exactly one open connection; return when (monotonic)."""
 

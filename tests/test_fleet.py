@@ -83,9 +83,11 @@ async def test_a_killed_daemons_services_move_within_lease_ttl_plus_one_renewal(
             await watch.wait_each_once(services)
             await holdings_settle(members, [2, 2])
             victim, survivor = members
+            links = watch.links(await victim.held())
             killed = time.monotonic()
             victim.kill()
             await victim.finish()
+            await watch.wait_closed(links)
             moved = await watch.wait_each_once(services, timeout=TIMEOUT)
             failover = moved - killed
             print(f"failover after SIGKILL: {failover:.2f}s (lease_ttl 1.0s, renewal 0.25s)")
@@ -111,9 +113,11 @@ async def test_a_graceful_stop_hands_the_services_over_at_once(
             await watch.wait_each_once(services)
             await holdings_settle(members, [2, 2])
             leaving, staying = members
+            links = watch.links(await leaving.held())
             asked = time.monotonic()
             leaving.terminate()
             assert await leaving.finish() == 0
+            await watch.wait_closed(links)
             moved = await watch.wait_each_once(services)
             print(f"hand-over after SIGTERM: {moved - asked:.2f}s (lease_ttl 4s)")
             assert moved - asked < 2.0  # well before the 4 s lease could have expired
@@ -213,15 +217,19 @@ async def test_chaos_kills_and_a_join_leave_every_service_on_exactly_one_daemon(
         try:
             await watch.wait_each_once(services)
             await holdings_settle(members, [3, 3, 3])  # spread, not all on the first
+            links = watch.links(await members[0].held())
             members[0].kill()
             await members[0].finish()
+            await watch.wait_closed(links)
             await watch.wait_each_once(services)
             joined = await Member.start(file, tmp_path / "m3.sock", env)
             members.append(joined)
             await holdings_settle(members[1:], [3, 3, 3])  # the others handed some over
             await watch.wait_each_once(services)
+            links = watch.links(await members[1].held())
             members[1].kill()
             await members[1].finish()
+            await watch.wait_closed(links)
             await watch.wait_each_once(services)
             held = [await m.held() for m in members[2:]]
             assert held[0] | held[1] == set(services)
