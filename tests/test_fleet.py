@@ -191,7 +191,7 @@ async def test_a_long_broker_outage_fences_the_services_then_they_come_back_once
                 await m.wait_for("before its lease can expire")
             nats_broker.start()
             await watch.wait_each_once(services)
-            held = [await m.held() for m in members]
+            held = await holdings_settle(members, [2, 2])
             assert held[0] | held[1] == set(services)
             assert not held[0] & held[1]
         finally:

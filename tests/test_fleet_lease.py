@@ -1,9 +1,13 @@
 """A FleetManager in-process against a real broker: a lost lease stops the service at once,
-an unreachable broker fences it before the lease can expire."""
+an unreachable broker fences it before the lease can expire, a hand-over on one machine
+carries the queued messages along, a member set up otherwise says why it cannot join."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -18,13 +22,22 @@ TIMEOUT = 20.0
 TRANSPORTS = ["picows", "websockets"]
 
 
-def manager(url: str, server: Server, transport: str, ttl: float) -> FleetManager:
-    fleet = load_fleet({"nats": url, "name": "t", "lease_ttl": ttl, "member": "me"})
+def manager(
+    url: str,
+    server: Server,
+    transport: str,
+    ttl: float,
+    *,
+    member: str = "me",
+    store: Path | None = None,
+) -> FleetManager:
+    fleet = load_fleet({"nats": url, "name": "t", "lease_ttl": ttl, "member": member})
+    where: dict[str, Any] = {"storage": "memory"}
+    if store is not None:
+        where = {"storage": "sqlite", "storage_path": str(store)}
 
     def make() -> Service:
-        config = Config(
-            url=server.url + "svc", app_name="svc", storage="memory", transport=transport
-        )
+        config = Config(url=server.url + "svc", app_name="svc", transport=transport, **where)
         return Service(config)
 
     return FleetManager(fleet, {"svc": make})
@@ -84,3 +97,82 @@ async def test_an_unreachable_broker_fences_the_service_before_its_lease_can_exp
             assert fm.status()["svc"].to_dict()["fleet"]["here"] is False
         finally:
             await fm.stop()
+
+
+class FleetLog(logging.Handler):
+    """The bgws.fleet log records, with a wait for the n-th one that holds some text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        self.changed.set()
+
+    async def wait_for(self, text: str, count: int = 1) -> None:
+        async with asyncio.timeout(TIMEOUT):
+            while sum(text in line for line in self.lines) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+def fleet_log() -> Any:
+    """Collects the bgws.fleet log records of the test."""
+    handler = FleetLog()
+    logger = logging.getLogger("bgws.fleet")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(old_level)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_hand_over_on_one_machine_sends_what_the_last_holder_queued(
+    nats_broker: Any, tmp_path: Path, transport: str, fleet_log: FleetLog
+) -> None:
+    """Members sharing a store file: messages queued offline on one go out from the next."""
+    server = Server()
+    await server.start()
+    await server.stop()  # the upstream is down: sends stay in the SQLite outbox
+    store = tmp_path / "svc.sqlite3"
+    first = manager(nats_broker.url, server, transport, 2.0, member="a", store=store)
+    second = manager(nats_broker.url, server, transport, 2.0, member="b", store=store)
+    await first.start()
+    try:
+        await fleet_log.wait_for("claimed svc")
+        assert first.held == ["svc"]
+        ids = [await first["svc"].send({"type": "t", "n": n}) for n in range(3)]
+        await second.start()
+        await first.stop()  # hands svc over to the second member, the queue left in the file
+        await fleet_log.wait_for("claimed svc", count=2)
+        assert second.held == ["svc"]
+        await server.start()
+        received = await server.wait_for_messages(3, timeout=TIMEOUT)
+        assert [m.json()["id"] for m in received] == ids
+    finally:
+        await first.stop()
+        await second.stop()
+        await server.stop()
+
+
+async def test_a_member_with_another_lease_ttl_says_why_it_cannot_join(
+    nats_broker: Any, fleet_log: FleetLog
+) -> None:
+    """The bucket was made with another lease_ttl: the member logs that they must agree."""
+    async with Server() as server:
+        one = manager(nats_broker.url, server, "picows", 2.0, member="a")
+        other = manager(nats_broker.url, server, "picows", 3.0, member="b")
+        await one.start()
+        try:
+            await held(one, server)
+            await other.start()
+            await fleet_log.wait_for("must use the same lease_ttl")
+            assert other.held == []
+        finally:
+            await other.stop()
+            await one.stop()

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,8 @@ class FleetManager(ServiceManager):
         self._leases: dict[str, _Lease] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping: set[asyncio.Future[None]] = set()
+        self._retry = False
         self._nc: Any = None
         self._kv: Any = None
         self._timeout = min(fleet.renew_interval, 2.0)  # one broker call, at most
@@ -145,6 +147,7 @@ class FleetManager(ServiceManager):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._stopping, return_exceptions=True)  # bounded by their timeouts
         if self._kv is not None:
             await self._call(self._kv.delete(MEMBER_PREFIX + self.fleet.member))
         names = list(self._leases)
@@ -152,8 +155,7 @@ class FleetManager(ServiceManager):
             *(self._release(name, timeout) for name in names), return_exceptions=True
         )
         if self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+            await _close_quietly(self._nc)
         errors: list[Exception] = []
         for name, result in zip(names, results, strict=True):
             if isinstance(result, Exception):
@@ -197,26 +199,24 @@ class FleetManager(ServiceManager):
         await self._join()
         interval = self.fleet.renew_interval
         # Hear from the members already there (they renew every interval) before claiming.
-        settled = time.monotonic() + interval * 1.5
-        self._view.since = settled  # a service never seen is free from then on
+        self._settle()
         next_renew = 0.0
         while True:
             now = time.monotonic()
-            if now >= next_renew:
-                next_renew = now + interval
-                await self._call(self._kv.put(MEMBER_PREFIX + self.fleet.member, b"1"))
-                await self._renew()
-            if now >= settled:
-                decided = plan(self._view, self._leases, time.monotonic(), interval)
-                for name in decided.release:
-                    _log.info("fleet: handing %s over (holding more than a fair share)", name)
-                    await self._release(name, None)
-                claimed = [await self._claim(name) for name in decided.claim]
-                if decided.release or any(claimed):
+            try:
+                if now >= next_renew:
+                    next_renew = now + interval
+                    await self._call(self._kv.put(MEMBER_PREFIX + self.fleet.member, b"1"))
+                    await self._renew()
+                settled = self._view.since
+                if now >= settled and await self._round(interval):
                     continue  # the picture changed: decide again at once
-                if decided.claim:  # refused: the broker has not expired the lease yet
-                    next_renew = min(next_renew, time.monotonic() + interval / 5)
+            except Exception:  # a bug, or a service that raised while stopping: keep serving
+                _log.exception("fleet: a round failed; going on")
+            if now >= self._view.since and self._retry:  # refused: the lease is not expired yet
+                next_renew = min(next_renew, time.monotonic() + interval / 5)
             now = time.monotonic()
+            settled = self._view.since
             wake_at = next_renew if now >= settled else min(next_renew, settled)
             change = self._view.next_change(now)
             if change is not None:
@@ -225,6 +225,22 @@ class FleetManager(ServiceManager):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - now))
 
+    def _settle(self) -> None:
+        """Claim nothing for one and a half renewal intervals: the members already there (or
+        back, after the broker was away) renew by then, so the shares are counted right. A
+        service never seen, or left free while the broker was away, is free from then on."""
+        self._view.since = time.monotonic() + self.fleet.renew_interval * 1.5
+
+    async def _round(self, interval: float) -> bool:
+        """Carry out one plan; returns whether something was claimed or released."""
+        decided = plan(self._view, self._leases, time.monotonic(), interval)
+        for name in decided.release:
+            _log.info("fleet: handing %s over (holding more than a fair share)", name)
+            await self._release(name, None)
+        claimed = [await self._claim(name) for name in decided.claim]
+        self._retry = bool(decided.claim) and not any(claimed)
+        return bool(decided.release) or any(claimed)
+
     async def _join(self) -> None:
         """Connect to the broker, open the bucket, follow its changes; retry until it works."""
         import nats
@@ -232,18 +248,19 @@ class FleetManager(ServiceManager):
 
         delay = 0.2
         while True:
+            nc: Any = None
             try:
-                self._nc = await nats.connect(**self._options())
-                js = self._nc.jetstream()
+                nc = await nats.connect(**self._options())
                 # The bucket republishes each committed change (never a refused create) to
                 # a plain subject that the members follow, resubscribed after a reconnect.
-                self._kv = await js.create_key_value(
+                kv = await nc.jetstream().create_key_value(
                     bucket=self.fleet.bucket,
                     ttl=self.fleet.lease_ttl,
                     history=1,
                     republish=RePublish(src=f"$KV.{self.fleet.bucket}.>", dest=self._changes),
                 )
-                await self._nc.subscribe(self._changes, cb=self._changed)
+                await nc.subscribe(self._changes, cb=self._changed)
+                self._nc, self._kv = nc, kv
                 _log.info(
                     "fleet %s: joined as %s (lease_ttl %gs)",
                     self.fleet.name,
@@ -252,13 +269,15 @@ class FleetManager(ServiceManager):
                 )
                 return
             except Exception as exc:
-                _log.warning("fleet %s: cannot join yet: %s", self.fleet.name, _why(exc))
-                if self._nc is not None:
-                    with contextlib.suppress(Exception):
-                        await self._nc.close()
-                    self._nc = None
-                await asyncio.sleep(delay)  # a retry delay, not a synchronisation
-                delay = min(delay * 2, _RETRY_MAX)
+                hint = ""
+                if getattr(exc, "err_code", None) == 10058:  # the bucket exists, set up otherwise
+                    hint = f" (every member of {self.fleet.name!r} must use the same lease_ttl)"
+                _log.warning("fleet %s: cannot join yet: %s%s", self.fleet.name, _why(exc), hint)
+            finally:
+                if nc is not None and self._nc is not nc:  # failed, or cancelled by stop()
+                    await self._track(_close_quietly(nc))
+            await asyncio.sleep(delay)  # a retry delay, not a synchronisation
+            delay = min(delay * 2, _RETRY_MAX)
 
     def _options(self) -> dict[str, Any]:
         async def on_error(exc: Exception) -> None:
@@ -269,6 +288,7 @@ class FleetManager(ServiceManager):
 
         async def on_reconnected() -> None:
             _log.info("fleet: broker reachable again")
+            self._settle()
             self._wake.set()
 
         return {
@@ -385,8 +405,16 @@ class FleetManager(ServiceManager):
             _log.info("fleet: released %s", name)
 
     async def _stop_service(self, name: str, timeout: float) -> None:
-        service = self._services[name]
-        await service.stop(timeout)
+        """Stop the service ``name``; a cancelled caller does not cut the stop short."""
+        await self._track(self._services[name].stop(timeout))
+
+    async def _track(self, closing: Coroutine[Any, Any, None]) -> None:
+        """Await ``closing``, which runs to its end even if the caller is cancelled
+        (:meth:`stop` waits for it)."""
+        task = asyncio.ensure_future(closing)
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        await asyncio.shield(task)
 
     async def _call(self, call: Any) -> Any:
         """Await one broker call within the call timeout; a failure is logged, not raised."""
@@ -395,6 +423,12 @@ class FleetManager(ServiceManager):
         except Exception as exc:
             _log.debug("fleet: broker call failed: %s", _why(exc))
             return None
+
+
+async def _close_quietly(nc: Any) -> None:
+    """Close a NATS connection; a failure to close is of no interest."""
+    with contextlib.suppress(Exception):
+        await nc.close()
 
 
 def _wrong_revision(exc: BaseException) -> bool:

@@ -63,7 +63,8 @@ class FleetView:
         me: this member's name.
         services: the services of the service file, in order.
         lease_ttl: seconds a lease (and a heartbeat) lives without renewal.
-        now: when the member started watching (a service never seen is free since then).
+        now: when the member may start claiming (``since``): a service never seen, or left
+            free before then, counts as free from then on.
     """
 
     def __init__(
@@ -106,9 +107,9 @@ class FleetView:
         if seen is None:
             return self.since
         if seen.holder is None:
-            return seen.seen_at
+            return max(seen.seen_at, self.since)
         expired = seen.seen_at + self.lease_ttl
-        return expired if now > expired else None
+        return max(expired, self.since) if now > expired else None
 
     def live_members(self, now: float) -> set[str]:
         """The members whose heartbeat was seen within ``lease_ttl``, and this one."""
