@@ -1,15 +1,17 @@
-"""The [fleet] table of a service file: checked, kept by `only`, built into a FleetManager."""
+"""The [fleet] table of a service file: checked, kept by `only`, built into a FleetManager
+whose every claim makes a new service with its own plugins."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bgws import ConfigError
+from bgws import Config, ConfigError, Plugin
 from bgws.daemon import format_status
-from bgws.fleet import FleetManager
+from bgws.fleet import FleetManager, fresh_factory
 from bgws.fleet_config import load_fleet
 from bgws.servicefile import load, load_mapping
 
@@ -115,3 +117,41 @@ def test_status_says_which_member_holds_a_service() -> None:
     text = format_status({"services": {"a": here, "b": there}})
     assert "held by     m1 (this daemon)" in text
     assert "held by     m2\n" in text
+
+
+class Counting(Plugin):
+    """A plugin that records the services it was initialized for."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+
+    def initialize(self) -> None:
+        self.started.append(1)
+
+
+class Locked(Counting):
+    """A plugin that cannot be copied (it holds a lock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+
+async def test_each_claim_gets_its_own_copy_of_the_plugins() -> None:
+    """A fleet service started twice (claimed, handed over, claimed) never reuses a plugin;
+    one that cannot be copied is shared, as outside a fleet."""
+    config = Config(url="ws://127.0.0.1:9/a", storage="memory", app_name="a")
+    original = Counting()
+    make = fresh_factory(config, None, [original])
+    for _ in range(2):
+        service = make()
+        await service.start()
+        await service.stop()
+    assert original.started == []  # the file's own instance is only a template
+    shared = Locked()
+    make = fresh_factory(config, None, [shared])
+    for _ in range(2):
+        service = make()
+        await service.start()
+        await service.stop()
+    assert shared.started == [1, 1]

@@ -29,19 +29,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .config import Config
 from .errors import ServiceClosed, ServiceError
 from .fleet_config import FleetConfig
 from .fleet_plan import MEMBER_PREFIX, SERVICE_PREFIX, FleetView, plan
+from .handlers import MessageHandler
 from .manager import ServiceManager, ServiceStatus
+from .plugins import Plugin
 from .service import Service
 
-__all__ = ["FleetManager", "FleetServiceStatus"]
+__all__ = ["FleetManager", "FleetServiceStatus", "fresh_factory"]
 
 _log = logging.getLogger("bgws.fleet")
 _KV_OP = "KV-Operation"
@@ -423,6 +427,32 @@ class FleetManager(ServiceManager):
         except Exception as exc:
             _log.debug("fleet: broker call failed: %s", _why(exc))
             return None
+
+
+def fresh_factory(
+    config: Config, handler: MessageHandler | None, plugins: Sequence[Plugin]
+) -> Callable[[], Service]:
+    """A factory of services for a fleet: each claim gets new copies of the handler and
+    plugins (a service may be claimed, handed over and claimed again by one daemon, and a
+    plugin serves one service). A handler or plugin that cannot be copied is shared.
+
+    Args:
+        config: the service's configuration.
+        handler: its message handler, if any.
+        plugins: its plugins, in order.
+
+    Returns:
+        A function that makes a new, unstarted service.
+    """
+
+    def make() -> Service:
+        try:
+            fresh = copy.deepcopy((handler, tuple(plugins)))
+        except Exception:  # a lock, a socket, a module: share the originals
+            fresh = (handler, tuple(plugins))
+        return Service(config, message_handler=fresh[0], plugins=fresh[1])
+
+    return make
 
 
 async def _close_quietly(nc: Any) -> None:

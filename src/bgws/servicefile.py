@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 from ._config_checks import toml_limit
 from .config import _PATH_FIELDS, Config
 from .errors import ConfigError
-from .fleet import FleetManager
+from .fleet import FleetManager, fresh_factory
 from .fleet_config import FleetConfig, load_fleet
 from .handlers import MessageHandler
 from .manager import ServiceManager
@@ -130,7 +130,10 @@ class ServiceFile:
                 (``services.<name>.storage_path``).
         """
         if self.fleet is not None:
-            return FleetManager(self.fleet, {n: s.build for n, s in self.services.items()})
+            made = {
+                n: fresh_factory(s.config, s.handler, s.plugins) for n, s in self.services.items()
+            }
+            return FleetManager(self.fleet, made)
         manager = ServiceManager()
         for name, spec in self.services.items():
             try:
