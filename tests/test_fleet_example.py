@@ -56,3 +56,19 @@ def test_the_fleet_sample_service_file_is_valid(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "OK (prices, news, weather)" in done.stdout
+
+
+def test_the_failover_bench_runs_and_stays_within_the_bound() -> None:
+    """bench/fleet_failover.py, one SIGKILL at lease_ttl 1 s: it reports a failover in bound."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.fleet_failover", "--ttl", "1", "--trials", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"lease_ttl 1s \(bound 1.25s\): failover min ([\d.]+)s", done.stdout)
+    assert found is not None, done.stdout
+    assert float(found.group(1)) < 1.25 + 1.0  # the bound, plus 1 s for a loaded machine
