@@ -176,3 +176,23 @@ async def test_a_member_with_another_lease_ttl_says_why_it_cannot_join(
         finally:
             await other.stop()
             await one.stop()
+
+
+async def test_a_held_service_stopped_from_outside_is_handed_over(
+    nats_broker: Any, fleet_log: FleetLog
+) -> None:
+    """`bgws stop --service` stops a held service: its lease is released, so it runs again
+    (here, the only member, on a new service)."""
+    async with Server() as server:
+        fm = manager(nats_broker.url, server, "picows", 2.0)
+        await fm.start()
+        try:
+            first = await held(fm, server)
+            await first.stop()
+            await fleet_log.wait_for("was stopped here; handing it over")
+            await fleet_log.wait_for("claimed svc", count=2)
+            await server.wait_for_connections(2, timeout=TIMEOUT)
+            assert fm["svc"] is not first
+            await fm["svc"].wait_for(State.CONNECTED, TIMEOUT)
+        finally:
+            await fm.stop()

@@ -41,6 +41,7 @@ from .errors import ServiceClosed, ServiceError
 from .fleet_config import FleetConfig
 from .fleet_plan import MEMBER_PREFIX, SERVICE_PREFIX, FleetView, plan
 from .handlers import MessageHandler
+from .machine import State
 from .manager import ServiceManager, ServiceStatus
 from .plugins import Plugin
 from .service import Service
@@ -348,6 +349,10 @@ class FleetManager(ServiceManager):
         return True
 
     async def _renew(self) -> None:
+        for name in list(self._leases):
+            if self._services[name].state is State.CLOSED:  # stopped from outside (bgws stop)
+                _log.info("fleet: %s was stopped here; handing it over", name)
+                await self._release(name, 0.0)
         names = list(self._leases)
         await asyncio.gather(*(self._renew_one(name) for name in names))
 
