@@ -196,3 +196,20 @@ async def test_a_held_service_stopped_from_outside_is_handed_over(
             await fm["svc"].wait_for(State.CONNECTED, TIMEOUT)
         finally:
             await fm.stop()
+
+
+async def test_a_member_started_while_the_broker_is_down_joins_once_it_is_up(
+    nats_broker: Any, fleet_log: FleetLog
+) -> None:
+    """No broker at start: the daemon keeps retrying, then joins and claims its services."""
+    nats_broker.kill()
+    async with Server() as server:
+        fm = manager(nats_broker.url, server, "picows", 2.0)
+        await fm.start()
+        try:
+            await fleet_log.wait_for("cannot join yet")
+            assert fm.held == []
+            nats_broker.start()
+            await held(fm, server)
+        finally:
+            await fm.stop()

@@ -51,6 +51,7 @@ __all__ = ["FleetManager", "FleetServiceStatus", "fresh_factory"]
 _log = logging.getLogger("bgws.fleet")
 _KV_OP = "KV-Operation"
 _RETRY_MAX = 5.0
+_RETRY_LOG_EVERY = 30.0  # seconds between two "cannot join yet" warnings
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,7 @@ class FleetManager(ServiceManager):
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping: set[asyncio.Future[None]] = set()
         self._retry = False
+        self._quiet_until = 0.0  # when the next "cannot join yet" may be logged
         self._nc: Any = None
         self._kv: Any = None
         self._timeout = min(fleet.renew_interval, 2.0)  # one broker call, at most
@@ -286,7 +288,12 @@ class FleetManager(ServiceManager):
 
     def _options(self) -> dict[str, Any]:
         async def on_error(exc: Exception) -> None:
-            _log.debug("fleet: broker connection: %s", _why(exc))
+            now = time.monotonic()
+            if self._nc is None and now >= self._quiet_until:  # nats-py retries for ever
+                self._quiet_until = now + _RETRY_LOG_EVERY
+                _log.warning("fleet %s: cannot join yet: %s", self.fleet.name, _why(exc))
+            else:
+                _log.debug("fleet: broker connection: %s", _why(exc))
 
         async def on_disconnected() -> None:
             _log.warning("fleet: lost the broker; retrying (held services are fenced in time)")
@@ -302,6 +309,9 @@ class FleetManager(ServiceManager):
             "connect_timeout": 2,
             "reconnect_time_wait": 0.25,
             "max_reconnect_attempts": -1,
+            # No buffering while disconnected: a renewal that timed out here must never reach
+            # the broker later, after the service was fenced.
+            "pending_size": 0,
             "error_cb": on_error,
             "disconnected_cb": on_disconnected,
             "reconnected_cb": on_reconnected,
