@@ -227,6 +227,7 @@ def run_service_file(
         ControlError: the control socket cannot be set up.
     """
     secrets = [s for spec in loaded.services.values() for s in spec.config.secret_values()]
+    secrets += loaded.fleet.secret_values() if loaded.fleet is not None else []
 
     async def main() -> int:
         daemon = Daemon(
@@ -277,10 +278,19 @@ def format_status(data: dict[str, Any]) -> str:
             ("dropped", str(stats["dropped"] + stats["expired"])),
             ("last error", status["error"] or stats["last_error"] or "-"),
         ]
+        if "fleet" in status:  # a fleet member: which member runs the service
+            rows.insert(1, ("held by", _holder(status["fleet"])))
         width = max(len(key) for key, _ in rows)
         lines = [f"service {name}"] + [f"  {key.ljust(width)}  {value}" for key, value in rows]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) if blocks else "no service"
+
+
+def _holder(fleet: dict[str, Any]) -> str:
+    holder = fleet["holder"]
+    if holder is None:
+        return f"nobody yet (fleet {fleet['name']})"
+    return f"{holder} (this daemon)" if fleet["here"] else str(holder)
 
 
 def _duration(seconds: float) -> str:

@@ -26,6 +26,9 @@ in the group ``bgws.plugins`` (how installed packages offer plugins). ``BGWS_<FI
 environment variables override the file's values in every service, as they do for
 :meth:`bgws.Config.from_toml`.
 
+An optional ``[fleet]`` table makes ``bgws run`` one member of a fleet of daemons that share
+the file's services through NATS JetStream (see :mod:`bgws.fleet_config` and :mod:`bgws.fleet`).
+
 Everything is checked, and every handler and plugin imported, before anything starts: a wrong
 value is a :class:`~bgws.ConfigError` whose field is ``services.<name>.<key>``.
 
@@ -54,6 +57,8 @@ from .bridge import BridgeSettings, NatsBridge
 from .bridge._settings import load_table
 from .config import _PATH_FIELDS, Config
 from .errors import ConfigError
+from .fleet import FleetManager, fresh_factory
+from .fleet_config import FleetConfig, load_fleet
 from .handlers import MessageHandler
 from .manager import ServiceManager
 from .plugins import Plugin
@@ -109,10 +114,12 @@ class ServiceFile:
     Attributes:
         path: the file it was read from (``None`` for :func:`load_mapping`).
         services: the services, by name.
+        fleet: the ``[fleet]`` table, when the file makes ``bgws run`` a fleet member.
     """
 
     path: Path | None
     services: Mapping[str, ServiceSpec]
+    fleet: FleetConfig | None = None
 
     def only(self, names: list[str]) -> ServiceFile:
         """The same file with only the services ``names``, in that order.
@@ -124,15 +131,23 @@ class ServiceFile:
             if name not in self.services:
                 known = ", ".join(self.services)
                 raise ConfigError("services", f"no service named {name!r} (the file has {known})")
-        return ServiceFile(self.path, {name: self.services[name] for name in names})
+        return ServiceFile(self.path, {name: self.services[name] for name in names}, self.fleet)
 
     def build_manager(self) -> ServiceManager:
         """A :class:`~bgws.ServiceManager` holding a new service per table.
+
+        With a ``[fleet]`` table, a :class:`~bgws.fleet.FleetManager` that runs only the
+        services whose lease this daemon holds.
 
         Raises:
             ConfigError: two services would share one store file
                 (``services.<name>.storage_path``).
         """
+        if self.fleet is not None:
+            made = {
+                n: fresh_factory(s.config, s.handler, s.plugins) for n, s in self.services.items()
+            }
+            return FleetManager(self.fleet, made)
         manager = ServiceManager()
         for name, spec in self.services.items():
             try:
@@ -181,7 +196,7 @@ def load(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) 
     base = Path(shown).absolute().parent
     _importable(base)
     checked = load_mapping(data, base_dir=base, env=env)
-    return ServiceFile(Path(shown).absolute(), checked.services)
+    return ServiceFile(Path(shown).absolute(), checked.services, checked.fleet)
 
 
 def _importable(folder: Path) -> None:
@@ -212,10 +227,11 @@ def load_mapping(
         ConfigError: a key or value is wrong; ``field`` names it.
     """
     for key in data:
-        if key != "services":
+        if key not in ("services", "fleet"):
             raise ConfigError(
                 str(key), "unknown top-level key; services go in [services.<name>] tables"
             )
+    fleet = load_fleet(data["fleet"]) if "fleet" in data else None
     services = data.get("services")
     if services is None or services == {}:
         raise ConfigError("services", "no service: add a [services.<name>] table")
@@ -224,7 +240,7 @@ def load_mapping(
     specs: dict[str, ServiceSpec] = {}
     for name, table in services.items():
         specs[name] = _load_service(name, table, base_dir, env)
-    return ServiceFile(None, specs)
+    return ServiceFile(None, specs, fleet)
 
 
 def _load_service(
