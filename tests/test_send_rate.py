@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import bgws
-from bgws.testing import Reply, Server
+from bgws.testing import Reply, Server, VirtualClock
 from bgws.transport import Transport
 
 from .conftest import Changes, ServiceFactory
@@ -96,3 +96,29 @@ async def test_request_timed_out_offline_is_never_sent_later(
             await service.send({"type": "after"})
             received = await server.wait_for_messages(1, timeout=5)
         assert [m.json()["type"] for m in received] == ["after"]
+
+
+async def test_send_rate_waits_on_the_service_clock(transport: Transport) -> None:
+    """With a virtual clock the rate's waits are virtual: only the burst goes while the clock
+    stands still, and 3 virtual seconds (no real ones) let the other 15 through, in order."""
+    clock = VirtualClock()
+    async with Server() as server:
+        config = bgws.Config(
+            app_name="rate",
+            url=server.url,
+            storage="memory",
+            heartbeat_interval=None,
+            send_rate=[5, "1s"],
+            send_burst=5,
+        )
+        service = bgws.Service(config, transport=transport, clock=clock)
+        async with service:
+            await service.wait_for(bgws.State.CONNECTED, timeout=5)
+            for n in range(20):
+                await service.send({"type": "order", "n": n})
+            await server.wait_for_messages(5, timeout=5)
+            await clock.advance(0.9)  # the window of the burst is not over yet
+            assert len(server.received_json()) == 5
+            await clock.advance(3.2)
+            received = await server.wait_for_messages(20, timeout=1)  # real time: no pacing
+        assert [m.json()["n"] for m in received] == list(range(20))

@@ -38,6 +38,7 @@ from ..errors import (
 from ..message import Codec, Message
 from ..transport import Link
 from .acks import Acks
+from .clock import Clock
 from .outbox import Entry, Outbox
 from .pacing import Pacer
 from .replay import Resume, Subscriptions
@@ -101,8 +102,8 @@ class Delivery:
         config: the service's config.
         codec: encodes messages.
         report: reports an error without waiting (the service's error path).
-        store: the store to keep messages in (default: the one the config asks for).
         clock: the outbox's clock (default: wall-clock time).
+        timer: the service's clock, which a send rate's waits read (default: the system's).
     """
 
     # Slots: past about 30 attributes CPython 3.11 gives each instance a full dict.
@@ -135,6 +136,7 @@ class Delivery:
         report: Callable[[BgwsError], None],
         store: Store | None = None,
         clock: Callable[[], float] | None = None,
+        timer: Clock | None = None,
     ) -> None:
         self._config = config
         self._codec = codec
@@ -155,7 +157,9 @@ class Delivery:
             self.outbox,
             report,
             self.acks.written if config.ack is not None else None,
-            Pacer.from_config(config),
+            Pacer.from_config(config)
+            if timer is None
+            else Pacer.from_config(config, timer.monotonic, timer.sleep),
         )
         self.requests = Requests(
             config.reply_id_field or config.id_field, config.max_pending_requests
