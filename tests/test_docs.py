@@ -140,7 +140,9 @@ def test_tutorial_block_runs(source: str, expected: str | None, tmp_path: Path) 
 TEST_REF = re.compile(r"`(?:tests/)?((?:\w+/)*test_\w+\.py)::(test_\w+)(?:\[[^\]]*\])?`")
 
 
-@pytest.mark.parametrize("page", ["guarantees.md", "delivery.md"])
+@pytest.mark.parametrize(
+    "page", ["guarantees.md", "delivery.md", "scaling-out.md", "running-for-weeks.md"]
+)
 def test_guarantees_name_tests_that_exist(page: str) -> None:
     """Every test a guarantees page names is a test function in that file."""
     text = (DOCS / page).read_text(encoding="utf-8")
