@@ -140,7 +140,7 @@ async def test_hooks_count_reports_and_survive_a_failing_error_handler(
         hooks.report_soon(error)
         await hooks.settle()
     assert (counters.errors, counters.last_error) == (1, error)
-    assert hooks.side_tasks == set()
+    assert not hooks.side_tasks
     assert "the error handler raised while reporting HandlerError" in caplog.text
 
 

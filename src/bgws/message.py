@@ -89,8 +89,20 @@ def make_decode(kind: Literal["json", "raw"], type_field: str, id_field: str | N
         frame that is not valid JSON (json codec) or not valid UTF-8 (raw codec). A binary
         frame's data is exactly ``bytes``.
     """
-    json_decode = msgspec.json.Decoder().decode
     make = Message
+    if kind == "raw":
+
+        def decode_raw(payload: bytes, binary: bool, received_at: float) -> Message:
+            if binary:
+                return _binary(payload, received_at)
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DecodeError(f"text frame is not valid UTF-8: {exc}", payload) from exc
+            return make(None, text, None, text, False, received_at)
+
+        return decode_raw
+    json_decode = _JSON_DECODE
 
     def decode_json(payload: bytes, binary: bool, received_at: float) -> Message:
         if binary:
@@ -107,16 +119,13 @@ def make_decode(kind: Literal["json", "raw"], type_field: str, id_field: str | N
             return make(msg_type, data, msg_id, payload, False, received_at)
         return make(None, data, None, payload, False, received_at)
 
-    def decode_raw(payload: bytes, binary: bool, received_at: float) -> Message:
-        if binary:
-            return _binary(payload, received_at)
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DecodeError(f"text frame is not valid UTF-8: {exc}", payload) from exc
-        return make(None, text, None, text, False, received_at)
+    return decode_json
 
-    return decode_raw if kind == "raw" else decode_json
+
+# Shared by every codec (msgspec's encoders and decoders keep no state between calls): one
+# pair a process, not one a service.
+_JSON_DECODE = msgspec.json.Decoder().decode
+_JSON_ENCODE = msgspec.json.Encoder().encode
 
 
 def _binary(payload: bytes, received_at: float) -> Message:
@@ -163,7 +172,7 @@ class Codec:
         self.id_field = id_field
         self.max_message_size = max_message_size
         self.decode: Decode = make_decode(kind, type_field, id_field)
-        self._encode = msgspec.json.Encoder().encode
+        self._encode = _JSON_ENCODE
         self._id_prefix = os.urandom(6).hex()
         self._counter = itertools.count(1)
 

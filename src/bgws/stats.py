@@ -74,7 +74,8 @@ class ServiceStats:
         rtt: the last keepalive round trip (probe to answer) in seconds, or ``None``.
         rtt_sum: the sum of every keepalive round trip measured, in seconds.
         rtt_counts: how many round trips fell in each bucket of
-            :data:`bgws.metrics.RTT_BUCKETS` (not cumulative), the last one over them all.
+            :data:`bgws.metrics.RTT_BUCKETS` (not cumulative), the last one over them all;
+            empty before the first round trip.
     """
 
     state: State

@@ -83,7 +83,7 @@ class Connection:
         # A rotation's overlap: each frame is shown to the screen first (None: no screen).
         self._screen: Screen | None = None
         self._route: Receive = inbox.receive  # the inbox's route, unscreened
-        self.arrived = asyncio.Event()
+        self.arrived = Flag()
         """Set by the first frame held before :meth:`attach` (the new link of a rotation)."""
 
     def _hold(self, payload: bytes, binary: bool, last: bool) -> None:

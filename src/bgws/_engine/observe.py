@@ -80,7 +80,9 @@ class Counters:
         self.offline_since: float | None = None
         self.next_retry_at: float | None = None
         self.recovered_at: float | None = None
-        self.rtt_counts = [0] * (len(RTT_BUCKETS) + 1)  # the last one: over every bound
+        # Per bucket, the last one over every bound; made at the first round trip (an idle
+        # service that never probes keeps none).
+        self.rtt_counts: list[int] | None = None
         self.rtt_sum = 0.0
         self.rtt_last: float | None = None
 
@@ -88,7 +90,10 @@ class Counters:
         """A keepalive probe was answered after ``seconds``."""
         self.rtt_last = seconds
         self.rtt_sum += seconds
-        self.rtt_counts[bisect.bisect_left(RTT_BUCKETS, seconds)] += 1
+        counts = self.rtt_counts
+        if counts is None:
+            counts = self.rtt_counts = [0] * (len(RTT_BUCKETS) + 1)
+        counts[bisect.bisect_left(RTT_BUCKETS, seconds)] += 1
 
     def note_error(self, error: BaseException) -> None:
         """Keep ``error`` as the last error, with the time it happened."""
@@ -166,7 +171,7 @@ class Counters:
             last_received_at=inbox.last_read_at,
             rtt=self.rtt_last,
             rtt_sum=self.rtt_sum,
-            rtt_counts=tuple(self.rtt_counts),
+            rtt_counts=() if self.rtt_counts is None else tuple(self.rtt_counts),
         )
 
 

@@ -26,6 +26,7 @@ from ..transport import Link, Transport
 from . import connect as _connect
 from .clock import SYSTEM_CLOCK, Clock
 from .delivery import Delivery
+from .flag import Flag
 from .hooks import Hooks, wrap
 from .inbox import Inbox
 from .observe import describe
@@ -119,7 +120,7 @@ class Supervisor:
         )
         self._keepalive: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._wake = Flag()
         self.connection_data: Mapping[str, Any] | None = None
         """Handed to the auth handler's ``get_auth_data`` on every attempt."""
         self.link: Link | None = None
@@ -258,7 +259,10 @@ class Supervisor:
         current = Current(link, conn, keepalive)
         try:
             await self._on_connected()
-            error = await self._rotation.serve(current)  # replaced before max_connection_age
+            if self._config.max_connection_age is None:  # no rotation: no frame for it
+                error = await conn.lost
+            else:  # replaced before max_connection_age
+                error = await self._rotation.serve(current)
         finally:
             link, conn, keepalive = current.link, current.conn, current.keepalive
             self.link = None
