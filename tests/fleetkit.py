@@ -16,6 +16,8 @@ from typing import Any
 from bgws.local import connect_local
 from bgws.testing import Connection, Server
 
+from .test_daemon import Daemon
+
 __all__ = ["TIMEOUT", "Member", "Watch", "fleet_file", "holdings_settle", "member_env"]
 
 TIMEOUT = 30.0
@@ -65,15 +67,14 @@ def member_env(tmp_path: Path) -> dict[str, str]:
     return values
 
 
-class Member:
+class Member(Daemon):
     """One ``bgws run`` process of the fleet, with its stderr lines and control socket."""
 
+    timeout = TIMEOUT
+
     def __init__(self, process: asyncio.subprocess.Process, socket: Path) -> None:
-        self.process = process
+        super().__init__(process)
         self.socket = socket
-        self.lines: list[str] = []
-        self._changed = asyncio.Event()
-        self._reading = asyncio.create_task(self._read())
 
     @classmethod
     async def start(cls, file: Path, socket: Path, env: dict[str, str]) -> Member:
@@ -88,29 +89,6 @@ class Member:
         member = cls(process, socket)
         await member.wait_for("ready:")
         return member
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        while line := await self.process.stderr.readline():
-            self.lines.append(line.decode().rstrip("\n"))
-            self._changed.set()
-        self._changed.set()
-
-    async def wait_for(self, text: str, count: int = 1) -> str:
-        """Wait until ``count`` stderr lines contain ``text``; return the last of them."""
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                while True:
-                    found = [line for line in self.lines if text in line]
-                    if len(found) >= count:
-                        return found[count - 1]
-                    if self._reading.done():
-                        break
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            pass
-        raise AssertionError(f"no line with {text!r} in:\n" + "\n".join(self.lines))
 
     async def next_line(self) -> None:
         """Wait for the next stderr line (or the end of the stream)."""
@@ -137,13 +115,6 @@ class Member:
         """SIGTERM: a graceful stop."""
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-
-    async def finish(self) -> int:
-        """Wait for the process to end (bounded) and return its exit code."""
-        async with asyncio.timeout(TIMEOUT):
-            code = await self.process.wait()
-            await self._reading
-        return code
 
 
 class Watch:

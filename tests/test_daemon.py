@@ -84,6 +84,9 @@ async def bgws(env: dict[str, str], *args: Any, stdin: str | None = None) -> Res
 class Daemon:
     """A ``bgws run`` process whose stderr lines are collected as they come."""
 
+    timeout = TIMEOUT
+    """How long a wait for a line, or for the end, may take."""
+
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
         self.lines: list[str] = []
@@ -100,7 +103,7 @@ class Daemon:
     async def wait_for(self, text: str, count: int = 1) -> str:
         """Wait until ``count`` stderr lines contain ``text``; return the last one."""
         try:
-            async with asyncio.timeout(TIMEOUT):
+            async with asyncio.timeout(self.timeout):
                 while True:
                     found = [line for line in self.lines if text in line]
                     if len(found) >= count:
@@ -114,7 +117,7 @@ class Daemon:
         raise AssertionError(f"no line with {text!r} in:\n" + "\n".join(self.lines))
 
     async def finish(self) -> int:
-        async with asyncio.timeout(TIMEOUT):
+        async with asyncio.timeout(self.timeout):
             code = await self.process.wait()
             await self._reading
         return code
