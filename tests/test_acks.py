@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import bgws
-from bgws.testing import Connection, ReceivedMessage, Server
+from bgws.testing import Connection, ReceivedMessage, Server, VirtualClock
 
 from .conftest import MS, Changes, Errors, ServiceFactory
 
@@ -175,3 +175,41 @@ async def test_acks_do_not_reach_handlers(make_service: ServiceFactory, errors: 
         async with service:
             await service.send({"type": "x"}, wait_for_ack=True, timeout=5)
     assert seen == []
+
+
+async def test_ack_timeouts_follow_the_service_clock(transport: Any) -> None:
+    """With a virtual clock an unacked message is resent once ack_timeout of virtual time has
+    passed (an hour's timeout, no real waiting), and wait_for_ack times out on it too."""
+    seen: dict[Any, int] = {}
+
+    def ack_second(connection: Connection, message: ReceivedMessage) -> None:
+        msg_id = message.json()["id"]
+        seen[msg_id] = seen.get(msg_id, 0) + 1
+        if seen[msg_id] >= 2:
+            connection.send({"type": "ack", "id": msg_id})
+
+    clock = VirtualClock()
+    async with Server(on_message=ack_second) as server:
+        config = bgws.Config(
+            app_name="acks",
+            url=server.url,
+            storage="memory",
+            heartbeat_interval=None,
+            ack=ACK,
+            ack_timeout=3600.0,
+        )
+        service = bgws.Service(config, transport=transport, clock=clock)
+        async with service:
+            await service.wait_for(bgws.State.CONNECTED, timeout=5)
+            waiting = asyncio.ensure_future(
+                service.send({"type": "x"}, wait_for_ack=True, timeout=1800.0)
+            )
+            await server.wait_for_messages(1, timeout=5)
+            await clock.advance(1801.0)  # wait_for_ack's own limit passes first
+            with pytest.raises(bgws.AckTimeout):
+                await asyncio.wait_for(waiting, timeout=1)
+            await clock.advance(1800.0)  # now the ack timeout: the message goes again
+            await server.wait_for_messages(2, timeout=1)
+            await asyncio.wait_for(service._delivery.outbox.wait_empty(), timeout=1)
+        assert list(seen.values()) == [2]
+        assert service.stats.resent == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from ..message import Message
@@ -29,9 +30,20 @@ class Acks:
         outbox: the outbox it acknowledges, resends from and expires.
         ack_timeout: seconds after which an unacknowledged message is sent again.
         connected: whether a link is up (overdue messages are requeued only then).
+        timeout: bounds a wait by seconds on the outbox's clock's pace (``asyncio.timeout``,
+            or the service's :class:`~bgws._engine.clock.Clock`'s).
     """
 
-    __slots__ = ("_connected", "_outbox", "_task", "_timeout", "_wake", "policy", "resent")
+    __slots__ = (
+        "_bound",
+        "_connected",
+        "_outbox",
+        "_task",
+        "_timeout",
+        "_wake",
+        "policy",
+        "resent",
+    )
 
     def __init__(
         self,
@@ -39,8 +51,10 @@ class Acks:
         outbox: Outbox,
         ack_timeout: float,
         connected: Callable[[], bool],
+        timeout: Callable[[float], AbstractAsyncContextManager[object]] = asyncio.timeout,
     ) -> None:
         self.policy = policy
+        self._bound = timeout
         self._outbox = outbox
         self._timeout = ack_timeout
         self._connected = connected
@@ -97,7 +111,7 @@ class Acks:
             self._wake.clear()
             if deadlines:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, min(deadlines) - clock())):
+                    async with self._bound(max(0.0, min(deadlines) - clock())):
                         await self._wake.wait()
             else:
                 await self._wake.wait()

@@ -38,7 +38,7 @@ from ..errors import (
 from ..message import Codec, Message
 from ..transport import Link
 from .acks import Acks
-from .clock import Clock
+from .clock import SYSTEM_CLOCK, Clock
 from .outbox import Entry, Outbox
 from .pacing import Pacer
 from .replay import Resume, Subscriptions
@@ -102,8 +102,10 @@ class Delivery:
         config: the service's config.
         codec: encodes messages.
         report: reports an error without waiting (the service's error path).
-        clock: the outbox's clock (default: wall-clock time).
-        timer: the service's clock, which a send rate's waits read (default: the system's).
+        clock: the outbox's clock (default: ``timer``'s wall-clock time).
+        timer: the service's clock (default: the system's): a send rate's waits, ack
+            timeouts, ``wait_for_ack`` and time-to-live read it; request deadlines are on the
+            event loop's clock.
     """
 
     # Slots: past about 30 attributes CPython 3.11 gives each instance a full dict.
@@ -115,6 +117,7 @@ class Delivery:
         "_loop",
         "_opening",
         "_report",
+        "_timer",
         "acks",
         "dropped",
         "durable",
@@ -150,16 +153,17 @@ class Delivery:
             on_done=self.store.forget,
             acks=config.ack is not None,
             max_in_flight=config.max_in_flight,
-            **({} if clock is None else {"clock": clock}),
+            clock=clock if clock is not None else (timer or SYSTEM_CLOCK).wall,
         )
-        self.acks = Acks(config.ack, self.outbox, config.ack_timeout, self._connected)
+        self._timer = timer or SYSTEM_CLOCK
+        self.acks = Acks(
+            config.ack, self.outbox, config.ack_timeout, self._connected, self._timer.timeout
+        )
         self.writer = Writer(
             self.outbox,
             report,
             self.acks.written if config.ack is not None else None,
-            Pacer.from_config(config)
-            if timer is None
-            else Pacer.from_config(config, timer.monotonic, timer.sleep),
+            Pacer.from_config(config, self._timer.monotonic, self._timer.sleep),
         )
         self.requests = Requests(
             config.reply_id_field or config.id_field, config.max_pending_requests
@@ -369,7 +373,7 @@ class Delivery:
         assert entry.waiter is not None
         limit = timeout if timeout is not None else self._config.ack_timeout
         try:
-            async with asyncio.timeout(limit):
+            async with self._timer.timeout(limit):
                 await asyncio.shield(entry.waiter)
         except TimeoutError:
             raise AckTimeout(
