@@ -13,6 +13,11 @@ from typing import Any
 import pytest
 
 import bgws
+from bgws._engine.inbox import Inbox
+from bgws._engine.router import Router
+from bgws.errors import BgwsError
+from bgws.message import Codec
+from bgws.plugins import PluginChain
 from bgws.testing import Connection, ReceivedMessage, Server
 from bgws.transport import Transport
 from bgws.transport._websockets import WebsocketsTransport
@@ -157,3 +162,48 @@ async def test_a_handler_cancelled_by_its_own_deadline_at_stop_lets_the_service_
         await asyncio.wait_for(started.wait(), timeout=5)
     assert seen == ["cancelled"]
     assert service.state is bgws.State.CLOSED
+
+
+async def test_a_frame_delivered_from_a_task_is_dispatched_not_driven_inline() -> None:
+    """Once async handlers run inline, a frame handed over from inside a task (as a
+    handshake's early frames are) goes to the dispatcher instead of raising, in order; frames
+    from the read callback then run inline again."""
+    reports: list[BgwsError] = []
+
+    async def report(error: BgwsError) -> None:
+        reports.append(error)
+
+    seen: list[tuple[int, bool]] = []  # (n, held when it ran)
+
+    async def handle(message: bgws.Message) -> None:
+        seen.append((message.data["n"], inbox.load.count > 0))
+
+    router = Router(report)
+    router.add_route("t", handle)
+    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=None)
+    inbox = Inbox(Codec(), router, 100)
+    dispatcher = asyncio.create_task(inbox.run())
+    loop = asyncio.get_running_loop()
+
+    async def feed_from_a_task(n: int) -> None:
+        inbox.receive(b'{"type":"t","n":%d}' % n, False, True)
+
+    def feed_from_a_callback(n: int, done: asyncio.Future[None]) -> None:
+        inbox.receive(b'{"type":"t","n":%d}' % n, False, True)
+        done.set_result(None)
+
+    try:
+        first: asyncio.Future[None] = loop.create_future()
+        loop.call_soon(feed_from_a_callback, 1, first)  # learns: inline
+        await asyncio.wait_for(first, timeout=5)
+        await asyncio.wait_for(asyncio.create_task(feed_from_a_task(2)), timeout=5)
+        await asyncio.wait_for(inbox.wait_idle(), timeout=5)
+        inbox.frames_from_callbacks()
+        third: asyncio.Future[None] = loop.create_future()
+        loop.call_soon(feed_from_a_callback, 3, third)
+        await asyncio.wait_for(third, timeout=5)
+    finally:
+        dispatcher.cancel()
+        await asyncio.gather(dispatcher, return_exceptions=True)
+    assert reports == []
+    assert seen == [(1, False), (2, True), (3, False)]

@@ -134,6 +134,8 @@ class Connection:
         early, self._early = self._early, []
         for n, (payload, binary) in enumerate(early, 1):
             self.on_data(payload, binary, n == len(early))  # a frame may switch the route
+        if early:  # delivered from this task: the read callback's frames may still run inline
+            inbox.frames_from_callbacks()
 
     def _route_to(self, receive: Receive) -> None:
         """The inbox switched routes: frames go to ``receive`` (after a probe's first)."""

@@ -4,7 +4,7 @@ A plugin that moves messages between the service and another system (the NATS br
 three things of the engine, each through a seam of its own: the durable outbox
 (``send_many``), the saved resume position (:meth:`Resume.hold
 <bgws._engine.replay.Resume.hold>`) and the link's reading (:meth:`InboxLoad.hold_reading
-<bgws._engine.inbox.InboxLoad.hold_reading>`). The host hands them over and nothing else.
+<bgws._engine.inboxload.InboxLoad.hold_reading>`). The host hands them over and nothing else.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import BgwsError
-from .inbox import InboxLoad
+from .inboxload import InboxLoad
 from .replay import Resume
 
 __all__ = ["ServiceHost"]

@@ -12,8 +12,9 @@ messages (and fixed to ``enqueue`` when priority types need messages to pile up)
 calls whichever is current, with no flag to test per frame.
 
 What the inbox holds, queued or being dispatched, is bounded in messages and bytes
-(:class:`InboxLoad` pauses the reader): memory stays bounded. No task or future is made per
-message. A binary frame is decoded when queued (``data`` is the payload, ``bytes``).
+(:class:`~bgws._engine.inboxload.InboxLoad` pauses the reader): memory stays bounded. No task
+or future is made per message. A binary frame is decoded when queued (``data`` is the
+payload, ``bytes``).
 """
 
 from __future__ import annotations
@@ -28,133 +29,13 @@ from typing import Any
 from ..errors import DecodeError
 from ..message import Codec, Message
 from .flag import Flag
-from .router import Router, Suspended, name_of
+from .inboxload import InboxLoad
+from .router import Route, Router, Suspended, name_of
 
-__all__ = ["Inbox", "InboxLoad", "Receive"]
+__all__ = ["Inbox", "Receive"]
 
 Receive = Callable[[bytes, bool, bool], None]
 """Takes one frame from the reader: ``(payload, binary, last in its read)``."""
-
-
-class InboxLoad:
-    """What the inbox holds, and the flow control that keeps it within its bounds.
-
-    It does no I/O: it calls the link's ``pause_reading`` and ``resume_reading`` that it is
-    given. Only the queued route pays for it (two calls per queued message); a message routed
-    straight from the read callback is never counted, because it is never held.
-
-    A message counts from the moment it is queued until its handlers are done (so the batch
-    being dispatched counts too), in messages and in payload bytes. Reading pauses when
-    either bound is reached and resumes once both have fallen to half.
-
-    The bounds hold exactly, give or take the network read that crossed one: a transport
-    may still hand over the rest of that read (picows does; the websockets reader stops
-    before its next message). So at any time ``count <= size + late`` and
-    ``held < max_bytes + (1 + late) * largest message``.
-
-    A plugin that forwards messages elsewhere (the NATS bridge) may pause reading too
-    (:meth:`hold_reading`): the link reads again only once neither wants it paused.
-
-    Args:
-        size: the bound in messages (``inbox_size``).
-        max_bytes: the bound in payload bytes (``inbox_max_bytes``).
-
-    Attributes:
-        count: messages held.
-        held: payload bytes held.
-        paused: whether this load has paused the link's reading.
-        holding: whether a plugin holds the reading paused.
-        pauses: how many times it has.
-        peak: the most messages held at once.
-        peak_bytes: the most payload bytes held at once.
-        late: the most messages that arrived during one pause (the rest of a read).
-    """
-
-    __slots__ = (
-        "_arrived",
-        "_pause",
-        "_resume",
-        "count",
-        "held",
-        "holding",
-        "late",
-        "max_bytes",
-        "paused",
-        "pauses",
-        "peak",
-        "peak_bytes",
-        "size",
-    )
-
-    def __init__(self, size: int, max_bytes: int) -> None:
-        self.size = size
-        self.max_bytes = max_bytes
-        self.count = self.held = 0
-        self.peak = self.peak_bytes = self.late = self._arrived = 0
-        self.paused = self.holding = False
-        self.pauses = 0
-        self._pause: Callable[[], None] | None = None
-        self._resume: Callable[[], None] | None = None
-
-    def attach(self, pause: Callable[[], None], resume: Callable[[], None]) -> None:
-        """Drive a new link's reading."""
-        self._pause, self._resume = pause, resume
-        self.paused = False
-        if self.holding:
-            pause()
-
-    def detach(self) -> None:
-        """The link is gone: nothing to pause or resume."""
-        self._pause = self._resume = None
-        self.paused = False
-
-    def take(self, size: int) -> None:
-        """Count one more message of ``size`` payload bytes; pause reading at a bound."""
-        count = self.count = self.count + 1
-        held = self.held = self.held + size
-        if count > self.peak:
-            self.peak = count
-        if held > self.peak_bytes:
-            self.peak_bytes = held
-        if self.paused:  # the rest of the read that crossed a bound
-            self._arrived += 1
-            if self._arrived > self.late:
-                self.late = self._arrived
-        elif (count >= self.size or held >= self.max_bytes) and self._pause is not None:
-            self.paused = True
-            self.pauses += 1
-            self._arrived = 0
-            if not self.holding:
-                self._pause()
-
-    def done(self, size: int) -> None:
-        """One message of ``size`` payload bytes is dispatched; resume at half the bounds."""
-        count = self.count = self.count - 1
-        held = self.held = self.held - size
-        if (
-            self.paused
-            and count <= self.size >> 1
-            and held <= self.max_bytes >> 1
-            and self._resume is not None
-        ):
-            self.paused = False
-            if not self.holding:
-                self._resume()
-
-    def hold_reading(self) -> None:
-        """A plugin pauses reading (until :meth:`release_reading`), on this link and the next."""
-        if not self.holding:
-            self.holding = True
-            self.pauses += 1
-            if not self.paused and self._pause is not None:
-                self._pause()
-
-    def release_reading(self) -> None:
-        """The plugin lets reading go on (once the inbox's own bounds allow it too)."""
-        if self.holding:
-            self.holding = False
-            if not self.paused and self._resume is not None:
-                self._resume()
 
 
 class Inbox:
@@ -313,7 +194,12 @@ class Inbox:
             inline = self._inline = self._driver is not None and current_task() is None
         if handler is not None and inline:  # a lone async handler: drive its coroutine here
             loop, task = self._driver  # type: ignore[misc]
-            _enter_task(loop, task)
+            try:
+                _enter_task(loop, task)
+            except RuntimeError:  # delivered from inside a task after all: the dispatcher runs it
+                self._inline = None
+                self._hold_routed(message, ((handler, True),), len(payload))
+                return
             try:
                 coro = handler(message)
                 yielded = coro.send(None)
@@ -337,12 +223,15 @@ class Inbox:
                 router.run_plain(steps, message)
                 return
             if not inline:  # called in a reader task (websockets): the inbox's task awaits it
-                size = len(payload)
-                self._items.append((message, steps, size))
-                self._take(size)
+                self._hold_routed(message, steps, len(payload))
                 return
             loop, task = self._driver  # type: ignore[misc]
-            _enter_task(loop, task)
+            try:
+                _enter_task(loop, task)
+            except RuntimeError:  # delivered from inside a task after all: the dispatcher runs it
+                self._inline = None
+                self._hold_routed(message, steps, len(payload))
+                return
             try:
                 suspended = router.run_inline(steps, message)
             finally:
@@ -352,6 +241,16 @@ class Inbox:
             self._handoff = suspended
             self._items.append(suspended)
             self._take(size)
+
+    def _hold_routed(self, message: Message, steps: Route, size: int) -> None:
+        """Hold a routed message whose async handlers the inbox's task will await, in order."""
+        self._items.append((message, steps, size))
+        self._take(size)
+
+    def frames_from_callbacks(self) -> None:
+        """Frames come from the transport's read callback again (after the early frames of a
+        handshake, delivered from a task): whether async handlers run inline is found anew."""
+        self._inline = None
 
     def enqueue(self, payload: bytes, binary: bool, last: bool) -> None:
         """Hold one frame for the inbox's task (messages are held, or priority types apply).
