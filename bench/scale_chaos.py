@@ -473,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=4000.0)
     parser.add_argument("--lease-ttl", type=float, default=2.0)
+    parser.add_argument("--kills", type=int, default=2, help="daemon SIGKILLs while feeding")
+    parser.add_argument("--no-broker-restart", action="store_true")
     parser.add_argument("--broker-down", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--transport", default="picows", choices=["picows", "websockets"])
@@ -482,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         messages=args.messages,
         commands=args.commands,
         rate=args.rate,
+        kills=args.kills,
+        broker_restart=not args.no_broker_restart,
         lease_ttl=args.lease_ttl,
         broker_down=args.broker_down,
         timeout=args.timeout,
