@@ -11,9 +11,13 @@ from typing import Any
 import pytest
 from bench.scale_chaos import Plan, report, run
 
+from bgws.bridge import BridgeError, NatsBridge
+from bgws.bridge import _consume as consume
 from bgws.testing import Feed, Server
+from bgws.transport import Transport
 
-from .bridgekit import StreamReader
+from .bridgekit import StreamReader, ensure_stream, publish_commands
+from .conftest import Errors, ServiceFactory
 from .fleetkit import Member, member_env
 
 pytest.importorskip("nats")
@@ -50,6 +54,29 @@ async def test_a_fleet_member_runs_the_bridge_of_the_services_it_claims(
         finally:
             member.terminate()
             await member.finish()
+
+
+async def test_an_idle_consumer_reports_no_error_and_still_delivers(
+    nats_broker: Any,
+    make_service: ServiceFactory,
+    transport: Transport,
+    errors: Errors,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fetches that come back empty (a pull request expiring on the broker, or nats-py's own
+    timeout) are idle rounds, not errors: none is reported and a command still goes out."""
+    monkeypatch.setattr(consume, "_FETCH_WAIT", 0.05)  # many idle rounds in little time
+    await ensure_stream(nats_broker.url)
+    async with Server() as server:
+        bridge = NatsBridge(nats_broker.url, publish=None)
+        service = make_service(server.url, app_name="idle", plugins=[bridge], transport=transport)
+        async with service:
+            with pytest.raises(TimeoutError):  # about 40 idle fetches, and no error
+                await errors.wait_for(BridgeError, timeout=2.0)
+            await publish_commands(nats_broker.url, "bgws.idle.out", [{"type": "order"}])
+            received = await server.wait_for_messages(1)
+        assert received[0].json()["type"] == "order"
+        assert bridge.status()["errors"] == 0
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
