@@ -98,7 +98,7 @@ class Resume:
         # With a holder: (saved position cap, arrival ordinal) of each message that filled a
         # hole, until the holder releases a message that arrived no earlier than it.
         self._caps: deque[tuple[int, int]] = deque()
-        self._ordinals: dict[int, int] = {}  # seq -> arrival ordinal, while caps may come
+        self._ordinals: dict[int, int] = {}  # seq -> arrival ordinal of what was taken
         self._seen = 0
         self.position: int | None = None
         """The last processed inbound sequence number, or ``None``."""
@@ -151,15 +151,14 @@ class Resume:
                     self._ordinals.clear()
                     if self._held is not None:  # nothing of the new epoch is released yet
                         self._held[0] = None
-        if self._holes or self._caps:
-            self._seen += 1
-            if self._held is not None:
-                self._ordinals[seq] = self._seen
         if last is not None:
             if seq <= last:
                 if not self._holes or not self._fill(seq):
                     self.duplicates += 1
                     return True
+                ordinal = self._arrived(seq)
+                if self._held is not None:  # saved only below it until the holder releases it
+                    self._caps.append((seq - 1, ordinal))
                 if self._checkpoint is None and self._held is None:
                     self._checkpoint = loop.call_later(_CHECKPOINT_DELAY, self._save)
                 return False
@@ -169,6 +168,8 @@ class Resume:
                 self._holes.append((last + 1, seq - 1, time.monotonic() + _HOLE_TTL))
                 if len(self._holes) > _MAX_HOLES:
                     del self._holes[0]
+        if self._holes or self._caps:
+            self._arrived(seq)
         self.position = seq
         if self._checkpoint is None and self._held is None:
             self._checkpoint = loop.call_later(_CHECKPOINT_DELAY, self._save)
@@ -190,10 +191,15 @@ class Resume:
             if first <= seq <= last:
                 rest = [(a, b, deadline) for a, b in ((first, seq - 1), (seq + 1, last)) if a <= b]
                 holes[index : index + 1] = rest
-                if self._held is not None:
-                    self._caps.append((seq - 1, self._seen))
                 return True
         return False
+
+    def _arrived(self, seq: int) -> int:
+        """Number a message taken while holes or caps are open (for the holder's releases)."""
+        self._seen += 1
+        if self._held is not None:
+            self._ordinals[seq] = self._seen
+        return self._seen
 
     def hold(self) -> Callable[[int], None]:
         """Save the position only as far as the caller releases it, from now on.
