@@ -130,3 +130,34 @@ async def test_function_form_of_the_resume_request(make_service: ServiceFactory)
             await changes.wait(bgws.State.CONNECTED, count=2)
             await server.wait_for_messages(1)
     assert server.received_json() == [{"op": "replay", "from": 42}]
+
+
+async def test_a_replay_behind_a_live_message_fills_the_gap(
+    make_service: ServiceFactory, transport: Any, errors: Errors
+) -> None:
+    """A live message sent on a fresh link before the replay: the replayed gap is still taken."""
+    feed = Feed()
+    seen = Seen()
+
+    def live_first(connection: Connection) -> None:
+        if len(feed.history) > 3:  # a reconnect: a live message goes out before the replay
+            feed.publish(server, 1)
+
+    async with Server(on_message=feed, on_connect=live_first) as server:
+        service = make_service(server.url, resume=RESUME, transport=transport)
+        service.on("tick")(seen)
+        changes = Changes(service)
+        async with service:
+            await changes.wait(bgws.State.CONNECTED)
+            feed.publish(server, 3)
+            await seen.wait(3)
+            server.drop()
+            feed.history.extend({"type": "tick", "seq": n} for n in (4, 5, 6))  # missed offline
+            await changes.wait(bgws.State.CONNECTED, count=2)
+            await seen.wait(7)
+            feed.publish(server, 1)
+            await seen.wait(8)
+        assert feed.resumes == [3]
+        assert seen.seqs == [1, 2, 3, 7, 4, 5, 6, 8]
+        assert service.stats.duplicates == 1  # 7 again, in the replay
+        assert len(errors.of(bgws.SequenceGap)) == 1  # reported when 7 came, then filled

@@ -445,7 +445,10 @@ class FleetManager(ServiceManager):
 
 
 def fresh_factory(
-    config: Config, handler: MessageHandler | None, plugins: Sequence[Plugin]
+    config: Config,
+    handler: MessageHandler | None,
+    plugins: Sequence[Plugin],
+    extra: Callable[[], Sequence[Plugin]] = tuple,
 ) -> Callable[[], Service]:
     """A factory of services for a fleet: each claim gets new copies of the handler and
     plugins (a service may be claimed, handed over and claimed again by one daemon, and a
@@ -455,6 +458,8 @@ def fresh_factory(
         config: the service's configuration.
         handler: its message handler, if any.
         plugins: its plugins, in order.
+        extra: makes more plugins, new ones for each service (the service file's bridge),
+            put after ``plugins``.
 
     Returns:
         A function that makes a new, unstarted service.
@@ -465,7 +470,7 @@ def fresh_factory(
             fresh = copy.deepcopy((handler, tuple(plugins)))
         except Exception:  # a lock, a socket, a module: share the originals
             fresh = (handler, tuple(plugins))
-        return Service(config, message_handler=fresh[0], plugins=fresh[1])
+        return Service(config, message_handler=fresh[0], plugins=(*fresh[1], *extra()))
 
     return make
 

@@ -103,8 +103,12 @@ class ServiceSpec:
 
     def build(self) -> Service:
         """A new, unstarted :class:`~bgws.Service` for this table."""
-        bridge = () if self.bridge is None else (NatsBridge.from_settings(self.bridge),)
-        return Service(self.config, message_handler=self.handler, plugins=(*self.plugins, *bridge))
+        plugins = (*self.plugins, *self.new_bridge())
+        return Service(self.config, message_handler=self.handler, plugins=plugins)
+
+    def new_bridge(self) -> tuple[Plugin, ...]:
+        """A new bridge from the ``bridge`` table (none without one): one per built service."""
+        return () if self.bridge is None else (NatsBridge.from_settings(self.bridge),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +149,8 @@ class ServiceFile:
         """
         if self.fleet is not None:
             made = {
-                n: fresh_factory(s.config, s.handler, s.plugins) for n, s in self.services.items()
+                n: fresh_factory(s.config, s.handler, s.plugins, s.new_bridge)
+                for n, s in self.services.items()
             }
             return FleetManager(self.fleet, made)
         manager = ServiceManager()

@@ -7,7 +7,11 @@ writes the position to the store at most every 50 ms (batched, not per message),
 every reconnect gives the resume request. With an ``epoch_field`` it follows the feed's epoch
 too: a message of another epoch is a :class:`bgws.StreamReset`, the position restarts from it,
 and the store keeps the position with its epoch (as JSON ``{"epoch": ..., "position": ...}``;
-a bare number, as kept without an epoch, is read too). A plugin that forwards messages
+a bare number, as kept without an epoch, is read too). A gap is remembered as a *hole* for
+:data:`_HOLE_TTL` seconds: a message that fills it (a replay that comes after a live message
+sent on the fresh link before the resume request was answered) is taken, not dropped as a
+duplicate, and until the hole is filled the saved position and the resume request stay below
+it, so a crash or another reconnect asks for the hole again. A plugin that forwards messages
 elsewhere (the NATS bridge) may :meth:`Resume.hold` the saved position: it is then written only
 as far as the plugin has released it, so a crash before the forward replays the message.
 
@@ -19,6 +23,8 @@ outbox on every fresh link.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +43,10 @@ __all__ = ["Resume", "Subscriptions"]
 
 _CHECKPOINT_DELAY = 0.05
 """Resume positions are written at most this often (seconds): batched, not per message."""
+_HOLE_TTL = 30.0
+"""Seconds a gap waits for the replay that fills it; then it is given up."""
+_MAX_HOLES = 64
+"""At most this many gaps wait at once (the oldest is given up first)."""
 
 
 class Resume:
@@ -50,12 +60,16 @@ class Resume:
     """
 
     __slots__ = (
+        "_caps",
         "_checkpoint",
         "_closed",
         "_held",
+        "_holes",
         "_key",
+        "_ordinals",
         "_policy",
         "_report",
+        "_seen",
         "_store",
         "duplicates",
         "epoch",
@@ -79,6 +93,13 @@ class Resume:
         self._closed = False
         # With a holder: the position it released (what may be saved); None: no holder.
         self._held: list[int | None] | None = None
+        # Gaps waiting for their replay: (first, last, give-up time), oldest first.
+        self._holes: list[tuple[int, int, float]] = []
+        # With a holder: (saved position cap, arrival ordinal) of each message that filled a
+        # hole, until the holder releases a message that arrived no earlier than it.
+        self._caps: deque[tuple[int, int]] = deque()
+        self._ordinals: dict[int, int] = {}  # seq -> arrival ordinal of what was taken
+        self._seen = 0
         self.position: int | None = None
         """The last processed inbound sequence number, or ``None``."""
         self.epoch: Any = None
@@ -103,7 +124,10 @@ class Resume:
         """The resume request for a fresh link, or ``None`` before the first message."""
         if self.position is None:
             return None
-        message = self._policy.resume_message(self.position, codec.type_field, self.epoch)
+        position = self.position
+        if self._holes and self._expire():  # ask again for what a gap is still missing
+            position = min(position, min(hole[0] for hole in self._holes) - 1)
+        message = self._policy.resume_message(position, codec.type_field, self.epoch)
         payload, binary, _ = codec.encode(message, assign_id=False)
         return payload, binary
 
@@ -122,19 +146,60 @@ class Resume:
                     self.resets += 1
                     self._report(StreamReset(old, epoch, last, seq))
                     last = None
+                    self._holes.clear()
+                    self._caps.clear()
+                    self._ordinals.clear()
                     if self._held is not None:  # nothing of the new epoch is released yet
                         self._held[0] = None
         if last is not None:
             if seq <= last:
-                self.duplicates += 1
-                return True
+                if not self._holes or not self._fill(seq):
+                    self.duplicates += 1
+                    return True
+                ordinal = self._arrived(seq)
+                if self._held is not None:  # saved only below it until the holder releases it
+                    self._caps.append((seq - 1, ordinal))
+                if self._checkpoint is None and self._held is None:
+                    self._checkpoint = loop.call_later(_CHECKPOINT_DELAY, self._save)
+                return False
             if seq > last + 1:
                 self.gaps += 1
                 self._report(SequenceGap(last + 1, seq - 1))
+                self._holes.append((last + 1, seq - 1, time.monotonic() + _HOLE_TTL))
+                if len(self._holes) > _MAX_HOLES:
+                    del self._holes[0]
+        if self._holes or self._caps:
+            self._arrived(seq)
         self.position = seq
         if self._checkpoint is None and self._held is None:
             self._checkpoint = loop.call_later(_CHECKPOINT_DELAY, self._save)
         return False
+
+    def _expire(self) -> bool:
+        """Give up the holes past their time; whether any is left."""
+        holes = self._holes
+        now = time.monotonic()
+        while holes and holes[0][2] < now:
+            del holes[0]
+        return bool(holes)
+
+    def _fill(self, seq: int) -> bool:
+        """Whether ``seq`` fills a hole (then the hole shrinks); holes past their time go."""
+        holes = self._holes
+        self._expire()
+        for index, (first, last, deadline) in enumerate(holes):
+            if first <= seq <= last:
+                rest = [(a, b, deadline) for a, b in ((first, seq - 1), (seq + 1, last)) if a <= b]
+                holes[index : index + 1] = rest
+                return True
+        return False
+
+    def _arrived(self, seq: int) -> int:
+        """Number a message taken while holes or caps are open (for the holder's releases)."""
+        self._seen += 1
+        if self._held is not None:
+            self._ordinals[seq] = self._seen
+        return self._seen
 
     def hold(self) -> Callable[[int], None]:
         """Save the position only as far as the caller releases it, from now on.
@@ -160,6 +225,8 @@ class Resume:
             last = held[0]
             if self._closed:  # the store is closed; a restart replays from the saved position
                 return
+            if self._ordinals:
+                self._released(seq)
             if last is None or seq > last:
                 held[0] = seq
                 if self._checkpoint is None:
@@ -167,9 +234,33 @@ class Resume:
 
         return release
 
+    def _released(self, seq: int) -> None:
+        """The holder released ``seq``: the caps of fills that arrived no later go."""
+        ordinal = self._ordinals.get(seq)
+        if ordinal is None:
+            return
+        caps = self._caps
+        while caps and caps[0][1] <= ordinal:
+            caps.popleft()
+        ordinals = self._ordinals
+        while ordinals:  # in arrival order: drop what arrived up to ``seq``
+            first = next(iter(ordinals))
+            if ordinals[first] > ordinal:
+                break
+            del ordinals[first]
+
     def _saved_position(self) -> int | None:
-        """What may be written: the position, or what its holder released."""
-        return self.position if self._held is None else self._held[0]
+        """What may be written: the position, or what its holder released, kept below the
+        holes still open and the fills not yet released."""
+        position = self.position if self._held is None else self._held[0]
+        if self._holes:
+            self._expire()
+        if position is None or not (self._holes or self._caps):
+            if not self._holes and not self._caps:
+                self._ordinals.clear()
+            return position
+        floor = min([hole[0] - 1 for hole in self._holes] + [cap for cap, _ in self._caps])
+        return min(position, floor)
 
     def _save(self) -> None:
         self._checkpoint = None

@@ -107,13 +107,17 @@ class Consumer:
                         self._subject, durable=self._durable, stream=self._stream, config=config
                     )
                 batch = await sub.fetch(_BATCH, timeout=_FETCH_WAIT)
-            except nats.errors.TimeoutError:
+            except (TimeoutError, nats.errors.TimeoutError):
+                # nats-py raises either when nothing came, depending on where its wait ended
                 self.pending = 0 if self.pending is not None else None
                 continue
             except Exception as exc:
                 self._note(BridgeError(f"consumer {self._durable}: {type(exc).__name__}: {exc}"))
                 await asyncio.sleep(delay)  # a pause between retries, not synchronisation
                 delay = min(delay * 2, 2.0)
+                continue
+            if not batch:  # the pull request expired on the broker (a 408): nothing came
+                self.pending = 0 if self.pending is not None else None
                 continue
             delay = 0.1
             try:
