@@ -152,3 +152,20 @@ def nats_broker(tmp_path: Any) -> Any:
         yield broker
     finally:
         broker.kill()
+
+
+@pytest.fixture
+def env(tmp_path: Any) -> dict[str, str]:
+    """The environment of ``bgws`` subprocesses: data and runtime dirs in tmp_path, no BGWS_."""
+    from tests.daemonkit import daemon_env
+
+    return daemon_env(tmp_path)
+
+
+@pytest.fixture
+async def daemons(env: dict[str, str]) -> AsyncIterator[Any]:
+    """Start ``bgws run`` processes (``await daemons(toml, *options)``); killed at teardown."""
+    from tests.daemonkit import start_daemons
+
+    async for start in start_daemons(env):
+        yield start

@@ -16,7 +16,7 @@ from typing import Any
 from bgws.local import connect_local
 from bgws.testing import Connection, Server
 
-from .test_daemon import Daemon
+from .daemonkit import Daemon
 
 __all__ = ["TIMEOUT", "Member", "Watch", "fleet_file", "holdings_settle", "member_env"]
 

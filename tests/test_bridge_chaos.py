@@ -4,9 +4,6 @@ broker SIGKILLed and restarted: every inbound sequence is in the stream exactly 
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,45 +13,10 @@ import bgws
 from bgws.testing import Feed, Server
 
 from .bridgekit import StreamReader, ensure_stream, publish_commands
-from .test_daemon import Daemon
 
 pytest.importorskip("nats")
 
 TOTAL = 600
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    """The daemon's environment: data and runtime dirs in tmp_path, no BGWS_ overrides."""
-    values = {k: v for k, v in os.environ.items() if not k.startswith("BGWS_")}
-    (tmp_path / "run").mkdir()
-    values.update(XDG_DATA_HOME=str(tmp_path / "data"), XDG_RUNTIME_DIR=str(tmp_path / "run"))
-    return values
-
-
-@pytest.fixture
-async def daemons(env: dict[str, str]) -> AsyncIterator[Any]:
-    """Start ``bgws run`` processes; any still running at teardown is killed."""
-    started: list[Daemon] = []
-
-    async def start(toml: Path) -> Daemon:
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "bgws", "run", str(toml)),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        daemon = Daemon(process)
-        started.append(daemon)
-        await daemon.wait_for("ready:")
-        return daemon
-
-    yield start
-    for daemon in started:
-        if daemon.process.returncode is None:
-            daemon.process.kill()
-        await daemon.finish()
 
 
 def service_file(tmp_path: Path, url: str, nats_url: str) -> Path:

@@ -21,13 +21,12 @@ from bgws.cli import main
 from bgws.cli_ops import format_health
 from bgws.testing import Server
 from tests import test_daemon
-from tests.test_daemon import TIMEOUT, service_file
+from tests.daemonkit import TIMEOUT
+from tests.test_daemon import service_file
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Unix sockets and signals")
 
 run_bgws = test_daemon.bgws
-env = test_daemon.env  # the fixtures of the daemon's tests, shared
-daemons = test_daemon.daemons
 
 TRANSPORTS = ("picows", "websockets")
 SLOW_RETRY = {"initial_reconnect_delay": 60.0, "max_reconnect_delay": 60.0}
