@@ -208,3 +208,31 @@ async def test_acks_nothing_lost_across_forced_close(
     # connection, and a reset discards its close frame before the client reads it.
     assert closed.code in (1012, 1006)
     assert len(changes.into(CONNECTED)) >= 2
+
+
+async def test_an_async_handler_awaits_a_request_and_a_timeout(
+    foreign_server: ForeignServer, service_for: ServiceFor
+) -> None:
+    """An async handler (inline on picows) awaits request() (the peer's echo is the reply)
+    under an asyncio.timeout; the messages after it are dispatched after it, in order."""
+    service = service_for(foreign_server.url("/echo"))
+    order: list[Any] = []
+    done = asyncio.Event()
+
+    async def go(message: bgws.Message) -> None:
+        async with asyncio.timeout(WAIT):
+            reply = await service.request({"type": "ping", "n": message.data["n"]})
+        order.append((message.data["n"], reply.data["n"]))
+
+    def after(message: bgws.Message) -> None:
+        order.append("after")
+        done.set()
+
+    service.on("go")(go)
+    service.on("after")(after)
+    async with service:
+        await service.wait_for(CONNECTED, timeout=WAIT)
+        await service.send({"type": "go", "n": 1})  # echoed: the peer drives the handler
+        await service.send({"type": "after"})
+        await asyncio.wait_for(done.wait(), WAIT)
+    assert order == [(1, 1), "after"]
