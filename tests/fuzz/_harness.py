@@ -65,10 +65,13 @@ class Harness:
     Args:
         transport: ``"picows"`` or ``"websockets"``.
         folder: where the SQLite outbox lives.
+        style: ``"def"`` (a plain catch-all) or ``"async"`` (an ``async def`` catch-all that
+            suspends on every other message: driven inline, then finished by the dispatcher).
     """
 
-    def __init__(self, transport: str, folder: Path) -> None:
+    def __init__(self, transport: str, folder: Path, style: str = "def") -> None:
         self.transport = transport
+        self.style = style
         self.loop = asyncio.new_event_loop()
         self.figures = Figures()
         self.errors = _Quiet()
@@ -104,7 +107,19 @@ class Harness:
             auth_close_codes=(),
         )
         service = bgws.Service(config, error_handler=self.errors)
-        service.on()(self._dispatched.append)
+        if self.style == "async":
+            calls = 0
+
+            async def dispatched(message: bgws.Message) -> None:
+                nonlocal calls
+                calls += 1
+                if calls % 2:
+                    await asyncio.sleep(0)  # really suspends: the rest waits behind it
+                self._dispatched.append(message)
+
+            service.on()(dispatched)
+        else:
+            service.on()(self._dispatched.append)
         service.on_state_change(self._watch)
         for n in range(QUEUED):
             self._queued_ids.add(await service.send({"type": "queued", "n": n}))
@@ -168,6 +183,8 @@ class Harness:
             while self._links_lost < case:
                 self._lost.clear()
                 await self._lost.wait()
+            assert self.service is not None
+            await self.service._inbox.wait_idle()  # handlers that suspended have finished
         service = self.service
         assert service is not None
         assert service.state not in _DOWN, f"service is {service.state.name}"

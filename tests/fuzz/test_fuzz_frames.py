@@ -52,13 +52,18 @@ EXAMPLES: dict[str, Item] = {
 HELLO = Item("text", ("hello", (), b""))
 
 
-@pytest.fixture(scope="module", params=TRANSPORTS)
+@pytest.fixture(
+    scope="module",
+    params=[(t, s) for t in TRANSPORTS for s in ("def", "async")],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def harness(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Harness]:
-    """One service and one hostile server per transport, shared by all the examples."""
-    name: str = request.param
-    running = Harness(name, tmp_path_factory.mktemp(f"fuzz-{name}"))
+    """One service (with a plain or an async handler) and one hostile server per transport,
+    shared by all the examples."""
+    name, style = request.param
+    running = Harness(name, tmp_path_factory.mktemp(f"fuzz-{name}-{style}"), style)
     try:
         yield running
     finally:
@@ -70,7 +75,7 @@ def harness(
 def test_server_bytes(harness: Harness, data: st.DataObject) -> None:
     """Whatever a server sends, bgws keeps running, hands on only valid data, keeps its outbox."""
     items = data.draw(cases(exclude=frozenset(KNOWN_GAPS[harness.transport])), label="case")
-    harness.run(items, figures(f"frames: {harness.transport}"))
+    harness.run(items, figures(f"frames: {harness.transport}, {harness.style} handler"))
 
 
 @pytest.mark.parametrize("kind", sorted(EXAMPLES))
@@ -81,4 +86,7 @@ def test_rule_breaker_ends_dispatch(
     gap = KNOWN_GAPS[harness.transport].get(kind)
     if gap is not None:
         request.node.add_marker(pytest.mark.xfail(strict=True, reason=gap))
-    harness.run([HELLO, EXAMPLES[kind], HELLO], figures(f"rules: {harness.transport}"))
+    harness.run(
+        [HELLO, EXAMPLES[kind], HELLO],
+        figures(f"rules: {harness.transport}, {harness.style} handler"),
+    )
