@@ -368,12 +368,13 @@ async def test_suspending_async_handlers_keep_one_order_and_report_failures(
     assert stats.received == stats.dispatched == 13
 
 
-@pytest.mark.parametrize("waits_on", ["event", "sleep0"])
+@pytest.mark.parametrize("waits_on", ["event", "sleep0", "timeout"])
 async def test_a_suspended_handler_is_cancelled_at_stop(
     bgws_server: Server, make_service: ServiceFactory, transport: Transport, waits_on: str
 ) -> None:
-    """Stopping while an async handler is suspended (on a future, or in a sleep(0) loop, so
-    the cancel is thrown in) cancels it; the service stops cleanly."""
+    """Stopping while an async handler is suspended (on a future, in a sleep(0) loop, so the
+    cancel is thrown in, or under an asyncio.timeout, which must not turn the stop's cancel
+    into a TimeoutError) cancels it; the service stops cleanly."""
     service = make_service(bgws_server.url, transport=transport, close_timeout=0.05)
     started = asyncio.Event()
     seen: list[str] = []
@@ -383,11 +384,16 @@ async def test_a_suspended_handler_is_cancelled_at_stop(
         try:
             if waits_on == "event":
                 await asyncio.Event().wait()
+            if waits_on == "timeout":
+                async with asyncio.timeout(30):
+                    await asyncio.Event().wait()
             for _ in range(1_000_000):  # bounded; the stop cancels it within close_timeout
                 await asyncio.sleep(0)
         except asyncio.CancelledError:
             seen.append("cancelled")
             raise
+        except TimeoutError:
+            seen.append("timeout")
 
     service.on("stuck")(stuck)
     async with service:
@@ -398,14 +404,23 @@ async def test_a_suspended_handler_is_cancelled_at_stop(
     assert service.state is bgws.State.CLOSED
 
 
+def bare_inbox(handler: Any, reports: list[BgwsError]) -> Inbox:
+    """An inbox routing type ``"t"`` to ``handler``, errors into ``reports``; no service."""
+
+    async def report(error: BgwsError) -> None:
+        reports.append(error)
+
+    router = Router(report)
+    router.add_route("t", handler)
+    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=None)
+    return Inbox(Codec(), router, 100)
+
+
 async def test_a_handler_suspended_in_the_read_callback_is_closed_if_never_finished() -> None:
     """An async handler started in the read callback and queued is closed when the inbox's
     task is cancelled before it gets to finish it (no coroutine is left dangling)."""
     seen: list[str] = []
     reports: list[BgwsError] = []
-
-    async def report(error: BgwsError) -> None:
-        reports.append(error)
 
     async def stuck(message: bgws.Message) -> None:
         seen.append("started")
@@ -414,10 +429,7 @@ async def test_a_handler_suspended_in_the_read_callback_is_closed_if_never_finis
         finally:
             seen.append("closed")
 
-    router = Router(report)
-    router.add_route("t", stuck)
-    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=None)
-    inbox = Inbox(Codec(), router, 100)
+    inbox = bare_inbox(stuck, reports)
     task = asyncio.create_task(inbox.run())
     loop = asyncio.get_running_loop()
     fed = asyncio.Event()
@@ -438,10 +450,6 @@ async def test_async_handler_failures_inline_and_after_suspending_are_reported_i
     """A lone async handler that raises in the read callback (before suspending) or in the
     task (after) is reported as a HandlerError each time, in the order of its messages."""
     reports: list[BgwsError] = []
-
-    async def report(error: BgwsError) -> None:
-        reports.append(error)
-
     raised_in: list[bool] = []  # whether each raised while held (not in the read callback)
 
     async def flaky(message: bgws.Message) -> None:
@@ -451,10 +459,7 @@ async def test_async_handler_failures_inline_and_after_suspending_are_reported_i
         raised_in.append(inbox.load.count > 0)
         raise ValueError(message.data["n"])
 
-    router = Router(report)
-    router.add_route("t", flaky)
-    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=None)
-    inbox = Inbox(Codec(), router, 100)
+    inbox = bare_inbox(flaky, reports)
     task = asyncio.create_task(inbox.run())
     loop = asyncio.get_running_loop()
     fed = asyncio.Event()
@@ -473,5 +478,5 @@ async def test_async_handler_failures_inline_and_after_suspending_are_reported_i
         await asyncio.gather(task, return_exceptions=True)
     assert all(isinstance(e, bgws.HandlerError) for e in reports)
     assert [e.__cause__.args for e in reports] == [(0,), (2,), (1,), (4,)]  # type: ignore[union-attr]
-    assert router.handler_errors == 4
+    assert inbox._router.handler_errors == 4
     assert raised_in == [False, False, True, True]

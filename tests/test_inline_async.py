@@ -13,16 +13,13 @@ from typing import Any
 import pytest
 
 import bgws
-from bgws._engine.inbox import Inbox
-from bgws._engine.router import Router
 from bgws.errors import BgwsError
-from bgws.message import Codec
-from bgws.plugins import PluginChain
 from bgws.testing import Connection, ReceivedMessage, Server
 from bgws.transport import Transport
 from bgws.transport._websockets import WebsocketsTransport
 
 from .conftest import Errors, ServiceFactory
+from .test_inbox import bare_inbox
 
 pytest.importorskip("websockets")
 
@@ -135,53 +132,17 @@ async def test_send_wait_for_ack_and_request_in_an_async_handler(
     assert order == [(1, True, "pong"), "after"]
 
 
-async def test_a_handler_cancelled_by_its_own_deadline_at_stop_lets_the_service_stop(
-    bgws_server: Server, make_service: ServiceFactory, transport: Transport
-) -> None:
-    """Stopping while a handler waits under an asyncio.timeout cancels the handler (not a
-    TimeoutError), and the service reaches CLOSED."""
-    service = make_service(bgws_server.url, transport=transport, close_timeout=0.05)
-    started = asyncio.Event()
-    seen: list[str] = []
-
-    async def stuck(message: bgws.Message) -> None:
-        started.set()
-        try:
-            async with asyncio.timeout(30):
-                await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            seen.append("cancelled")
-            raise
-        except TimeoutError:
-            seen.append("timeout")
-
-    service.on("stuck")(stuck)
-    async with service:
-        await service.wait_for(bgws.State.CONNECTED, timeout=5)
-        bgws_server.push({"type": "stuck"})
-        await asyncio.wait_for(started.wait(), timeout=5)
-    assert seen == ["cancelled"]
-    assert service.state is bgws.State.CLOSED
-
-
 async def test_a_frame_delivered_from_a_task_is_dispatched_not_driven_inline() -> None:
     """Once async handlers run inline, a frame handed over from inside a task (as a
     handshake's early frames are) goes to the dispatcher instead of raising, in order; frames
     from the read callback then run inline again."""
     reports: list[BgwsError] = []
-
-    async def report(error: BgwsError) -> None:
-        reports.append(error)
-
     seen: list[tuple[int, bool]] = []  # (n, held when it ran)
 
     async def handle(message: bgws.Message) -> None:
         seen.append((message.data["n"], inbox.load.count > 0))
 
-    router = Router(report)
-    router.add_route("t", handle)
-    router.configure(plugins=PluginChain(()), message_handler=None, heartbeat=None)
-    inbox = Inbox(Codec(), router, 100)
+    inbox = bare_inbox(handle, reports)
     dispatcher = asyncio.create_task(inbox.run())
     loop = asyncio.get_running_loop()
 

@@ -161,7 +161,7 @@ class Service(Registration, Operations):
             suspended_retry=config.suspended_retry,
             suspended_send=config.suspended_send,
         )
-        self._delivery = Delivery(config, codec, hooks.report_soon, store, timer=clock)
+        self._delivery = Delivery(config, codec, hooks.report_soon, store, clock or SYSTEM_CLOCK)
         # Connection info lives in the service's store unless a storage of its own is given.
         self._storage: StorageBackend | Store = (
             storage if storage is not None else self._delivery.store

@@ -102,14 +102,14 @@ class Delivery:
         config: the service's config.
         codec: encodes messages.
         report: reports an error without waiting (the service's error path).
-        clock: the outbox's clock (default: ``timer``'s wall-clock time).
-        timer: the service's clock (default: the system's): a send rate's waits, ack
-            timeouts, ``wait_for_ack`` and time-to-live read it; request deadlines are on the
-            event loop's clock.
+        clock: the service's clock (default: the system's): a send rate's waits, ack
+            timeouts, ``wait_for_ack`` and time-to-live (on its wall time) read it; request
+            deadlines are on the event loop's clock.
     """
 
     # Slots: past about 30 attributes CPython 3.11 gives each instance a full dict.
     __slots__ = (
+        "_clock",
         "_codec",
         "_config",
         "_direct",
@@ -117,7 +117,6 @@ class Delivery:
         "_loop",
         "_opening",
         "_report",
-        "_timer",
         "acks",
         "dropped",
         "durable",
@@ -138,8 +137,7 @@ class Delivery:
         codec: Codec,
         report: Callable[[BgwsError], None],
         store: Store | None = None,
-        clock: Callable[[], float] | None = None,
-        timer: Clock | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._config = config
         self._codec = codec
@@ -153,17 +151,17 @@ class Delivery:
             on_done=self.store.forget,
             acks=config.ack is not None,
             max_in_flight=config.max_in_flight,
-            clock=clock if clock is not None else (timer or SYSTEM_CLOCK).wall,
+            clock=clock.wall,
         )
-        self._timer = timer or SYSTEM_CLOCK
+        self._clock = clock
         self.acks = Acks(
-            config.ack, self.outbox, config.ack_timeout, self._connected, self._timer.timeout
+            config.ack, self.outbox, config.ack_timeout, self._connected, self._clock.timeout
         )
         self.writer = Writer(
             self.outbox,
             report,
             self.acks.written if config.ack is not None else None,
-            Pacer.from_config(config, self._timer.monotonic, self._timer.sleep),
+            Pacer.from_config(config, self._clock.monotonic, self._clock.sleep),
         )
         self.requests = Requests(
             config.reply_id_field or config.id_field, config.max_pending_requests
@@ -373,7 +371,7 @@ class Delivery:
         assert entry.waiter is not None
         limit = timeout if timeout is not None else self._config.ack_timeout
         try:
-            async with self._timer.timeout(limit):
+            async with self._clock.timeout(limit):
                 await asyncio.shield(entry.waiter)
         except TimeoutError:
             raise AckTimeout(
