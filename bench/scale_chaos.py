@@ -186,11 +186,20 @@ class _Member:
         return {n for n, s in status["services"].items() if s["fleet"]["here"]}
 
     async def stop(self, sig: signal.Signals) -> None:
+        """Send ``sig`` and reap; a daemon still running after 30 s is killed, then reported
+        with its last log lines."""
         if self.process.returncode is None:
             self.process.send_signal(sig)
-        async with asyncio.timeout(30):
+        try:
+            async with asyncio.timeout(30):
+                await self.process.wait()
+                await self._reading
+        except TimeoutError:
+            self.process.kill()
             await self.process.wait()
-            await self._reading
+            tail = "\n".join(self.lines[-30:])
+            why = f"bgws run did not exit within 30 s of {sig.name}:\n{tail}"
+            raise RuntimeError(why) from None
 
 
 class _Fleet:
@@ -222,13 +231,17 @@ class _Fleet:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for member in self.members:
-            await member.stop(signal.SIGTERM)
-        for server in self.servers.values():
-            await server.stop()
-        if self.broker.process is not None and self.broker.process.returncode is None:
-            self.broker.process.terminate()
-            await self.broker.process.wait()
+        try:
+            stops = [member.stop(signal.SIGTERM) for member in self.members]
+            errors = [e for e in await asyncio.gather(*stops, return_exceptions=True) if e]
+        finally:  # the servers and the broker stop in every case
+            for server in self.servers.values():
+                await server.stop()
+            if self.broker.process is not None and self.broker.process.returncode is None:
+                self.broker.process.terminate()
+                await self.broker.process.wait()
+        if errors:
+            raise errors[0]
 
     def _toml(self) -> str:
         nats = json.dumps(self.broker.url)

@@ -85,7 +85,7 @@ class NatsBroker:
         raise RuntimeError(f"nats-server did not listen on {self.port} within {timeout}s")
 
     def kill(self) -> None:
-        """SIGKILL the server (no clean shutdown) and reap it."""
+        """SIGKILL the server (no clean shutdown, frozen or not) and reap it."""
         if self._proc is not None and self._proc.poll() is None:
             if os.name == "nt":
                 self._proc.kill()
@@ -101,6 +101,11 @@ class NatsBroker:
                 self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: its sockets stay open and it reads nothing (a hung broker)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
 
     def restart(self, timeout: float = 10.0) -> None:
         """Kill the server if it runs, then start it again on the same port and store."""

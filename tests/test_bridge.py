@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +261,30 @@ async def test_a_publish_without_an_ack_goes_again_and_the_stream_keeps_one_copy
             messages = await stream.wait(11)
             assert [m["seq"] for m in messages] == list(range(1, 12))
             assert await stream.stored() == 11
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGSTOP")
+async def test_a_frozen_broker_does_not_hold_the_stop(
+    nats_broker: Any, make_service: ServiceFactory, transport: Transport
+) -> None:
+    """The broker hangs (SIGSTOP) while big messages flow to it: nats-py's publish then waits
+    for room without end and swallows the stop's cancel, and its close waits to write what is
+    buffered. The service still stops within its bounds (close_timeout, then 2 s for the
+    bridge's tasks and 2 s for the close); the unpublished messages keep their position."""
+    async with Server() as server, StreamReader(nats_broker.url) as stream:
+        service, bridge, seen = bridged(make_service, server.url, nats_broker, transport)
+        async with service:
+            await Changes(service).wait(bgws.State.CONNECTED)
+            server.publish({"type": "tick"})
+            await stream.wait(1)  # the bridge publishes
+            nats_broker.freeze()
+            pad = "x" * 60_000
+            for _ in range(400):  # 24 MB: more than the socket buffers hold
+                server.publish({"type": "tick", "pad": pad})
+            await seen.wait(401, timeout=30)
+            began = time.monotonic()
+            async with asyncio.timeout(20):
+                await service.stop()
+            assert time.monotonic() - began < 0.5 + 2 + 2 + 3  # plus a loaded CI
+            assert bridge.status()["lag"] > 0  # not published: the position stayed behind
+        nats_broker.kill()

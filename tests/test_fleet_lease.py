@@ -213,3 +213,20 @@ async def test_a_member_started_while_the_broker_is_down_joins_once_it_is_up(
             await held(fm, server)
         finally:
             await fm.stop()
+
+
+async def test_a_stop_in_the_same_tick_as_a_wake_ends_the_member(nats_broker: Any) -> None:
+    """The member's loop is woken (a lease change) in the very tick the stop cancels it. On
+    Python 3.11, ``asyncio.wait_for`` then returns the wake and drops the cancel: the loop went
+    on for ever and ``bgws run`` never exited on SIGTERM. The stop must end all the same."""
+    async with Server() as server:
+        fm = manager(nats_broker.url, server, "picows", ttl=2.0)
+        await fm.start()
+        try:
+            await held(fm, server)
+        finally:
+            fm._wake.set()  # a change arrives: the loop's wait is over...
+            await asyncio.sleep(0)  # ...its inner wait finishes in this tick...
+            async with asyncio.timeout(TIMEOUT):  # ...and the stop cancels the loop now
+                await fm.stop()
+        assert fm.held == []

@@ -36,6 +36,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._natsclient import close_quietly, describe
 from .config import Config
 from .errors import ServiceClosed, ServiceError
 from .fleet_config import FleetConfig
@@ -151,9 +152,7 @@ class FleetManager(ServiceManager):
         if self._phase == "stopped":
             return
         self._phase = "stopped"
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._end_tasks()
         await asyncio.gather(*self._stopping, return_exceptions=True)  # bounded by their timeouts
         if self._kv is not None:
             await self._call(self._kv.delete(MEMBER_PREFIX + self.fleet.member))
@@ -162,7 +161,7 @@ class FleetManager(ServiceManager):
             *(self._release(name, timeout) for name in names), return_exceptions=True
         )
         if self._nc is not None:
-            await _close_quietly(self._nc)
+            await close_quietly(self._nc)
         errors: list[Exception] = []
         for name, result in zip(names, results, strict=True):
             if isinstance(result, Exception):
@@ -208,7 +207,7 @@ class FleetManager(ServiceManager):
         # Hear from the members already there (they renew every interval) before claiming.
         self._settle()
         next_renew = 0.0
-        while True:
+        while self._phase == "running":  # a cancel that asyncio lost ends it here, too
             now = time.monotonic()
             try:
                 if now >= next_renew:
@@ -230,7 +229,25 @@ class FleetManager(ServiceManager):
                 wake_at = min(wake_at, change + 0.01)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - now))
+                async with asyncio.timeout(max(0.0, wake_at - now)):
+                    await self._wake.wait()
+
+    async def _end_tasks(self) -> None:
+        """Cancel the member's loops and wait for them, within a bound.
+
+        The loops also end at their next round once the phase is ``stopped``: on Python 3.11,
+        ``asyncio.wait_for`` (used inside nats-py) drops a cancel that arrives in the same
+        tick as the result it waited for, and a lost cancel must not hold the stop for ever.
+        """
+        for task in self._tasks:
+            task.cancel()
+        self._wake.set()
+        if not self._tasks:
+            return
+        bound = self._timeout * 2 + self.fleet.renew_interval
+        _, pending = await asyncio.wait(self._tasks, timeout=bound)
+        for task in pending:
+            _log.warning("fleet: %s did not end within %gs of the stop", task.get_name(), bound)
 
     def _settle(self) -> None:
         """Claim nothing for one and a half renewal intervals: the members already there (or
@@ -254,7 +271,7 @@ class FleetManager(ServiceManager):
         from nats.js.api import RePublish
 
         delay = 0.2
-        while True:
+        while self._phase == "running":
             nc: Any = None
             try:
                 nc = await nats.connect(**self._options())
@@ -279,10 +296,12 @@ class FleetManager(ServiceManager):
                 hint = ""
                 if getattr(exc, "err_code", None) == 10058:  # the bucket exists, set up otherwise
                     hint = f" (every member of {self.fleet.name!r} must use the same lease_ttl)"
-                _log.warning("fleet %s: cannot join yet: %s%s", self.fleet.name, _why(exc), hint)
+                _log.warning(
+                    "fleet %s: cannot join yet: %s%s", self.fleet.name, describe(exc), hint
+                )
             finally:
                 if nc is not None and self._nc is not nc:  # failed, or cancelled by stop()
-                    await self._track(_close_quietly(nc))
+                    await self._track(close_quietly(nc))
             await asyncio.sleep(delay)  # a retry delay, not a synchronisation
             delay = min(delay * 2, _RETRY_MAX)
 
@@ -291,9 +310,9 @@ class FleetManager(ServiceManager):
             now = time.monotonic()
             if self._nc is None and now >= self._quiet_until:  # nats-py retries for ever
                 self._quiet_until = now + _RETRY_LOG_EVERY
-                _log.warning("fleet %s: cannot join yet: %s", self.fleet.name, _why(exc))
+                _log.warning("fleet %s: cannot join yet: %s", self.fleet.name, describe(exc))
             else:
-                _log.debug("fleet: broker connection: %s", _why(exc))
+                _log.debug("fleet: broker connection: %s", describe(exc))
 
         async def on_disconnected() -> None:
             _log.warning("fleet: lost the broker; retrying (held services are fenced in time)")
@@ -334,15 +353,14 @@ class FleetManager(ServiceManager):
         """Try to claim ``name``; start it if the claim succeeds. Returns whether it did."""
         sent = time.monotonic()
         try:
-            revision = await asyncio.wait_for(
-                self._kv.create(SERVICE_PREFIX + name, self.fleet.member.encode()), self._timeout
-            )
+            async with asyncio.timeout(self._timeout):
+                revision = await self._kv.create(SERVICE_PREFIX + name, self.fleet.member.encode())
         except Exception as exc:
             if _wrong_revision(exc):
                 _log.debug("fleet: %s is held by another member", name)
                 self._view.taken(name, time.monotonic())
             else:
-                _log.debug("fleet: claiming %s failed: %s", name, _why(exc))
+                _log.debug("fleet: claiming %s failed: %s", name, describe(exc))
             return False
         self._leases[name] = _Lease(revision, sent)
         service = self._factories[name]()
@@ -354,7 +372,7 @@ class FleetManager(ServiceManager):
             await service.connect()
         except Exception as exc:
             self._errors[name] = exc
-            _log.warning("fleet: %s could not start: %s; releasing it", name, _why(exc))
+            _log.warning("fleet: %s could not start: %s; releasing it", name, describe(exc))
             await self._release(name, 0.0)
         return True
 
@@ -373,17 +391,17 @@ class FleetManager(ServiceManager):
         sent = time.monotonic()
         key = SERVICE_PREFIX + name
         try:
-            revision = await asyncio.wait_for(
-                self._kv.update(key, self.fleet.member.encode(), last=lease.revision),
-                self._timeout,
-            )
+            async with asyncio.timeout(self._timeout):
+                revision = await self._kv.update(
+                    key, self.fleet.member.encode(), last=lease.revision
+                )
         except Exception as exc:
             if _wrong_revision(exc) and self._leases.get(name) is lease:
                 _log.error("fleet: lost the lease of %s (its revision moved); stopping it", name)
                 del self._leases[name]
                 await self._stop_service(name, 0.0)
             else:
-                _log.debug("fleet: renewing %s failed: %s", name, _why(exc))
+                _log.debug("fleet: renewing %s failed: %s", name, describe(exc))
             return
         if self._leases.get(name) is lease:
             lease.revision, lease.confirmed = revision, sent
@@ -393,7 +411,7 @@ class FleetManager(ServiceManager):
     async def _fence_loop(self) -> None:
         """Stop each service whose lease was not confirmed for ``fence_after`` seconds."""
         limit = self.fleet.fence_after
-        while True:
+        while self._phase == "running":
             now = time.monotonic()
             for name, lease in list(self._leases.items()):
                 if now - lease.confirmed >= limit:
@@ -438,9 +456,10 @@ class FleetManager(ServiceManager):
     async def _call(self, call: Any) -> Any:
         """Await one broker call within the call timeout; a failure is logged, not raised."""
         try:
-            return await asyncio.wait_for(call, self._timeout)
+            async with asyncio.timeout(self._timeout):
+                return await call
         except Exception as exc:
-            _log.debug("fleet: broker call failed: %s", _why(exc))
+            _log.debug("fleet: broker call failed: %s", describe(exc))
             return None
 
 
@@ -475,19 +494,8 @@ def fresh_factory(
     return make
 
 
-async def _close_quietly(nc: Any) -> None:
-    """Close a NATS connection; a failure to close is of no interest."""
-    with contextlib.suppress(Exception):
-        await nc.close()
-
-
 def _wrong_revision(exc: BaseException) -> bool:
     """Whether ``exc`` says the key's revision was not the one expected (someone holds it)."""
     from nats.js.errors import KeyWrongLastSequenceError
 
     return isinstance(exc, KeyWrongLastSequenceError)
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

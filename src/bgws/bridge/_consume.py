@@ -67,6 +67,7 @@ class Consumer:
         "_subject",
         "consumed",
         "pending",
+        "stopped",
     )
 
     def __init__(
@@ -85,6 +86,7 @@ class Consumer:
         self._send_many = send_many
         self._note = note
         self.consumed = 0
+        self.stopped = False  # set at stop: the loop ends at its next round
         self.pending: int | None = None  # what the consumer still has to deliver (lag)
 
     async def run(self, js: JetStreamContext, max_ack_pending: int) -> None:
@@ -100,7 +102,7 @@ class Consumer:
         )
         sub = None
         delay = 0.1
-        while True:
+        while not self.stopped:  # also ends a loop whose cancel nats-py swallowed
             try:
                 if sub is None:
                     sub = await js.pull_subscribe(

@@ -77,6 +77,7 @@ class Publisher:
     __slots__ = (
         "_by_token",
         "_client",
+        "_detached",
         "_drained",
         "_inbox",
         "_next",
@@ -117,6 +118,7 @@ class Publisher:
         self._by_token: dict[int, Pending] = {}
         self._next = 0
         self._client: Client | None = None
+        self._detached = False
         self._inbox = ""
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -188,7 +190,7 @@ class Publisher:
         """
         wake = self._wake
         queue = self._queue
-        while True:
+        while not self._detached:  # also ends a loop whose cancel nats-py swallowed
             await wake.wait()
             wake.clear()
             client = self._client
@@ -196,7 +198,7 @@ class Publisher:
                 continue  # the reconnect callback wakes us
             limit = self.max_in_flight
             try:
-                while self.sent < len(queue) and self.sent < limit:
+                while self.sent < len(queue) and self.sent < limit and not self._detached:
                     pending = queue[self.sent]
                     self._next = token = self._next + 1
                     pending.token = token
@@ -215,7 +217,7 @@ class Publisher:
     async def watch_acks(self, connected: Callable[[], bool]) -> None:
         """Publish again what waited longer than ``ack_timeout`` for its ack (forever)."""
         timeout = self.ack_timeout
-        while True:
+        while not self._detached:
             await asyncio.sleep(timeout / 4)
             queue = self._queue
             if not self.sent or not queue or not connected():
@@ -288,8 +290,10 @@ class Publisher:
         return True
 
     def detach(self) -> None:
-        """The client is closing: stop using it."""
+        """The client is closing: stop using it, and end :meth:`run` and :meth:`watch_acks`."""
         self._client = None
+        self._detached = True
+        self._wake.set()
 
     def snapshot(self) -> dict[str, Any]:
         """The publisher's counters, for :meth:`NatsBridge.status`."""

@@ -21,11 +21,12 @@ starts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .._natsclient import CLOSE_TIMEOUT, close_quietly
 from ..errors import ServiceError
 from ..message import Message
 from ..plugins import Plugin, PluginHost
@@ -36,6 +37,8 @@ from ._settings import BridgeSettings, wildcard
 if TYPE_CHECKING:
     from nats.aio.client import Client
     from nats.js.client import JetStreamContext
+
+_log = logging.getLogger("bgws.bridge")
 
 __all__ = ["NatsBridge"]
 
@@ -326,15 +329,21 @@ class NatsBridge(Plugin):
         client = self._client
         if publisher is not None and client is not None and self._host is not None:
             await publisher.flush(self._host.config.close_timeout)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        # The loops end on their own too: nats-py (through Python 3.11's asyncio.wait_for) can
+        # swallow a cancel that lands in the same tick as the reply it waited for.
         if publisher is not None:
             publisher.detach()
+        if self._consumer is not None:
+            self._consumer.stopped = True
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT)
+            for task in late:
+                _log.warning("bridge: %s did not end within %gs", task.get_name(), CLOSE_TIMEOUT)
+        self._tasks.clear()
         if client is not None:
-            with contextlib.suppress(Exception):
-                await client.close()
+            await close_quietly(client)
 
 
 def _token(text: str) -> str:
