@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 import bgws
@@ -122,3 +124,34 @@ async def test_send_rate_waits_on_the_service_clock(transport: Transport) -> Non
             await clock.advance(3.2)
             received = await server.wait_for_messages(20, timeout=1)  # real time: no pacing
         assert [m.json()["n"] for m in received] == list(range(20))
+
+
+async def test_request_deadlines_run_on_the_service_clock(transport: Transport) -> None:
+    """With a virtual clock a request's deadline is virtual too: a request held back by the
+    rate for an hour of virtual time fails at its 30 s timeout when the clock gets there, not
+    after 30 real seconds, and is never sent; an answered request still gets its reply."""
+    clock = VirtualClock()
+    async with Server(reply=Reply()) as server:
+        config = bgws.Config(
+            app_name="rate",
+            url=server.url,
+            storage="memory",
+            heartbeat_interval=None,
+            id_field="id",
+            send_rate=[1, "1h"],
+            send_burst=1,
+        )
+        service = bgws.Service(config, transport=transport, clock=clock)
+        async with service:
+            await service.wait_for(bgws.State.CONNECTED, timeout=5)
+            reply = await service.request({"type": "quote", "n": 1}, timeout=30)  # the burst
+            assert isinstance(reply, bgws.Message)
+            held = asyncio.create_task(service.request({"type": "quote", "n": 2}, timeout=30))
+            await clock.advance(29)
+            assert not held.done()
+            async with asyncio.timeout(5):  # real seconds: far less than the 30 s timeout
+                await clock.advance(2)
+                with pytest.raises(bgws.RequestTimeout):
+                    await held
+            assert service.stats.queued == 0
+        assert [m["n"] for m in server.received_json()] == [1]

@@ -8,6 +8,7 @@ tenth of an echo round trip.
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from ..errors import QueueFull, ServiceClosed
@@ -39,7 +40,8 @@ class Requests:
     def add(
         self, loop: asyncio.AbstractEventLoop, msg_id: Any, deadline: float, dispatch: bool
     ) -> asyncio.Future[Message]:
-        """Wait for the reply to ``msg_id`` until ``deadline`` (``loop.time()``).
+        """Wait for the reply to ``msg_id`` until ``deadline`` (``loop.time()``; ``math.inf``:
+        no sweep, the caller times the request out).
 
         Returns:
             The future the reply resolves (a :class:`TimeoutError` at the deadline).
@@ -52,6 +54,8 @@ class Requests:
             raise QueueFull(f"{len(pending)} requests are waiting (max_pending_requests)")
         future: asyncio.Future[Message] = loop.create_future()
         pending[msg_id] = (future, dispatch, deadline)
+        if deadline == math.inf:  # the caller keeps the deadline itself (another clock)
+            return future
         if self._sweeper is None or deadline < self._sweep_at:
             self._arm(loop, deadline)
         return future
