@@ -77,7 +77,6 @@ class Publisher:
     __slots__ = (
         "_by_token",
         "_client",
-        "_detached",
         "_drained",
         "_inbox",
         "_next",
@@ -118,7 +117,6 @@ class Publisher:
         self._by_token: dict[int, Pending] = {}
         self._next = 0
         self._client: Client | None = None
-        self._detached = False
         self._inbox = ""
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -190,7 +188,8 @@ class Publisher:
         """
         wake = self._wake
         queue = self._queue
-        while not self._detached:  # also ends a loop whose cancel nats-py swallowed
+        # Started after attach(); ends once detached, also when nats-py swallowed its cancel.
+        while self._client is not None:
             await wake.wait()
             wake.clear()
             client = self._client
@@ -198,7 +197,7 @@ class Publisher:
                 continue  # the reconnect callback wakes us
             limit = self.max_in_flight
             try:
-                while self.sent < len(queue) and self.sent < limit and not self._detached:
+                while self.sent < len(queue) and self.sent < limit and self._client is not None:
                     pending = queue[self.sent]
                     self._next = token = self._next + 1
                     pending.token = token
@@ -217,7 +216,7 @@ class Publisher:
     async def watch_acks(self, connected: Callable[[], bool]) -> None:
         """Publish again what waited longer than ``ack_timeout`` for its ack (forever)."""
         timeout = self.ack_timeout
-        while not self._detached:
+        while self._client is not None:
             await asyncio.sleep(timeout / 4)
             queue = self._queue
             if not self.sent or not queue or not connected():
@@ -292,7 +291,6 @@ class Publisher:
     def detach(self) -> None:
         """The client is closing: stop using it, and end :meth:`run` and :meth:`watch_acks`."""
         self._client = None
-        self._detached = True
         self._wake.set()
 
     def snapshot(self) -> dict[str, Any]:
