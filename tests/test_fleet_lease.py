@@ -14,8 +14,10 @@ import nats
 import pytest
 
 from bgws import Config, Service, State
+from bgws.daemon import Daemon
 from bgws.fleet import FleetManager
 from bgws.fleet_config import load_fleet
+from bgws.local import ControlError, connect_local
 from bgws.testing import Server
 
 TIMEOUT = 20.0
@@ -230,3 +232,46 @@ async def test_a_stop_in_the_same_tick_as_a_wake_ends_the_member(nats_broker: An
             async with asyncio.timeout(TIMEOUT):  # ...and the stop cancels the loop now
                 await fm.stop()
         assert fm.held == []
+
+
+async def test_a_send_to_a_member_that_does_not_hold_the_service_names_the_holder(
+    nats_broker: Any, tmp_path: Path
+) -> None:
+    """``bgws send`` through the socket of a member that does not run the service is refused
+    with ``NotHere`` and the holder's name (it was a bare ``ServiceClosed``); status still
+    answers there, and the holder's socket takes the send."""
+    async with Server() as server:
+        members = [
+            manager(nats_broker.url, server, "picows", ttl=2.0, member=name)
+            for name in ("first", "second")
+        ]
+        daemons = [Daemon(m, socket=tmp_path / f"{n}.sock") for n, m in enumerate(members)]
+        runs: list[asyncio.Task[int]] = []
+        try:
+            runs.append(asyncio.create_task(daemons[0].run()))
+            await held(members[0], server)
+            renewals: asyncio.Queue[object] = asyncio.Queue()
+            nc = await nats.connect(nats_broker.url)
+            try:
+                await nc.subscribe("bgws.fleet.t.services.svc", cb=renewals.put)
+                runs.append(asyncio.create_task(daemons[1].run()))
+                async with asyncio.timeout(TIMEOUT):
+                    await daemons[1].ready.wait()
+                    for _ in range(2):  # renewals the newcomer heard too: it knows the holder
+                        await renewals.get()
+            finally:
+                await nc.close()
+            async with connect_local(daemons[1].socket) as client:
+                with pytest.raises(ControlError) as caught:
+                    await client.send({"type": "order"}, service="svc")
+                assert caught.value.kind == "NotHere"
+                assert "member 'first'" in str(caught.value)
+            async with connect_local(daemons[0].socket) as client:
+                await client.send({"type": "order"}, service="svc")
+            received = await server.wait_for_messages(1, timeout=TIMEOUT)
+            assert received[0].json()["type"] == "order"
+        finally:
+            for daemon in daemons:
+                daemon.request_stop()
+            async with asyncio.timeout(TIMEOUT):
+                assert await asyncio.gather(*runs) == [0] * len(runs)

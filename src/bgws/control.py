@@ -330,7 +330,7 @@ class ControlServer:
         }
 
     async def _send(self, request: dict[str, Any]) -> dict[str, Any]:
-        name, service = self._one(request)
+        name, service = self._live(request)
         message = message_field(request)
         msg_id = await service.send(
             message,
@@ -343,7 +343,7 @@ class ControlServer:
         return {"service": name, "id": msg_id, "state": stats.state.name, "queued": stats.queued}
 
     async def _request(self, request: dict[str, Any]) -> dict[str, Any]:
-        name, service = self._one(request)
+        name, service = self._live(request)
         message = message_field(request)
         if not isinstance(message, Mapping):
             raise BadRequest("a request's 'message' must be a JSON object")
@@ -355,14 +355,14 @@ class ControlServer:
         return {"service": name, "reply": message_dict(reply, service.config.codec)}
 
     async def _subscribe(self, request: dict[str, Any]) -> dict[str, Any]:
-        name, service = self._one(request)
+        name, service = self._live(request)
         key = await service.subscribe(
             message_field(request), key=get_field(request, "key", str, None)
         )
         return {"service": name, "key": key}
 
     async def _unsubscribe(self, request: dict[str, Any]) -> dict[str, Any]:
-        name, service = self._one(request)
+        name, service = self._live(request)
         message = message_field(request) if request.get("message") is not None else None
         key = get_field(request, "key", str, None)
         if message is None and key is None:
@@ -512,6 +512,14 @@ class ControlServer:
                 "UnknownService",
             )
         return name, self.manager[name]
+
+    def _live(self, request: dict[str, Any]) -> tuple[str, Service]:
+        """Like :meth:`_one`, for what needs the service running here (send, request...)."""
+        name, service = self._one(request)
+        elsewhere = self.manager.elsewhere(name)
+        if elsewhere is not None:  # a fleet member that does not hold it
+            raise BadRequest(elsewhere, "NotHere")
+        return name, service
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -179,6 +179,22 @@ class FleetManager(ServiceManager):
         """The services whose lease this member holds, in the file's order."""
         return [name for name in self.names if name in self._leases]
 
+    def elsewhere(self, name: str) -> str | None:
+        """Which member runs ``name``, when this one does not (``None``: it runs here)."""
+        if name in self._leases:
+            return None
+        holder = self._view.holder(name, time.monotonic())
+        fleet = f"fleet {self.fleet.name!r}"
+        if holder is None or holder == self.fleet.member:
+            return (
+                f"{name!r} runs on no member of {fleet} that this one knows of (being handed "
+                "over, or this member joined a moment ago): try again shortly"
+            )
+        return (
+            f"{name!r} runs on member {holder!r} of {fleet}, not on this one: use that "
+            "member's control socket"
+        )
+
     def status(self) -> dict[str, ServiceStatus]:
         """One status record per service of the file, with the member that holds it."""
         now = time.monotonic()

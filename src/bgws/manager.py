@@ -174,6 +174,12 @@ class ServiceManager:
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._services))
 
+    def elsewhere(self, name: str) -> str | None:
+        """Why ``name`` cannot be used through this manager although it is one of its
+        services, or ``None`` when it can (always ``None`` here; a fleet member says which
+        member holds it)."""
+        return None
+
     # -- lifecycle --------------------------------------------------------------------------
 
     @property
