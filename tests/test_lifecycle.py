@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
 import bgws
+from bgws import service as service_module
+from bgws._engine import hooks as hooks_module
 from bgws.testing import Server
 
-from .conftest import Changes, ServiceFactory
+from .conftest import Changes, Errors, ServiceFactory
 
 
 class Events(bgws.LifecycleHandler, bgws.MessageHandler):
@@ -231,3 +234,46 @@ async def test_a_service_stopped_before_it_started_cannot_start(
     with pytest.raises(bgws.ServiceError):
         service.add_plugin(bgws.Plugin())
     assert service.state is bgws.State.CLOSED
+
+
+async def test_a_plugin_that_will_not_stop_cannot_hold_the_stop(
+    bgws_server: Server,
+    make_service: ServiceFactory,
+    errors: Errors,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plugin whose ``on_service_stopped`` swallows every cancel (as some client libraries
+    do) is reported and left behind after the deadline and the grace; the stop ends, and the
+    plugins after it still get their hooks."""
+    monkeypatch.setattr(hooks_module, "HOOK_STOP_GRACE", 0.1)
+    monkeypatch.setattr(service_module, "HOOK_STOP_GRACE", 0.1)
+    release = asyncio.Event()
+    later: list[str] = []
+
+    class Stubborn(bgws.Plugin):
+        name = "stubborn"
+
+        async def on_service_stopped(self) -> None:
+            while not release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await release.wait()
+
+    class After(bgws.Plugin):
+        name = "after"
+
+        async def on_service_stopped(self) -> None:
+            later.append("stopped")
+
+    service = make_service(bgws_server.url, plugins=[Stubborn(), After()])
+    await service.start()
+    await service.connect()
+    try:
+        await service.wait_for(bgws.State.CONNECTED, timeout=5)
+        async with asyncio.timeout(5):  # hung for ever before
+            await service.stop(timeout=0.2)
+        assert service.state is bgws.State.CLOSED
+        assert later == ["stopped"]
+        (error,) = [e for e in errors.of(bgws.HandlerError) if "did not finish" in str(e)]
+        assert "plugin stubborn" in str(error)
+    finally:
+        release.set()

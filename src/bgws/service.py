@@ -28,7 +28,7 @@ from ._engine import connect as _connect
 from ._engine.clock import SYSTEM_CLOCK, Clock
 from ._engine.delivery import PLAIN, Delivery, SendOptions
 from ._engine.flag import Flag
-from ._engine.hooks import Hooks, call
+from ._engine.hooks import HOOK_STOP_GRACE, Hooks, call
 from ._engine.host import ServiceHost
 from ._engine.inbox import Inbox
 from ._engine.observe import Counters, StateWatch, describe
@@ -317,11 +317,17 @@ class Service(Registration, Operations):
         await self._delivery.close()
         hooks = self._hooks
         await hooks.settle()
+        # Each stop hook gets the deadline and a grace (a plugin may flush within the deadline,
+        # then close its own connections); one still running then is reported and left.
+        limit = deadline + HOOK_STOP_GRACE
         for plugin in hooks.chain.plugins:
-            await hooks.guarded(plugin.on_service_stopped, f"plugin {plugin.name}")
-            await hooks.guarded(plugin.dispose, f"plugin {plugin.name}")
+            await hooks.guarded(plugin.on_service_stopped, f"plugin {plugin.name}", limit)
+            await hooks.guarded(plugin.dispose, f"plugin {plugin.name}", limit)
         if hooks.lifecycle is not None:
-            await hooks.hook(hooks.lifecycle.on_service_stopped)
+            stopped = hooks.lifecycle.on_service_stopped
+            await hooks.guarded(
+                stopped, f"{type(hooks.lifecycle).__name__}.on_service_stopped", limit
+            )
         if self._storage is not self._delivery.store:  # the delivery closed its own
             await hooks.guarded(self._storage.close, "storage")
         await self._transition(self._machine.closed, None)

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from ..errors import BgwsError, HandlerError
 from ..handlers import (
@@ -29,7 +29,11 @@ from ..handlers import (
 from ..plugins import Plugin, PluginChain
 from .observe import Counters
 
-__all__ = ["Hooks", "call", "wrap"]
+__all__ = ["HOOK_STOP_GRACE", "Hooks", "call", "wrap"]
+
+HOOK_STOP_GRACE: Final = 5.0
+"""Seconds a stop hook (a plugin's ``on_service_stopped`` or ``dispose``, a handler's
+``on_service_stopped``) may run past the stop's deadline before it is reported and left."""
 
 
 class Hooks:
@@ -115,12 +119,31 @@ class Hooks:
         while self.side_tasks:
             await asyncio.gather(*self.side_tasks, return_exceptions=True)
 
-    async def guarded(self, func: Callable[[], Any] | None, where: str) -> None:
-        """Call ``func`` (plain or async); an exception it raises is reported, named ``where``."""
+    async def guarded(
+        self, func: Callable[[], Any] | None, where: str, limit: float | None = None
+    ) -> None:
+        """Call ``func`` (plain or async); an exception it raises is reported, named ``where``.
+
+        With ``limit``, an async ``func`` still running after ``limit`` seconds is cancelled,
+        reported as a :class:`HandlerError`, and left behind: a hook that swallows its cancel
+        cannot hold a stop.
+        """
         if func is None:
             return
         try:
-            await call(func)
+            if limit is None:
+                await call(func)
+                return
+            result = func()
+            if not (asyncio.iscoroutine(result) or isinstance(result, asyncio.Future)):
+                return
+            running = asyncio.ensure_future(result)
+            done, _ = await asyncio.wait([running], timeout=limit)
+            if not done:
+                running.cancel()
+                await self.report(HandlerError(f"{where} did not finish within {limit:g}s"))
+                return
+            running.result()
         except Exception as exc:
             await self.report(wrap(exc, where))
 
