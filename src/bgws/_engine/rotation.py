@@ -201,6 +201,8 @@ class Rotation:
             raise
         if not switched:
             old_conn.screen(previous)
+        elif hooks.auth is not None:  # the fresh credentials worked, as after a reconnect
+            await hooks.guarded(hooks.auth.on_auth_success, "auth handler")
         return switched
 
     async def _switch(
