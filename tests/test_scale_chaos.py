@@ -3,8 +3,10 @@ daemons sharing bridged services, SIGKILLed, with a broker restart: every messag
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +108,42 @@ async def test_a_fleet_with_bridges_loses_and_duplicates_nothing_through_sigkill
     assert (result.commands_missing, result.repeats_with_another_id) == (0, 0), text
     assert len(result.failovers) == 2, text
     assert all(t < plan.lease_ttl * 1.25 + 5 for t in result.failovers), text
+
+
+@pytest.mark.timeout(90)
+async def test_a_fleet_member_with_a_bridge_exits_on_sigterm_while_the_broker_hangs(
+    tmp_path: Path, nats_broker: Any
+) -> None:
+    """The broker freezes (SIGSTOP) while a member runs a bridged service with 24 MB headed
+    for JetStream: SIGTERM still ends ``bgws run`` within its bounds (the drain, the stop
+    hooks' grace, the broker calls), with the unpublished messages' position kept."""
+    async with Server(feed=Feed()) as server:
+        file = tmp_path / "fleet.toml"
+        nats = json.dumps(nats_broker.url)
+        file.write_text(
+            f'[fleet]\nnats = {nats}\nname = "hang"\nlease_ttl = 2\n'
+            f"[services.feed]\nurl = {json.dumps(server.url)}\nclose_timeout = 0.5\n"
+            'storage_path = "feed.sqlite3"\n'
+            '[services.feed.resume]\nseq_field = "seq"\n'
+            f'[services.feed.bridge]\nnats = {nats}\nconsume = ""\n'
+        )
+        member = await Member.start(file, tmp_path / "m.sock", member_env(tmp_path))
+        try:
+            await server.wait_for_connections(1, timeout=30)
+            server.publish({"type": "tick"})
+            async with StreamReader(nats_broker.url) as stream:
+                await stream.wait(1, timeout=30)  # the bridge publishes
+            nats_broker.freeze()
+            pad = "x" * 60_000
+            for _ in range(400):
+                server.publish({"type": "tick", "pad": pad})
+            began = time.monotonic()
+            member.terminate()
+            async with asyncio.timeout(40):
+                await member.finish()
+            took = time.monotonic() - began
+            assert took < 0.5 + 5 + 3 * 2 + 5, f"exit took {took:.1f}s"  # plus a loaded CI
+        finally:
+            member.kill()
+            await member.finish()
+            nats_broker.kill()
