@@ -267,6 +267,32 @@ async def test_default_control_socket_is_private(
     assert not path.exists()
 
 
+async def test_a_stop_that_hangs_ends_the_process_after_its_grace(
+    tmp_path: Path, env: dict[str, str], daemons: Any
+) -> None:
+    """A plugin blocks the event loop in ``on_service_stopped``: nothing inside the loop can
+    bound that, so past the drain deadline plus ``EXIT_GRACE`` the daemon's exit guard logs
+    where each thread was and exits with 1 (it waited for ever before)."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "bgws_stuck_plugin.py").write_text(
+        "import time, bgws, bgws.daemon\n"
+        "bgws.daemon.EXIT_GRACE = 0.5  # this test's grace, set as the file is loaded\n"
+        "class Stuck(bgws.Plugin):\n"
+        "    def on_service_stopped(self):\n"
+        "        time.sleep(60)  # blocks the event loop: no timeout inside it can fire\n"
+    )
+    env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
+    async with Server() as server:
+        toml = service_file(tmp_path, server.url, plugins=["bgws_stuck_plugin:Stuck"])
+        daemon = await daemons(toml, "--socket", tmp_path / "d.sock", "--stop-timeout", "0.2")
+        await daemon.wait_for("chat connected")
+        daemon.process.send_signal(signal.SIGTERM)
+        assert await daemon.finish() == 1
+    await daemon.wait_for("the stop did not end within 0.7s; exiting now")
+    await daemon.wait_for("in on_service_stopped")  # the thread dump shows where it hung
+
+
 async def test_handler_plugin_and_logs(tmp_path: Path, env: dict[str, str], daemons: Any) -> None:
     """Handlers and plugins load from import paths; logs carry ISO times, level and logger,
     and the config's secrets are redacted, also from the program's own log lines."""

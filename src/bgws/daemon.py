@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import functools
 import json
 import logging
@@ -24,9 +25,10 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, Literal, TextIO
+from typing import Any, Final, Literal, TextIO
 
 from . import logsetup
 from ._redact import redact_text, redact_url
@@ -73,6 +75,7 @@ class Daemon:
             ``None``: the platform's.
         handle_signals: stop gracefully on ``SIGTERM`` and ``SIGINT`` (for the command line;
             leave off when the daemon runs inside another program).
+        on_stopping: called with the drain deadline (seconds) when the stop begins.
 
     Attributes:
         ready: set once the control socket listens and the services have started.
@@ -87,6 +90,7 @@ class Daemon:
         tail_buffer: int = DEFAULT_TAIL_BUFFER,
         transport: Literal["unix", "tcp"] | None = None,
         handle_signals: bool = False,
+        on_stopping: Callable[[float], None] | None = None,
     ) -> None:
         self.manager = manager
         self.control = ControlServer(
@@ -97,8 +101,16 @@ class Daemon:
         self._timeout = stop_timeout
         self._exit_code = 0
         self._handle_signals = handle_signals
+        self._on_stopping = on_stopping
         self._connected: set[str] = set()
         self._failed: set[str] = set()
+
+    @property
+    def drain_deadline(self) -> float:
+        """The seconds a stop may drain: ``stop_timeout``, else the longest ``close_timeout``."""
+        if self._timeout is not None:
+            return self._timeout
+        return max((self.manager[n].config.close_timeout for n in self.manager), default=0.0)
 
     @property
     def socket(self) -> str:
@@ -156,6 +168,8 @@ class Daemon:
         self.ready.set()
         await self._stop.wait()
         notify_systemd("STOPPING=1")
+        if self._on_stopping is not None:
+            self._on_stopping(self.drain_deadline)
         deadline = "each service's close_timeout" if self._timeout is None else f"{self._timeout}s"
         _log.info("stopping: draining within %s", deadline)
         try:
@@ -229,6 +243,8 @@ def run_service_file(
     secrets = [s for spec in loaded.services.values() for s in spec.config.secret_values()]
     secrets += loaded.fleet.secret_values() if loaded.fleet is not None else []
 
+    guard = _ExitGuard()
+
     async def main() -> int:
         daemon = Daemon(
             loaded.build_manager(),
@@ -236,6 +252,7 @@ def run_service_file(
             stop_timeout=stop_timeout,
             tail_buffer=tail_buffer,
             handle_signals=True,
+            on_stopping=guard.arm,
         )
         if metrics is None:
             return await daemon.run()
@@ -251,7 +268,54 @@ def run_service_file(
     try:
         return asyncio.run(main())
     finally:
+        guard.disarm()
         undo()
+
+
+EXIT_GRACE: Final = 15.0
+"""Seconds past the drain deadline after which a stopping ``bgws run`` exits anyway."""
+
+
+class _ExitGuard:
+    """Ends the process when a stop overruns its deadline by :data:`EXIT_GRACE`.
+
+    Every wait of a stop is bounded, but a stop hook that blocks the event loop, or a library
+    that swallows cancels, could still hold it; a service manager would then wait for its own
+    kill timeout. The guard watches from a thread: it logs the stacks of every thread and
+    exits with 1. What is queued stays in the store, as after a crash.
+    """
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float) -> None:
+        """The stop began, to drain within ``deadline`` seconds."""
+        if self._thread is None:
+            limit = deadline + EXIT_GRACE
+            self._thread = threading.Thread(
+                target=self._watch, args=(limit,), name="bgws-exit-guard", daemon=True
+            )
+            self._thread.start()
+
+    def disarm(self) -> None:
+        """The stop ended in time."""
+        self._done.set()
+
+    def _watch(self, limit: float) -> None:
+        if self._done.wait(limit):
+            return
+        _log.critical(
+            "the stop did not end within %gs; exiting now (queued messages stay in the "
+            "store). Where each thread was:",
+            limit,
+        )
+        with contextlib.suppress(Exception):
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            sys.stderr.flush()
+        os._exit(1)
 
 
 def _describe(error: BaseException | None) -> str:
