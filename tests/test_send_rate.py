@@ -155,3 +155,76 @@ async def test_request_deadlines_run_on_the_service_clock(transport: Transport) 
                     await held
             assert service.stats.queued == 0
         assert [m["n"] for m in server.received_json()] == [1]
+
+
+async def test_subscriptions_at_connect_wait_their_turn_under_the_rate(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """Twelve kept subscriptions and four queued messages, send_rate [4, "0.4s"]: at connect
+    the subscriptions go first, then the messages, and no 0.4 s window holds more than four
+    frames (they all went at once before, and an exchange that counts subscriptions, as
+    Binance does, drops such a link, again after every reconnect)."""
+    async with Server() as server:
+        service = make_service(server.url, transport=transport, send_rate=[4, "0.4s"])
+        await service.start()
+        for n in range(12):
+            await service.subscribe({"type": "subscribe", "n": n})
+        for n in range(4):
+            await service.send({"type": "order", "n": n})
+        await service.connect()
+        received = await server.wait_for_messages(16, timeout=10)
+        kinds = [m.json()["type"] for m in received]
+        assert kinds == ["subscribe"] * 12 + ["order"] * 4
+        assert [m.json()["n"] for m in received[:12]] == list(range(12))
+        assert within_rate([m.timestamp for m in received], 4, 0.4)
+        await service.stop()
+
+
+async def test_subscriptions_made_while_connected_are_paced_too(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """Six subscriptions made at once on a live link, then two messages: the rate holds the
+    subscriptions back in order, and the messages wait behind them."""
+    async with Server() as server:
+        service = make_service(server.url, transport=transport, send_rate=[2, "0.2s"])
+        changes = Changes(service)
+        async with service:
+            await changes.wait(bgws.State.CONNECTED)
+            for n in range(6):
+                await service.subscribe({"type": "subscribe", "n": n})
+            for n in range(2):
+                await service.send({"type": "order", "n": n})
+            received = await server.wait_for_messages(8, timeout=10)
+        assert [m.json()["type"] for m in received] == ["subscribe"] * 6 + ["order"] * 2
+        assert within_rate([m.timestamp for m in received], 2, 0.2)
+
+
+async def test_each_rotated_link_gets_every_subscription_within_the_rate(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """With rotation and a rate below the number of subscriptions, each new link still gets
+    all five, in order, and no link sees more than the rate allows."""
+    async with Server() as server:
+        service = make_service(
+            server.url,
+            transport=transport,
+            send_rate=[3, "0.3s"],
+            max_connection_age=0.6,
+            close_timeout=0.5,
+        )
+        await service.start()
+        for n in range(5):
+            await service.subscribe({"type": "subscribe", "n": n})
+        await service.connect()
+        await server.wait_for_connections(3, timeout=10)
+        per_link: dict[int, list[tuple[int, float]]] = {}
+        async with asyncio.timeout(10):
+            while len([c for c, got in per_link.items() if len(got) == 5]) < 2:
+                await server.wait_for_messages(len(server.messages) + 1, timeout=5)
+                per_link = {}
+                for m in server.messages:
+                    per_link.setdefault(m.connection_id, []).append((m.json()["n"], m.timestamp))
+        await service.stop()
+        for got in per_link.values():
+            assert [n for n, _ in got] == list(range(len(got)))
+            assert within_rate([t for _, t in got], 3, 0.3)

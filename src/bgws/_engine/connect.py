@@ -228,7 +228,7 @@ class Connection:
                 link.ping()
             else:
                 payload, binary, _ = codec.encode(heartbeat.heartbeat_message(), assign_id=False)
-                writer.control((payload, binary))
+                writer.control((payload, binary), paced=False)  # counted, never held
             pauses = load.pauses
             while not await _within(heard, timeout, clock):
                 if load.paused or load.holding or load.pauses != pauses:

@@ -4,10 +4,10 @@ Servers of the exchange kind count the messages a client sends (Binance: 5 per s
 drop the link of a client that sends faster. :class:`Pacer` keeps the writer under such limits:
 ``Config.send_rate = (count, per)`` for everything the service writes, with a burst of
 ``send_burst`` messages after a quiet spell, and ``Config.lane_send_rates`` for the messages of
-one priority lane. Messages that may not go yet wait in the outbox (never dropped); control
-frames (the resume request, subscriptions, an application heartbeat) are never held back, but
-they count too, so the messages after them wait longer and the total stays within the
-rate. Protocol pings are not counted: servers count data messages.
+one priority lane. Messages that may not go yet wait in the outbox (never dropped). Control
+frames (the resume request, subscriptions) count too, and wait their turn ahead of the outbox
+(the writer holds them); an application heartbeat counts but is never held back, so the
+keepalive's timing stays true. Protocol pings are not counted.
 
 Each limit is two rules at once, so that it holds whichever way the server counts: a
 :class:`SlidingWindow` (never more than ``count`` messages in any ``per`` seconds, the way a
@@ -231,7 +231,11 @@ class Pacer:
                 if lane is not None:
                     lane.spend(1)
 
+    def control_room(self) -> bool:
+        """Whether a control frame may go now (lane rates do not apply to control frames)."""
+        return self._service is None or self._service.available() >= 1
+
     def control(self) -> None:
-        """A control frame went out (it is never held back, but it counts)."""
+        """A control frame went out: it counts against the service's rate."""
         if self._service is not None:
             self._service.spend(1)

@@ -9,12 +9,17 @@ behind the outbox (a subscription made while connected, an application heartbeat
 :meth:`Writer.direct` is the send path's shortcut: one message per loop turn goes straight out
 when nothing is queued (lowest latency); the rest of a burst waits for the drain task.
 With a send rate (:class:`~bgws._engine.pacing.Pacer`) every message waits its turn in the
-outbox instead, and the drain task takes only as many as the rate allows.
+outbox instead, and the drain task takes only as many as the rate allows. Control frames count
+against the rate too, and the ones it does not allow yet are held (in order, ahead of the
+outbox) and written by a small task as tokens come: an exchange that counts subscriptions
+(Binance does) would drop a link that sent twenty of them at once. An application heartbeat is
+counted but never held, so the keepalive's timing stays true.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from ..errors import BgwsError, LinkError
@@ -44,6 +49,9 @@ class Writer:
     # Slots: one writer per service, touched on every send.
     __slots__ = (
         "_burst",
+        "_held",
+        "_held_link",
+        "_held_task",
         "_link",
         "_loop",
         "_outbox",
@@ -69,6 +77,10 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._burst = False
         self._pacer = pacer
+        # Control frames the send rate holds back, for one link, and the task writing them.
+        self._held: deque[Frame] = deque()
+        self._held_link: Link | None = None
+        self._held_task: asyncio.Task[None] | None = None
         self.sent = 0
         """Messages the link took (direct writes and drained batches)."""
 
@@ -100,10 +112,7 @@ class Writer:
         self._loop = asyncio.get_running_loop()
         if requeue:
             self._outbox.requeue_in_flight()
-        for payload, binary in control:
-            link.send(payload, binary)
-            if self._pacer is not None:
-                self._pacer.control()
+        self._write_control(link, control)
         self._task = asyncio.create_task(self._drain(link), name="bgws-writer")
         self._task.add_done_callback(lambda task: self._ended(task, link))
 
@@ -114,10 +123,7 @@ class Writer:
             link: the new link, open and not attached.
             control: the resume request and the subscriptions.
         """
-        for payload, binary in control:
-            link.send(payload, binary)
-            if self._pacer is not None:
-                self._pacer.control()
+        self._write_control(link, control)
 
     async def detach(self, *, requeue: bool = True) -> None:
         """The link is gone: stop writing; what was in flight goes back to be sent again.
@@ -131,25 +137,71 @@ class Writer:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        if requeue:
+        if requeue:  # the link is gone: the next link gets its own resume and subscriptions
+            self._drop_held()
             self._outbox.requeue_in_flight()
 
-    def control(self, frame: Frame) -> bool:
+    def control(self, frame: Frame, *, paced: bool = True) -> bool:
         """Write a frame now, ahead of the outbox, if a link is attached.
 
         Args:
             frame: ``(payload, binary)``.
+            paced: under a send rate, hold the frame until the rate allows it (``False``:
+                write it now and only count it, for an application heartbeat).
 
         Returns:
-            Whether it was handed to a link.
+            Whether it was handed to a link (written, or held for it).
         """
         link = self._link
         if link is None:
             return False
+        if paced:
+            self._write_control(link, (frame,))
+            return True
         link.send(frame[0], frame[1])
         if self._pacer is not None:
             self._pacer.control()
         return True
+
+    def _write_control(self, link: Link, frames: Iterable[Frame]) -> None:
+        """Write ``frames`` on ``link`` as far as the send rate allows; hold the rest, in order."""
+        pacer = self._pacer
+        if pacer is None:
+            for payload, binary in frames:
+                link.send(payload, binary)
+            return
+        held = self._held
+        if self._held_link is not link:  # frames held for an earlier link are not sent
+            self._drop_held()
+            self._held_link = link
+        held.extend(frames)
+        while held and pacer.control_room():
+            payload, binary = held.popleft()
+            link.send(payload, binary)
+            pacer.control()
+        if held and (self._held_task is None or self._held_task.done()):
+            self._held_task = asyncio.create_task(self._write_held(link), name="bgws-control")
+
+    def _drop_held(self) -> None:
+        """Forget the held control frames (their link is gone or replaced)."""
+        self._held.clear()
+        self._held_link = None
+        if self._held_task is not None:
+            self._held_task.cancel()
+            self._held_task = None
+
+    async def _write_held(self, link: Link) -> None:
+        """Write the held control frames as the rate allows, while ``link`` is theirs."""
+        pacer = self._pacer
+        assert pacer is not None
+        held = self._held
+        while held and self._held_link is link and not link.closed:
+            if not pacer.control_room():
+                await pacer.hold()
+                continue
+            payload, binary = held.popleft()
+            link.send(payload, binary)
+            pacer.control()
 
     def direct(self, payload: bytes | str, binary: bool, request: bool) -> bool:
         """Write a message straight away if nothing stands in the way; ``False`` if not.
@@ -206,6 +258,9 @@ class Writer:
             pacer = self._pacer
             if pacer is None:
                 batch = outbox.take(_WRITE_BATCH)
+            elif self._held and self._held_link is link:  # held control frames go first
+                await pacer.hold()
+                continue
             else:
                 limit, lanes = pacer.room(_WRITE_BATCH)
                 batch = outbox.take(limit, lanes=lanes) if limit else []
