@@ -18,6 +18,9 @@ MAX_SLOTS = 20
 ALLOWED_PRIVATE: dict[str, str] = {
     "bgws.local:connecting._connect": "_Connecting is defined in local.py, next to its caller",
     "bgws.runner:handle._request_stop": "runner's own exit hook stopping runner's ThreadHandle",
+    "bgws.daemon:os._exit": (
+        "the standard library's immediate exit: the exit guard must not wait on atexit hooks"
+    ),
     "bgws.testing._connection:self._connection._on_connected": (
         "_Listener is Connection's private half (picows callbacks), in the same module"
     ),
