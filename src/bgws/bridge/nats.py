@@ -279,6 +279,8 @@ class NatsBridge(Plugin):
         )
         js = client.jetstream()
         await self._ensure_stream(js, publisher)
+        if self._closed:  # stopped meanwhile, and nats-py swallowed the cancel
+            return
         await publisher.attach(client)
 
         def connected() -> bool:
@@ -298,7 +300,7 @@ class NatsBridge(Plugin):
 
         settings = self.settings
         subjects = [wildcard(t) for t in (settings.publish, settings.consume) if t is not None]
-        while True:
+        while not self._closed:  # also ends when nats-py swallowed the stop's cancel
             try:
                 try:
                     info = await js.stream_info(settings.stream)
