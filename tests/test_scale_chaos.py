@@ -28,6 +28,21 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Unix sockets an
 TRANSPORTS = ["picows", "websockets"]
 
 
+def bridged_fleet(folder: Path, nats_url: str, url: str, option: str) -> Path:
+    """A service file: a fleet of one service, ``feed`` at ``url`` (with ``option``), resumed
+    by ``seq`` and bridged to ``nats_url`` (inbound only)."""
+    nats = json.dumps(nats_url)
+    file = folder / "fleet.toml"
+    file.write_text(
+        f'[fleet]\nnats = {nats}\nname = "one"\nlease_ttl = 1\n'
+        f"[services.feed]\nurl = {json.dumps(url)}\n{option}\n"
+        'storage_path = "feed.sqlite3"\n'
+        '[services.feed.resume]\nseq_field = "seq"\n'
+        f'[services.feed.bridge]\nnats = {nats}\nconsume = ""\n'
+    )
+    return file
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.timeout(60)
 async def test_a_fleet_member_runs_the_bridge_of_the_services_it_claims(
@@ -35,15 +50,7 @@ async def test_a_fleet_member_runs_the_bridge_of_the_services_it_claims(
 ) -> None:
     """A service claimed by a fleet member gets its ``bridge`` table: messages reach JetStream."""
     async with Server(feed=Feed()) as server:
-        file = tmp_path / "fleet.toml"
-        nats = json.dumps(nats_broker.url)
-        file.write_text(
-            f'[fleet]\nnats = {nats}\nname = "one"\nlease_ttl = 1\n'
-            f'[services.feed]\nurl = {json.dumps(server.url)}\ntransport = "{transport}"\n'
-            'storage_path = "feed.sqlite3"\n'
-            '[services.feed.resume]\nseq_field = "seq"\n'
-            f'[services.feed.bridge]\nnats = {nats}\nconsume = ""\n'
-        )
+        file = bridged_fleet(tmp_path, nats_broker.url, server.url, f'transport = "{transport}"')
         member = await Member.start(file, tmp_path / "m.sock", member_env(tmp_path))
         try:
             await server.wait_for_connections(1, timeout=30)
@@ -116,17 +123,9 @@ async def test_a_fleet_member_with_a_bridge_exits_on_sigterm_while_the_broker_ha
 ) -> None:
     """The broker freezes (SIGSTOP) while a member runs a bridged service with 24 MB headed
     for JetStream: SIGTERM still ends ``bgws run`` within its bounds (the drain, the stop
-    hooks' grace, the broker calls), with the unpublished messages' position kept."""
+    hooks' grace, the broker calls)."""
     async with Server(feed=Feed()) as server:
-        file = tmp_path / "fleet.toml"
-        nats = json.dumps(nats_broker.url)
-        file.write_text(
-            f'[fleet]\nnats = {nats}\nname = "hang"\nlease_ttl = 2\n'
-            f"[services.feed]\nurl = {json.dumps(server.url)}\nclose_timeout = 0.5\n"
-            'storage_path = "feed.sqlite3"\n'
-            '[services.feed.resume]\nseq_field = "seq"\n'
-            f'[services.feed.bridge]\nnats = {nats}\nconsume = ""\n'
-        )
+        file = bridged_fleet(tmp_path, nats_broker.url, server.url, "close_timeout = 0.5")
         member = await Member.start(file, tmp_path / "m.sock", member_env(tmp_path))
         try:
             await server.wait_for_connections(1, timeout=30)
