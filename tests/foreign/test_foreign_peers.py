@@ -236,3 +236,24 @@ async def test_an_async_handler_awaits_a_request_and_a_timeout(
         await service.send({"type": "after"})
         await asyncio.wait_for(done.wait(), WAIT)
     assert order == [(1, 1), "after"]
+
+
+async def test_a_send_rate_paces_subscriptions_then_messages(
+    foreign_server: ForeignServer, service_for: ServiceFor
+) -> None:
+    """Nine kept subscriptions and three queued messages under send_rate [3, "0.3s"]: the peer
+    echoes the subscriptions first, in order, then the messages, and no 0.3 s holds more
+    than three (read from the echoes' arrival, a loopback round trip after each write)."""
+    service = service_for(foreign_server.url("/echo"), send_rate=[3, "0.3s"])
+    inbox = Inbox(service)
+    await service.start()
+    for n in range(9):
+        await service.subscribe({"type": "subscribe", "n": n})
+    for n in range(3):
+        await service.send({"type": "order", "n": n})
+    await service.connect()
+    echoes = await inbox.wait(12)
+    assert [m.type for m in echoes] == ["subscribe"] * 9 + ["order"] * 3
+    assert [m.data["n"] for m in echoes[:9]] == list(range(9))
+    times = [m.received_at for m in echoes]
+    assert all(times[i + 3] - times[i] >= 0.3 - 0.05 for i in range(len(times) - 3))

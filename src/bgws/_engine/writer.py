@@ -200,7 +200,10 @@ class Writer:
                 await pacer.hold()
                 continue
             payload, binary = held.popleft()
-            link.send(payload, binary)
+            try:
+                link.send(payload, binary)
+            except Exception:  # the link is breaking: the next one gets its own control frames
+                return
             pacer.control()
 
     def direct(self, payload: bytes | str, binary: bool, request: bool) -> bool:
