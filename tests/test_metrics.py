@@ -138,3 +138,39 @@ async def test_otel_instruments_observe_each_service(make_service: ServiceFactor
     assert kind == "gauge"
     assert callback(CallbackOptions())[0].value == 0.0
     assert instrument_otel({"chat": service}) is not None  # the global no-op meter works too
+
+
+async def test_rotations_and_resets_are_scraped(
+    make_service: ServiceFactory, transport: Transport
+) -> None:
+    """A link replaced before ``max_connection_age`` counts in ``bgws_rotations_total``; the
+    long-run counters are there from the first scrape (resets at 0, no quota wait)."""
+    rotated = asyncio.Event()
+    accepted: list[bool] = []
+
+    class Accepted(bgws.BearerAuth):
+        async def on_auth_success(self) -> None:
+            accepted.append(True)
+            if len(accepted) >= 2:  # the first link, then the rotated one
+                rotated.set()
+
+    async with Server() as server:
+        service = make_service(
+            server.url,
+            transport=transport,
+            max_connection_age=0.2,
+            close_timeout=0.2,
+            auth_handler=Accepted(lambda: "token"),
+        )
+        registry = prometheus_client.CollectorRegistry(auto_describe=False)
+        registry.register(BgwsCollector({"feed": service}))
+        async with service:
+            async with asyncio.timeout(TIMEOUT):
+                await rotated.wait()
+            got = samples(prometheus_client.generate_latest(registry).decode())
+        assert got[("bgws_rotations_total", (("service", "feed"),))] >= 1.0
+        assert got[("bgws_feed_resets_total", (("service", "feed"),))] == 0.0
+        assert (
+            "bgws_connect_quota_wait_until_timestamp_seconds",
+            (("service", "feed"),),
+        ) not in got
