@@ -113,7 +113,7 @@ async def test_a_replay_and_a_restart_never_duplicate_in_the_stream(
             assert bridge.status()["lag"] == 20
             assert bridge.status()["connected"] is False
         # Stopped with 21..40 unpublished: the saved position stayed at 20.
-        nats_broker.restart()
+        await asyncio.to_thread(nats_broker.restart)  # not blocking the loop (keepalives run)
         service, bridge, seen = bridged(make_service, server.url, nats_broker, transport, store)
         async with service:
             await Changes(service).wait(bgws.State.CONNECTED)
@@ -180,7 +180,7 @@ async def test_reading_pauses_while_the_broker_is_down_and_resumes(
             assert len(seen.seqs) < 60
             assert service.stats.reconnects == 0  # the keepalive did not call the link dead
             assert service.stats.dead_links == 0
-            nats_broker.restart()
+            await asyncio.to_thread(nats_broker.restart)  # not blocking the loop (keepalives run)
             await seen.wait(60)
             async with StreamReader(nats_broker.url) as stream:
                 messages = await stream.wait(60)

@@ -92,7 +92,7 @@ async def test_sigkills_of_the_daemon_and_the_broker_lose_and_duplicate_nothing(
                     break
         daemon.process.terminate()  # the saved position is the last acked one, not 550
         assert await daemon.finish() == 0
-        nats_broker.restart()
+        await asyncio.to_thread(nats_broker.restart)  # not blocking the loop (keepalives run)
         daemon = await daemons(toml)
         await server.wait_for_connections(4)
         await server.wait_until(lambda: resumes(server) == 3)

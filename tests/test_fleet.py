@@ -145,7 +145,7 @@ async def test_a_quick_broker_restart_keeps_every_lease_with_its_holder(
             await watch.wait_each_once(services)
             before = await holdings_settle(members, [2, 2])
             disconnects = watch.server.disconnects  # the start may have moved some over
-            nats_broker.restart()
+            await asyncio.to_thread(nats_broker.restart)  # not blocking the loop (keepalives run)
             renewed: dict[str, int] = dict.fromkeys(services, 0)
             enough = asyncio.Event()
 
@@ -189,7 +189,7 @@ async def test_a_long_broker_outage_fences_the_services_then_they_come_back_once
             )
             for m in members:
                 await m.wait_for("before its lease can expire")
-            nats_broker.start()
+            await asyncio.to_thread(nats_broker.start)  # not blocking the loop (keepalives run)
             await watch.wait_each_once(services)
             held = await holdings_settle(members, [2, 2])
             assert held[0] | held[1] == set(services)

@@ -211,7 +211,7 @@ async def test_a_member_started_while_the_broker_is_down_joins_once_it_is_up(
         try:
             await fleet_log.wait_for("cannot join yet")
             assert fm.held == []
-            nats_broker.start()
+            await asyncio.to_thread(nats_broker.start)  # not blocking the loop (keepalives run)
             await held(fm, server)
         finally:
             await fm.stop()
