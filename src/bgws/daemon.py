@@ -305,16 +305,19 @@ class _ExitGuard:
     def _watch(self, limit: float) -> None:
         if self._done.wait(limit):
             return
-        _log.critical(
-            "the stop did not end within %gs; exiting now (queued messages stay in the "
-            "store). Where each thread was:",
-            limit,
+        text = (
+            f"the stop did not end within {limit:g}s; exiting now (queued messages stay in "
+            "the store). Where each thread was:"
         )
+        # Logged from another thread, waited for a second: the stuck thread may hold a
+        # logging lock. Then straight to stderr, whatever happened.
+        said = threading.Thread(target=_log.critical, args=(text,), daemon=True)
+        said.start()
+        said.join(1.0)
         with contextlib.suppress(Exception):
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-            sys.stderr.flush()
+            if said.is_alive():
+                os.write(2, f"bgws: {text}\n".encode())
+            faulthandler.dump_traceback(file=2, all_threads=True)
         os._exit(1)
 
 

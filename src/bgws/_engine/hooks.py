@@ -143,7 +143,8 @@ class Hooks:
                 running.cancel()
                 await self.report(HandlerError(f"{where} did not finish within {limit:g}s"))
                 return
-            running.result()
+            if not running.cancelled():  # a hook that cancelled itself ended, too
+                running.result()
         except Exception as exc:
             await self.report(wrap(exc, where))
 
