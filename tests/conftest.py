@@ -113,6 +113,27 @@ async def make_service(errors: Errors) -> AsyncIterator[ServiceFactory]:
         await service.stop()
 
 
+class AcceptedTokens(bgws.BearerAuth):
+    """Bearer tokens ``t1``, ``t2``... one per link; counts the links that accepted theirs
+    (``on_auth_success``) and lets a test wait for a number of them."""
+
+    def __init__(self) -> None:
+        numbers = iter(range(1, 1_000))
+        super().__init__(lambda: f"t{next(numbers)}")
+        self.accepted = 0
+        self._changed = asyncio.Event()
+
+    async def on_auth_success(self) -> None:
+        self.accepted += 1
+        self._changed.set()
+
+    async def wait(self, count: int, timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while self.accepted < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+
 class Changes:
     """Records every state change of a service from the moment it is created."""
 

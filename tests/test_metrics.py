@@ -12,7 +12,7 @@ from bgws.errors import ConfigError
 from bgws.metrics import METRICS, BgwsCollector, MetricsServer, instrument_otel, parse_address
 from bgws.testing import Server
 from bgws.transport import Transport
-from tests.conftest import Changes, ServiceFactory
+from tests.conftest import AcceptedTokens, Changes, ServiceFactory
 
 prometheus_client = pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -145,28 +145,15 @@ async def test_rotations_and_resets_are_scraped(
 ) -> None:
     """A link replaced before ``max_connection_age`` counts in ``bgws_rotations_total``; the
     long-run counters are there from the first scrape (resets at 0, no quota wait)."""
-    rotated = asyncio.Event()
-    accepted: list[bool] = []
-
-    class Accepted(bgws.BearerAuth):
-        async def on_auth_success(self) -> None:
-            accepted.append(True)
-            if len(accepted) >= 2:  # the first link, then the rotated one
-                rotated.set()
-
+    tokens = AcceptedTokens()
     async with Server() as server:
         service = make_service(
-            server.url,
-            transport=transport,
-            max_connection_age=0.2,
-            close_timeout=0.2,
-            auth_handler=Accepted(lambda: "token"),
+            server.url, transport=transport, max_connection_age=0.2, auth_handler=tokens
         )
         registry = prometheus_client.CollectorRegistry(auto_describe=False)
         registry.register(BgwsCollector({"feed": service}))
         async with service:
-            async with asyncio.timeout(TIMEOUT):
-                await rotated.wait()
+            await tokens.wait(2, TIMEOUT)  # the first link, then the rotated one
             got = samples(prometheus_client.generate_latest(registry).decode())
         assert got[("bgws_rotations_total", (("service", "feed"),))] >= 1.0
         assert got[("bgws_feed_resets_total", (("service", "feed"),))] == 0.0

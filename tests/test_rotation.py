@@ -10,7 +10,7 @@ import bgws
 from bgws.testing import AckReply, Connection, Server
 from bgws.transport import Transport
 
-from .conftest import Changes, Errors, ServiceFactory
+from .conftest import AcceptedTokens, Changes, Errors, ServiceFactory
 
 CAP = 2.0
 """The server's lifetime cap (seconds): it closes every link older than this."""
@@ -143,27 +143,17 @@ async def test_rotation_fetches_fresh_credentials_and_reports_them_accepted(
     """Each rotation asks the auth handler again: the new link carries a fresh token, and
     ``on_auth_success`` runs after the switch, as after a reconnect (a handler that keeps
     refreshed tokens learns that the new one was accepted)."""
-    successes: list[str] = []
-    three = asyncio.Event()
-
-    class Tokens(bgws.BearerAuth):
-        async def on_auth_success(self) -> None:
-            successes.append("ok")
-            if len(successes) >= 3:
-                three.set()
-
-    tokens = iter(f"t{n}" for n in range(1, 100))
+    tokens = AcceptedTokens()
     async with Server() as server:
         service = make_service(
             server.url,
             transport=transport,
             max_connection_age=0.2,
             close_timeout=0.2,
-            auth_handler=Tokens(lambda: next(tokens)),
+            auth_handler=tokens,
         )
         async with service:
-            async with asyncio.timeout(10):  # the first link and two rotations
-                await three.wait()
+            await tokens.wait(3)  # the first link and two rotations
             assert service.stats.rotations >= 2
         accepted = [h.headers["authorization"] for h in server.handshakes if h.accepted]
         assert accepted[:3] == ["Bearer t1", "Bearer t2", "Bearer t3"]
