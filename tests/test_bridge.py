@@ -195,6 +195,7 @@ async def test_reading_pauses_while_the_broker_is_down_and_resumes(
                 assert [m["seq"] for m in messages] == list(range(1, 61))
             assert seen.seqs == list(range(1, 61))
             assert bridge.status()["reading_paused"] is False
+        assert service.stats.reconnects == 0
 
 
 async def test_a_refused_publish_is_reported_held_and_retried_never_dropped(
