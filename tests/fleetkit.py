@@ -18,7 +18,7 @@ from bgws.testing import Connection, Server
 
 from .daemonkit import Daemon
 
-__all__ = ["TIMEOUT", "Member", "Watch", "fleet_file", "holdings_settle", "member_env"]
+__all__ = ["TIMEOUT", "Member", "Watch", "end_all", "fleet_file", "holdings_settle", "member_env"]
 
 TIMEOUT = 30.0
 VERBOSE = ["--verbose"] if os.environ.get("FLEET_DEBUG") else []  # debug logs of the members
@@ -160,6 +160,14 @@ class Watch:
 
         await self.server.wait_until(done, timeout=timeout, what="one connection per service")
         return time.monotonic()
+
+
+async def end_all(members: list[Member]) -> None:
+    """SIGKILL every member still running, then reap them all (a test's cleanup)."""
+    for member in members:
+        member.kill()
+    for member in members:
+        await member.finish()
 
 
 async def holdings_settle(members: list[Member], expected: list[int]) -> list[set[str]]:

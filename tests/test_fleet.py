@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.fleetkit import TIMEOUT, Member, Watch, fleet_file, holdings_settle, member_env
+from tests.fleetkit import (
+    TIMEOUT,
+    Member,
+    Watch,
+    end_all,
+    fleet_file,
+    holdings_settle,
+    member_env,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="Unix sockets and signals")
 
@@ -46,10 +54,7 @@ async def test_each_service_runs_on_exactly_one_daemon(
             names = [m.lines for m in members]
             assert set(holders.values()) <= {_name(lines) for lines in names}
         finally:
-            for m in members:
-                m.kill()
-            for m in members:
-                await m.finish()
+            await end_all(members)
     assert watch.overlaps == []
 
 
@@ -94,10 +99,7 @@ async def test_a_killed_daemons_services_move_within_lease_ttl_plus_one_renewal(
             assert failover < 1.0 + 0.25 + 1.0  # the bound, plus 1s to connect on a loaded CI
             assert await survivor.held() == set(services)
         finally:
-            for m in members:
-                m.kill()
-            for m in members:
-                await m.finish()
+            await end_all(members)
     assert watch.overlaps == []
 
 
@@ -124,10 +126,7 @@ async def test_a_graceful_stop_hands_the_services_over_at_once(
             assert await staying.held() == set(services)
             assert any("released" in line for line in leaving.lines)
         finally:
-            for m in members:
-                m.kill()
-            for m in members:
-                await m.finish()
+            await end_all(members)
     assert watch.overlaps == []
 
 
@@ -165,10 +164,7 @@ async def test_a_quick_broker_restart_keeps_every_lease_with_its_holder(
             assert watch.server.disconnects == disconnects
             assert all(watch.open_by_service()[s] == 1 for s in services)
         finally:
-            for m in members:
-                m.kill()
-            for m in members:
-                await m.finish()
+            await end_all(members)
     assert watch.overlaps == []
 
 
@@ -195,10 +191,7 @@ async def test_a_long_broker_outage_fences_the_services_then_they_come_back_once
             assert held[0] | held[1] == set(services)
             assert not held[0] & held[1]
         finally:
-            for m in members:
-                m.kill()
-            for m in members:
-                await m.finish()
+            await end_all(members)
     assert watch.overlaps == []
 
 
@@ -235,8 +228,5 @@ async def test_chaos_kills_and_a_join_leave_every_service_on_exactly_one_daemon(
             assert held[0] | held[1] == set(services)
             assert not held[0] & held[1]
         finally:
-            for m in members:
-                m.kill()
-            for m in members:
-                await m.finish()
+            await end_all(members)
     assert watch.overlaps == []

@@ -38,7 +38,6 @@ from typing import Any
 
 from ._natsclient import close_quietly, describe
 from .config import Config
-from .errors import ServiceClosed, ServiceError
 from .fleet_config import FleetConfig
 from .fleet_plan import MEMBER_PREFIX, SERVICE_PREFIX, FleetView, plan
 from .handlers import MessageHandler
@@ -92,7 +91,8 @@ class FleetManager(ServiceManager):
     """A :class:`~bgws.ServiceManager` that runs only the services whose lease it holds.
 
     Every service of the file is known (its status says who holds it); one held elsewhere is
-    kept closed here, so a ``send`` to it raises :class:`~bgws.ServiceClosed`. Each claim
+    kept closed here, so a ``send`` to it raises :class:`~bgws.ServiceClosed` (and the
+    control socket answers ``NotHere``, naming the holder: :meth:`elsewhere`). Each claim
     runs a new service made by its factory (services are single-use).
 
     Args:
@@ -127,10 +127,7 @@ class FleetManager(ServiceManager):
         Raises:
             ServiceError: the manager was already started (``ServiceClosed``: and stopped).
         """
-        if self._phase != "idle":
-            kind = ServiceClosed if self._phase == "stopped" else ServiceError
-            raise kind("a manager starts once; create a new one to start again")
-        self._phase = "running"
+        self._begin()
         # Until claimed, each service stays closed here: nothing may open its store.
         await asyncio.gather(*(self[name].stop() for name in self.names))
         self._tasks = [

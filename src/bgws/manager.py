@@ -199,13 +199,21 @@ class ServiceManager:
         Raises:
             ServiceError: the manager was already started (``ServiceClosed``: and stopped).
         """
+        self._begin()
+        items = list(self._services.items())
+        await asyncio.gather(*(self._start_one(name, service) for name, service in items))
+        return dict(self._errors)
+
+    def _begin(self) -> None:
+        """Move from idle to running, once.
+
+        Raises:
+            ServiceError: the manager was already started (``ServiceClosed``: and stopped).
+        """
         if self._phase != "idle":
             kind = ServiceClosed if self._phase == "stopped" else ServiceError
             raise kind("a manager starts once; create a new one to start again")
         self._phase = "running"
-        items = list(self._services.items())
-        await asyncio.gather(*(self._start_one(name, service) for name, service in items))
-        return dict(self._errors)
 
     async def _start_one(self, name: str, service: Service) -> None:
         try:
